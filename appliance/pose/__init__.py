@@ -1,0 +1,1 @@
+"""Pose: joint layouts (and, later, the pose backends that produce keypoints from frames)."""

@@ -1,0 +1,1 @@
+"""On-site threshold calibration (learns where "normal" ends for one camera)."""
