@@ -58,7 +58,9 @@ def read_urfd_csv(path: str | Path) -> list[KeypointSequence]:
             if not row:
                 continue
             if len(row) != len(_COLUMNS):
-                raise InputFormatError(path, f"expected {len(_COLUMNS)} fields, found {len(row)}", line=line_no)
+                raise InputFormatError(
+                    path, f"expected {len(_COLUMNS)} fields, found {len(row)}", line=line_no
+                )
             try:
                 frame = int(row[1])
                 values = np.asarray([float(v) for v in row[2:-1]], dtype=np.float32).reshape(13, 3)

@@ -1,0 +1,74 @@
+"""``appliance``: the edge command (no torch). For now: inspect keypoint files as skeleton maps."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from appliance import __version__
+from appliance.errors import ApplianceError
+
+
+def cmd_maps(args: argparse.Namespace) -> int:
+    """Render a keypoint file's skeleton maps as a contact sheet PNG (what the model will see)."""
+    import cv2
+
+    from appliance.keypoints.readers import read_keypoints
+    from appliance.skeleton_map import MapSpec, render_keypoints
+
+    spec = MapSpec()
+    sequences = read_keypoints(args.keypoints)
+    seq = sequences[args.sequence] if args.sequence < len(sequences) else None
+    if seq is None:
+        raise ApplianceError(
+            f"{args.keypoints} holds {len(sequences)} sequences; --sequence {args.sequence} is out of range"
+        )
+    maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), spec)
+    picks = np.linspace(0, len(maps) - 1, min(args.frames, len(maps))).astype(int)
+    cols = min(10, len(picks))
+    rows = int(np.ceil(len(picks) / cols))
+    tile = spec.map_size + 2
+    sheet = np.full((rows * tile, cols * tile), 96, dtype=np.uint8)
+    for k, i in enumerate(picks):
+        r, c = divmod(k, cols)
+        sheet[r * tile + 1 : r * tile + 1 + spec.map_size, c * tile + 1 : c * tile + 1 + spec.map_size] = (
+            maps[i] * 255
+        )
+    sheet = cv2.resize(sheet, None, fx=args.zoom, fy=args.zoom, interpolation=cv2.INTER_NEAREST)
+    if not cv2.imwrite(str(args.out), sheet):
+        raise ApplianceError(f"could not write {args.out}")
+    print(
+        f"{seq.name}: {len(maps)} frames ({seq.layout.name}, {seq.width}x{seq.height}); "
+        f"{len(picks)} maps written to {args.out}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("maps", help="render a keypoint file's skeleton maps to a PNG contact sheet")
+    p.add_argument("--keypoints", type=Path, required=True, help="keypoint file or OpenPose JSON folder")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--sequence", type=int, default=0, help="which sequence (video/track) of the file")
+    p.add_argument("--frames", type=int, default=30, help="how many frames, evenly spaced")
+    p.add_argument("--zoom", type=int, default=4)
+    p.set_defaults(func=cmd_maps)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ApplianceError as exc:
+        print(f"appliance: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Server side: training, evaluation and (later) export to edge bundles. Needs the [export] extra."""

@@ -1,0 +1,165 @@
+"""``appliance-export``: server-side training and evaluation (later: ONNX/TFLite export and bundles)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from appliance.errors import ApplianceError
+from appliance.skeleton_map import MapSpec
+from export.datasets import DATASETS, Split
+from export.models import MODEL_TYPES
+from export.train import TrainConfig
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (paper: 30)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: the paper's (16 LSTM-VAE, 32 AE/VAE)"
+    )
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-windows-per-epoch",
+        type=int,
+        default=4096,
+        help="above this, each epoch visits every k-th window from a random phase",
+    )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        max_windows_per_epoch=args.max_windows_per_epoch,
+    )
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=DATASETS, help="a built-in real benchmark set (needs --data)")
+    src.add_argument("--keypoints", type=Path, nargs="+", help="keypoint files in any supported format")
+    p.add_argument(
+        "--data", type=Path, default=Path("../shared/data"), help="folder holding the benchmark sets"
+    )
+
+
+def _load_source(args: argparse.Namespace) -> Split:
+    if args.dataset:
+        from export.datasets import load_split
+
+        return load_split(args.dataset, args.data)
+    from appliance.keypoints.readers import read_keypoints
+
+    sequences = [seq for path in args.keypoints for seq in read_keypoints(path)]
+    for seq in sequences:
+        if seq.labels is None:
+            import numpy as np
+
+            seq.labels = np.zeros(len(seq), dtype=np.int64)
+    return Split("keypoints", sequences, [], sequences, {0: "normal", 1: "anomaly"})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from export.datasets import render_sequences
+    from export.models import ModelConfig
+    from export.train import save_checkpoint, train_model
+
+    split = _load_source(args)
+    spec = MapSpec()
+    train = render_sequences(split.train, spec)
+    val = render_sequences(split.val, spec)
+    result = train_model(ModelConfig(model_type=args.model), _train_config(args), train, val)
+    path = save_checkpoint(args.out, result, spec, {"dataset": split.name})
+    last = result.history[-1]
+    print(
+        f"trained {args.model} on {result.data_summary['samples']} {result.data_summary['sample_kind']} "
+        f"in {result.seconds:.0f} s; final loss {last['train_loss']:.2f}; checkpoint {path}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from export.datasets import render_sequences
+    from export.evaluate import evaluate, plot_roc, plot_score_timeline, write_json
+    from export.train import load_checkpoint
+
+    split = _load_source(args)
+    test = render_sequences(split.test, MapSpec())
+    evaluations, report = [], {}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for ckpt_path in args.checkpoint:
+        model, ckpt = load_checkpoint(ckpt_path)
+        if MapSpec(**ckpt["map_spec"]) != MapSpec():
+            raise ApplianceError(
+                f"{ckpt_path}: trained on maps {ckpt['map_spec']}, this evaluation renders {MapSpec()}"
+            )
+        ev = evaluate(model, ckpt_path.stem, test, split.classes)
+        evaluations.append(ev)
+        metrics = report[str(ckpt_path)] = ev.metrics()
+        plot_score_timeline(ev, args.out / f"scores_{ckpt_path.stem}.png", f"{split.name}: {ckpt_path.stem}")
+        print(f"{ckpt_path}: AUROC {metrics['auroc']:.3f} on {metrics['frames']} frames")
+    plot_roc(evaluations, args.out / "roc.png", f"{split.name}: frame-level ROC")
+    write_json(args.out / "report.json", report)
+    print(f"report: {args.out / 'report.json'}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from export.reproduce import reproduce
+
+    if not args.data.is_dir():
+        raise ApplianceError(
+            f"data folder {args.data} not found (expected urfd-falls/ and mocap-bandai/ inside)"
+        )
+    reproduce(args.data, args.out, args.datasets, args.models, _train_config(args), progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance-export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model on normal data")
+    _add_source_options(p)
+    p.add_argument("--model", choices=MODEL_TYPES, default="lstm_vae")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="frame-level AUROC, ROC and score plots of checkpoints on a test set")
+    _add_source_options(p)
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for report.json and plots")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "reproduce", help="train and evaluate LSTM-VAE, AE and VAE on the real sets (the README table)"
+    )
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--out", type=Path, default=Path("runs/paper"))
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument("--models", nargs="+", choices=MODEL_TYPES, default=list(MODEL_TYPES))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ApplianceError, FileNotFoundError, ValueError) as exc:
+        print(f"appliance-export: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("appliance-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
