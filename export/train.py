@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def train_model(
     history: list[dict] = []
     started = time.perf_counter()
     bar = None
-    if progress:
+    if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         steps_per_epoch = int(np.ceil(len(index[::every]) / batch))
@@ -152,6 +153,14 @@ def train_model(
         if val:
             record["val_loss"] = evaluate_loss(model, val, model_cfg)
         history.append(record)
+        if progress and bar is None:  # plain lines in logs and under systemd/CI
+            extra = f", val loss {record['val_loss']:.2f}" if "val_loss" in record else ""
+            print(
+                f"{description or model_cfg.model_type}: epoch {epoch + 1}/{train_cfg.epochs}, "
+                f"train loss {record['train_loss']:.2f}{extra}",
+                file=sys.stderr,
+                flush=True,
+            )
     if bar is not None:
         bar.close()
     model.eval()

@@ -1,0 +1,64 @@
+"""The edge path (appliance/) must work where torch cannot be imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_BLOCK_TORCH = """
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_edge_modules_import_and_render_with_torch_unimportable(tmp_path):
+    code = (
+        _BLOCK_TORCH
+        + """
+import numpy as np
+import appliance.cli, appliance.keypoints.readers, appliance.skeleton_map, appliance.window
+import appliance.keypoints.ceiling_camera
+from appliance.pose.layouts import COCO17
+from appliance.skeleton_map import render_keypoints
+kp = np.zeros((3, 17, 3), np.float32)
+kp[:, 5] = (300, 200, 1); kp[:, 6] = (340, 200, 1); kp[:, 11] = (305, 300, 1); kp[:, 12] = (335, 300, 1)
+maps = render_keypoints(kp, COCO17, (640, 480))
+assert maps.shape == (3, 28, 28) and maps.sum() > 0
+try:
+    import torch
+except ImportError:
+    pass
+else:
+    raise SystemExit("torch import was not blocked")
+assert "torch" not in sys.modules
+print("ok")
+"""
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_edge_packages_do_not_import_torch_anywhere():
+    offenders = [
+        str(p.relative_to(ROOT))
+        for pkg in ("appliance", "calibration")
+        for p in (ROOT / pkg).rglob("*.py")
+        if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())
+    ]
+    assert offenders == []
+
+
+def test_default_install_does_not_depend_on_torch():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(dep.lower().startswith("torch") for dep in project["dependencies"])
+    assert "torch==2.13.0" in project["optional-dependencies"]["export"]
