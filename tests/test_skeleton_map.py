@@ -10,6 +10,7 @@ from appliance.pose.layouts import (
     BLAZEPOSE33,
     BODY25,
     BODY_JOINTS,
+    BODY_LIMBS,
     COCO17,
     LAYOUTS,
     URFD13,
@@ -27,6 +28,8 @@ from appliance.skeleton_map import (
 # 800x560 image: the 560 crop maps 20 canvas pixels onto one map pixel, so expectations are exact.
 W, H = 800, 560
 SPEC = MapSpec(limb_thickness=0.5, binarize_threshold=0.2)
+# The first 15 BODY_25 joints are the body graph itself.
+BODY25_15 = JointLayout("body25_15", BODY_JOINTS, tuple(range(len(BODY_JOINTS))))
 
 
 def body(**joints: tuple[float, float]) -> np.ndarray:
@@ -87,27 +90,20 @@ def test_map_is_binary_uint8():
 
 
 def _reference_map(skeleton: np.ndarray, centre, spec: MapSpec) -> np.ndarray:
-    """The paper's steps literally: draw the full image, pad, crop around the neck, resize, binarise."""
+    """The paper's steps literally: draw the whole image, pad it, crop around the neck, resize, binarise."""
     side = spec.crop_side(H)
     t = spec.canvas_thickness(side)
-    pad = side
-    canvas = np.zeros((H + 2 * pad, W + 2 * pad), dtype=np.uint8)
-    full = np.zeros((H, W), dtype=np.uint8)
-    # draw on the image itself (pixels outside it are lost, as in a rendered OpenPose frame)
-    big = np.zeros((H + 2 * pad, W + 2 * pad), dtype=np.uint8)
-    from appliance.pose.layouts import BODY_LIMBS
-
-    pts = np.round((skeleton[:, :2] + pad) * 16).astype(np.int64)
+    image = np.zeros((H, W), dtype=np.uint8)  # what falls outside the image is lost, as in a rendered frame
+    pts = np.round(skeleton[:, :2] * 16).astype(np.int64)
     seen = skeleton[:, 2] >= spec.min_confidence
     for a, b in BODY_LIMBS:
         if seen[a] and seen[b]:
-            cv2.line(big, tuple(pts[a]), tuple(pts[b]), 255, t, cv2.LINE_8, 4)
+            cv2.line(image, tuple(pts[a]), tuple(pts[b]), 255, t, cv2.LINE_8, 4)
     for j in np.flatnonzero(seen):
-        cv2.circle(big, tuple(pts[j]), (t * 16) // 2, 255, -1, cv2.LINE_8, 4)
-    full[:] = big[pad : pad + H, pad : pad + W]
-    canvas[pad : pad + H, pad : pad + W] = full
-    x0, y0 = (np.floor(np.asarray(centre) - side / 2.0) + pad).astype(int)
-    crop = canvas[y0 : y0 + side, x0 : x0 + side]
+        cv2.circle(image, tuple(pts[j]), (t * 16) // 2, 255, -1, cv2.LINE_8, 4)
+    padded = np.pad(image, side)
+    x0, y0 = (np.floor(np.asarray(centre) - side / 2.0) + side).astype(int)
+    crop = padded[y0 : y0 + side, x0 : x0 + side]
     small = resize_bilinear_antialiased(crop, spec.map_size)
     return (small >= spec.binarize_threshold * 255).astype(np.uint8)
 
@@ -165,10 +161,6 @@ def test_nan_coordinates_count_as_missing_joints():
     kp = np.full((1, 17, 3), np.nan, dtype=np.float32)
     body_graph = to_body_graph(kp, COCO17)
     assert np.all(body_graph == 0)
-
-
-# The first 15 BODY_25 joints are the body graph itself.
-BODY25_15 = JointLayout("body25_15", BODY_JOINTS, tuple(range(len(BODY_JOINTS))))
 
 
 def _as_layout(layout: JointLayout, joints: dict[str, tuple[float, float]]) -> np.ndarray:
