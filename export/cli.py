@@ -84,7 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from export.datasets import render_sequences
-    from export.evaluate import evaluate, plot_roc, plot_score_timeline, write_json
+    from export.evaluate import evaluate, plot_reconstructions, plot_roc, plot_score_timeline, write_json
+    from export.models import LSTMVAE
     from export.train import load_checkpoint
 
     split = _load_source(args)
@@ -101,6 +102,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluations.append(ev)
         metrics = report[str(ckpt_path)] = ev.metrics()
         plot_score_timeline(ev, args.out / f"scores_{ckpt_path.stem}.png", f"{split.name}: {ckpt_path.stem}")
+        if isinstance(model, LSTMVAE):
+            title = f"{split.name}: {ckpt_path.stem} input/output"
+            plot_reconstructions(model, ev, args.out / f"reconstructions_{ckpt_path.stem}.png", title)
         print(f"{ckpt_path}: AUROC {metrics['auroc']:.3f} on {metrics['frames']} frames")
     plot_roc(evaluations, args.out / "roc.png", f"{split.name}: frame-level ROC")
     write_json(args.out / "report.json", report)

@@ -68,6 +68,33 @@ def test_export_cli_refuses_a_missing_data_folder_with_a_message(tmp_path):
 @pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
 def test_export_train_then_evaluate_from_the_command_line(tmp_path):
     pytest.importorskip("torch")
+    ckpt = tmp_path / "lstm_vae.pt"
+    out = run(
+        "export", "train", "--dataset", "urfd", "--data", str(DATA), "--epochs", "1", "--out", str(ckpt)
+    )
+    assert out.returncode == 0, out.stderr
+    assert "trained lstm_vae on 157 windows" in out.stdout
+    assert "lstm_vae: epoch 1/1, train loss" in out.stderr  # plain progress lines off a terminal
+    out = run(
+        "export",
+        "evaluate",
+        "--dataset",
+        "urfd",
+        "--data",
+        str(DATA),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "eval"),
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("report.json", "roc.png", "scores_lstm_vae.png", "reconstructions_lstm_vae.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+@pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
+def test_export_train_then_evaluate_a_baseline_from_the_command_line(tmp_path):
+    pytest.importorskip("torch")
     ckpt = tmp_path / "ae.pt"
     out = run(
         "export",
