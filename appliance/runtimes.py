@@ -1,0 +1,126 @@
+"""Inference runtimes for the exported scorer graphs (no torch): onnxruntime and LiteRT (TFLite).
+
+Each runtime runs the two graphs of a bundle variant: ``encode`` (maps -> per-frame features) and
+``score`` (a window's features and maps -> anomaly score). Optional runtimes import lazily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from appliance.errors import ApplianceError
+
+RUNTIMES = ("onnxruntime", "tflite")
+
+
+class RuntimeUnavailable(ApplianceError):
+    """The configured runtime is not installed on this device."""
+
+
+class ScoringRuntime(Protocol):
+    name: str
+
+    def encode(self, maps: np.ndarray) -> np.ndarray:
+        """(B, S, S) float32 maps -> (B, F) features."""
+
+    def score(self, features: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        """(B, T, F) features and (B, T, S, S) maps -> (B,) scores."""
+
+
+class OnnxScoringRuntime:
+    """onnxruntime CPU sessions; ``threads`` bounds intra-op threads (the appliance shares its cores)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, encoder: Path, sequence: Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        try:
+            self._encoder = ort.InferenceSession(str(encoder), opts, providers=providers)
+            self._sequence = ort.InferenceSession(str(sequence), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad models
+            raise ApplianceError(f"onnxruntime cannot load the model: {exc}") from None
+
+    def input_shapes(self) -> dict[str, list]:
+        return {i.name: i.shape for s in (self._encoder, self._sequence) for i in s.get_inputs()}
+
+    def encode(self, maps: np.ndarray) -> np.ndarray:
+        return self._encoder.run(None, {"maps": maps})[0]
+
+    def score(self, features: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        return self._sequence.run(None, {"features": features, "maps": maps})[0]
+
+
+class TfliteScoringRuntime:
+    """LiteRT interpreters (ai-edge-litert, or tflite-runtime where only it exists).
+
+    TFLite graphs have a fixed batch of 1, so batches are scored one item at a time.
+    """
+
+    name = "tflite"
+
+    def __init__(self, encoder: Path, sequence: Path, threads: int = 1) -> None:
+        interpreter_cls = _tflite_interpreter()
+        try:
+            self._encoder = interpreter_cls(model_path=str(encoder), num_threads=threads)
+            self._sequence = interpreter_cls(model_path=str(sequence), num_threads=threads)
+            self._encoder.allocate_tensors()
+            self._sequence.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ApplianceError(f"the TFLite runtime cannot load the model: {exc}") from None
+        self._enc_in = self._encoder.get_input_details()[0]["index"]
+        self._enc_out = self._encoder.get_output_details()[0]["index"]
+        inputs = self._sequence.get_input_details()
+        by_rank = {len(d["shape"]): d["index"] for d in inputs}  # features are rank 3, maps rank 4
+        self._seq_features, self._seq_maps = by_rank[3], by_rank[4]
+        self._seq_out = self._sequence.get_output_details()[0]["index"]
+
+    def encode(self, maps: np.ndarray) -> np.ndarray:
+        out = []
+        for m in maps:
+            self._encoder.set_tensor(self._enc_in, np.ascontiguousarray(m[None], dtype=np.float32))
+            self._encoder.invoke()
+            out.append(self._encoder.get_tensor(self._enc_out)[0].copy())
+        return np.stack(out)
+
+    def score(self, features: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        out = np.empty(len(features), dtype=np.float32)
+        for i in range(len(features)):
+            self._sequence.set_tensor(
+                self._seq_features, np.ascontiguousarray(features[i : i + 1], dtype=np.float32)
+            )
+            self._sequence.set_tensor(self._seq_maps, np.ascontiguousarray(maps[i : i + 1], dtype=np.float32))
+            self._sequence.invoke()
+            out[i] = self._sequence.get_tensor(self._seq_out).reshape(-1)[0]
+        return out
+
+
+def _tflite_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise RuntimeUnavailable(
+                "runtime 'tflite' needs ai-edge-litert (pip install 'ceiling-appliance[tflite]') "
+                "or tflite-runtime; use runtime 'onnxruntime' otherwise"
+            ) from None
+    return Interpreter
+
+
+def open_runtime(kind: str, encoder: Path, sequence: Path, threads: int = 1) -> ScoringRuntime:
+    if kind == "onnxruntime":
+        return OnnxScoringRuntime(encoder, sequence, threads)
+    if kind == "tflite":
+        return TfliteScoringRuntime(encoder, sequence, threads)
+    raise RuntimeUnavailable(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")

@@ -1,0 +1,231 @@
+"""Build a model bundle from a checkpoint: export, quantise, prove parity, write directory and tar.
+
+Every variant is scored through the appliance's own runtime code (``appliance.runtimes``) on the
+real evaluation windows and compared with PyTorch; a bundle is written only when every variant
+passes the parity gate (``export.parity``). The default threshold is a high quantile of PyTorch
+scores on the validation split's normal windows; calibration on site replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from appliance.bundle import MANIFEST, SCHEMA_VERSION, InputContract, pack_maps, sha256_file
+from appliance.errors import ApplianceError
+from appliance.pose.layouts import LAYOUTS
+from appliance.runtimes import open_runtime
+from appliance.scorer import score_map_sequence
+from appliance.skeleton_map import MapSpec
+from appliance.window import sliding_windows, window_scores_to_frames
+from export.datasets import RenderedSequence
+from export.evaluate import score_windows
+from export.metrics import auroc
+from export.models import LSTMVAE
+from export.onnx_export import export_onnx
+from export.parity import VariantParity, check_variant, format_parity_table
+from export.quantize import quantize_encoder_static, quantize_sequence_dynamic
+
+THRESHOLD_QUANTILE = 0.995
+REFERENCE_TOLERANCE = {"fp32": 1e-3, "int8": 5e-2}  # relative; int8 kernels differ between CPUs
+SCORE_DEFINITION = (
+    "mean over the window's T frames of the Bernoulli negative log-likelihood of each binary skeleton "
+    "map given the decoder's output for z = mu (nats per frame); higher is more anomalous"
+)
+
+
+class ParityError(ApplianceError):
+    """An exported variant does not score like the PyTorch model; no bundle is written."""
+
+
+@dataclass
+class Variant:
+    name: str
+    runtime: str
+    encoder: Path
+    sequence: Path
+
+
+VariantBuilder = Callable[[LSTMVAE, dict[str, Path], Path, np.ndarray], Variant]
+
+
+def _onnx_fp32(model, onnx, work, calibration) -> Variant:
+    return Variant("onnx-fp32", "onnxruntime", onnx["frame_encoder"], onnx["sequence"])
+
+
+def _onnx_int8(model, onnx, work, calibration) -> Variant:
+    out = work / "onnx-int8"
+    out.mkdir(parents=True, exist_ok=True)
+    enc = quantize_encoder_static(onnx["frame_encoder"], out / "frame_encoder.onnx", calibration)
+    seq = quantize_sequence_dynamic(onnx["sequence"], out / "sequence.onnx")
+    return Variant("onnx-int8", "onnxruntime", enc, seq)
+
+
+VARIANT_BUILDERS: dict[str, VariantBuilder] = {"onnx-fp32": _onnx_fp32, "onnx-int8": _onnx_int8}
+
+
+def _torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np.ndarray]:
+    return [score_windows(model, s.maps) if len(s.maps) >= model.cfg.window else np.empty(0) for s in seqs]
+
+
+def _frame_level(window_scores: list[np.ndarray], seqs: list[RenderedSequence], window: int):
+    scores = np.concatenate([window_scores_to_frames(w, len(s.maps), window) for w, s in zip(window_scores, seqs, strict=True)])
+    labels = np.concatenate([s.labels for s in seqs])
+    keep = np.isfinite(scores)
+    return scores[keep], labels[keep] > 0
+
+
+def normal_windows(seqs: list[RenderedSequence], window: int) -> list[tuple[int, int]]:
+    """(sequence, start) of every window whose frames are all normal."""
+    out = []
+    for i, s in enumerate(seqs):
+        if len(s.labels) >= window:
+            out += [(i, int(j)) for j in np.flatnonzero(sliding_windows(s.labels == 0, window).all(axis=1))]
+    return out
+
+
+def build_bundle(
+    model: LSTMVAE,
+    checkpoint: dict,
+    test: list[RenderedSequence],
+    val: list[RenderedSequence],
+    train: list[RenderedSequence],
+    out: Path,
+    name: str,
+    version: str,
+    variants: list[str],
+    dataset: str,
+    force: bool = False,
+    log=print,
+) -> Path:
+    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
+    if not isinstance(model, LSTMVAE):
+        raise ApplianceError("bundles hold the LSTM-VAE; the AE/VAE baselines are evaluation-only")
+    unknown = [v for v in variants if v not in VARIANT_BUILDERS]
+    if unknown:
+        raise ApplianceError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANT_BUILDERS)}")
+    if out.exists() and not force:
+        raise ApplianceError(f"{out} exists; pass --force to replace it")
+    cfg = model.cfg
+    spec = MapSpec(**checkpoint["map_spec"])
+    window = cfg.window
+
+    # PyTorch reference on the evaluation windows
+    ref_windows = _torch_window_scores(model, test)
+    ref_frames, positive = _frame_level(ref_windows, test, window)
+    ref_auroc = auroc(ref_frames, positive)
+    ref_flat = np.concatenate(ref_windows)
+
+    # threshold and reference window from validation normal windows (training ones if no validation)
+    pool = val if normal_windows(val, window) else train
+    candidates = normal_windows(pool, window)
+    if not candidates:
+        raise ApplianceError("no normal window in the validation or training data for the threshold")
+    pool_scores = _torch_window_scores(model, pool)
+    normal_scores = np.array([pool_scores[i][j] for i, j in candidates])
+    threshold = float(np.quantile(normal_scores, THRESHOLD_QUANTILE))
+    ref_i, ref_j = candidates[int(np.argsort(normal_scores)[len(normal_scores) // 2])]  # a median normal window
+    reference_maps = pool[ref_i].maps[ref_j : ref_j + window]
+    calibration = np.concatenate([s.maps[s.labels == 0] for s in train])
+
+    with tempfile.TemporaryDirectory(prefix="bundle-build-") as tmp:
+        work = Path(tmp)
+        onnx = export_onnx(model, work / "onnx-fp32")
+        (work / "onnx-fp32" / "window.onnx").unlink()  # reference graph: not needed on the device
+        built = [VARIANT_BUILDERS[v](model, onnx, work, calibration) for v in variants]
+
+        rows: list[VariantParity] = []
+        manifest_variants = {}
+        for v in built:
+            rt = open_runtime(v.runtime, v.encoder, v.sequence, threads=1)
+            scores = [score_map_sequence(rt, s.maps, window) for s in test]
+            frame_scores, _ = _frame_level(scores, test, window)
+            rows.append(check_variant(v.name, ref_flat, np.concatenate(scores), ref_auroc, frame_scores, positive))
+            ref_score = float(score_map_sequence(rt, reference_maps, window)[0])
+            manifest_variants[v.name] = {
+                "runtime": v.runtime,
+                "encoder": v.encoder.relative_to(work).as_posix(),
+                "sequence": v.sequence.relative_to(work).as_posix(),
+                "reference_score": ref_score,
+                "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in v.name else "fp32"],
+                "auroc": rows[-1].auroc,
+            }
+        table = format_parity_table(ref_auroc, rows)
+        log(f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split):\n{table}")
+        failed = [r.variant for r in rows if not r.passed]
+        if failed:
+            raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+
+        files = {
+            p.relative_to(work).as_posix(): sha256_file(p)
+            for v in built
+            for p in (v.encoder, v.sequence)
+        }
+        for rel in list(files):  # keep only the files the variants use
+            if not any(rel == d["encoder"] or rel == d["sequence"] for d in manifest_variants.values()):
+                del files[rel]
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "model": {
+                "name": name,
+                "version": version,
+                "type": cfg.model_type,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "architecture": cfg.to_dict(),
+            },
+            "input_contract": InputContract(window, cfg.frame_features, spec, tuple(LAYOUTS)).to_dict(),
+            "score": {
+                "definition": SCORE_DEFINITION,
+                "units": "nats per frame",
+                "higher_is_anomalous": True,
+                "assigned_to": "the last frame of the window",
+            },
+            "variants": manifest_variants,
+            "files": files,
+            "training": {
+                "dataset": dataset,
+                "data": checkpoint["data_summary"],
+                "config": checkpoint["train_config"],
+                "final_loss": checkpoint["history"][-1],
+            },
+            "evaluation": {
+                "dataset": dataset,
+                "split": "test",
+                "frames": int(len(ref_frames)),
+                "pytorch_auroc": ref_auroc,
+                "parity": [r.to_dict() for r in rows],
+            },
+            "threshold": {
+                "default": threshold,
+                "method": f"{THRESHOLD_QUANTILE:.1%} quantile of PyTorch scores on {len(normal_scores)} normal "
+                f"{'validation' if pool is val else 'training'} windows; replace by on-site calibration",
+            },
+            "reference": {
+                "maps": pack_maps(reference_maps),
+                "source": f"{pool[ref_i].name} frames {ref_j}..{ref_j + window - 1}",
+            },
+        }
+        stage = out.with_name(out.name + ".partial")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        for rel in files:
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / rel, stage / rel)
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    stage.rename(out)
+    tar_path = out.with_name(out.name + ".tar")
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(out, arcname=out.name)
+    log(f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
+        f"default threshold {threshold:.2f}")
+    return out
