@@ -1,4 +1,4 @@
-"""``appliance``: the edge command (no torch). For now: inspect keypoint files as skeleton maps."""
+"""``appliance``: the edge command (no torch): score keypoint files with a bundle, inspect skeleton maps."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.errors import ApplianceError
+from appliance.runtimes import RUNTIMES
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
@@ -47,6 +48,56 @@ def cmd_maps(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Per-frame anomaly scores of a keypoint file with a model bundle (no torch)."""
+    import csv
+
+    from appliance.bundle import open_bundle
+    from appliance.keypoints.readers import read_keypoints
+    from appliance.metrics import auroc
+    from appliance.scorer import score_map_sequence
+    from appliance.skeleton_map import render_keypoints
+    from appliance.window import window_scores_to_frames
+
+    bundle = open_bundle(args.bundle)
+    runtime, variant = bundle.open(args.runtime, args.variant, args.threads)
+    window = bundle.contract.window
+    sequences = read_keypoints(args.keypoints)
+    rows, all_scores, all_labels = [], [], []
+    for seq in sequences:
+        maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)
+        scores = window_scores_to_frames(score_map_sequence(runtime, maps, window), len(maps), window)
+        labels = seq.labels if seq.labels is not None else np.full(len(seq), -1)
+        rows += [
+            (seq.name, int(f), s, int(lab)) for f, s, lab in zip(seq.frames, scores, labels, strict=True)
+        ]
+        if seq.labels is not None:
+            all_scores.append(scores)
+            all_labels.append(seq.labels)
+    short = sum(1 for seq in sequences if len(seq) < window)
+    note = f"; {short} shorter than the {window}-frame window have no score" if short else ""
+    print(f"{bundle.name} ({variant} on {runtime.name}): scored {len(rows)} frames of {len(sequences)} sequences{note}")
+    if all_scores:
+        s, y = np.concatenate(all_scores), np.concatenate(all_labels)
+        keep = np.isfinite(s)
+        print(f"frame-level AUROC against the file's labels: {auroc(s[keep], y[keep] > 0):.4f}")
+    if args.out:
+        with args.out.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["sequence", "frame", "score", "label"])
+            for name, frame, score, label in rows:
+                w.writerow(
+                    [
+                        name,
+                        frame,
+                        "" if not np.isfinite(score) else f"{score:.6g}",
+                        "" if label < 0 else label,
+                    ]
+                )
+        print(f"scores written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -58,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="how many frames, evenly spaced")
     p.add_argument("--zoom", type=int, default=4)
     p.set_defaults(func=cmd_maps)
+
+    p = sub.add_parser("score", help="per-frame anomaly scores of a keypoint file with a model bundle")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle directory or .tar")
+    p.add_argument("--keypoints", type=Path, required=True, help="keypoint file or OpenPose JSON folder")
+    p.add_argument("--out", type=Path, help="CSV of sequence, frame, score, label")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument("--variant", help="bundle variant (default: int8 if the bundle has it for the runtime)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.set_defaults(func=cmd_score)
     return parser
 
 

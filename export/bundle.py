@@ -21,6 +21,7 @@ import numpy as np
 
 from appliance.bundle import MANIFEST, SCHEMA_VERSION, InputContract, pack_maps, sha256_file
 from appliance.errors import ApplianceError
+from appliance.metrics import auroc
 from appliance.pose.layouts import LAYOUTS
 from appliance.runtimes import open_runtime
 from appliance.scorer import score_map_sequence
@@ -28,7 +29,6 @@ from appliance.skeleton_map import MapSpec
 from appliance.window import sliding_windows, window_scores_to_frames
 from export.datasets import RenderedSequence
 from export.evaluate import score_windows
-from export.metrics import auroc
 from export.models import LSTMVAE
 from export.onnx_export import export_onnx
 from export.parity import VariantParity, check_variant, format_parity_table
@@ -72,12 +72,14 @@ def _onnx_int8(model, onnx, work, calibration) -> Variant:
 VARIANT_BUILDERS: dict[str, VariantBuilder] = {"onnx-fp32": _onnx_fp32, "onnx-int8": _onnx_int8}
 
 
-def _torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np.ndarray]:
+def torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np.ndarray]:
     return [score_windows(model, s.maps) if len(s.maps) >= model.cfg.window else np.empty(0) for s in seqs]
 
 
-def _frame_level(window_scores: list[np.ndarray], seqs: list[RenderedSequence], window: int):
-    scores = np.concatenate([window_scores_to_frames(w, len(s.maps), window) for w, s in zip(window_scores, seqs, strict=True)])
+def frame_level_scores(window_scores: list[np.ndarray], seqs: list[RenderedSequence], window: int):
+    scores = np.concatenate(
+        [window_scores_to_frames(w, len(s.maps), window) for w, s in zip(window_scores, seqs, strict=True)]
+    )
     labels = np.concatenate([s.labels for s in seqs])
     keep = np.isfinite(scores)
     return scores[keep], labels[keep] > 0
@@ -119,8 +121,8 @@ def build_bundle(
     window = cfg.window
 
     # PyTorch reference on the evaluation windows
-    ref_windows = _torch_window_scores(model, test)
-    ref_frames, positive = _frame_level(ref_windows, test, window)
+    ref_windows = torch_window_scores(model, test)
+    ref_frames, positive = frame_level_scores(ref_windows, test, window)
     ref_auroc = auroc(ref_frames, positive)
     ref_flat = np.concatenate(ref_windows)
 
@@ -129,10 +131,12 @@ def build_bundle(
     candidates = normal_windows(pool, window)
     if not candidates:
         raise ApplianceError("no normal window in the validation or training data for the threshold")
-    pool_scores = _torch_window_scores(model, pool)
+    pool_scores = torch_window_scores(model, pool)
     normal_scores = np.array([pool_scores[i][j] for i, j in candidates])
     threshold = float(np.quantile(normal_scores, THRESHOLD_QUANTILE))
-    ref_i, ref_j = candidates[int(np.argsort(normal_scores)[len(normal_scores) // 2])]  # a median normal window
+    ref_i, ref_j = candidates[
+        int(np.argsort(normal_scores)[len(normal_scores) // 2])
+    ]  # a median normal window
     reference_maps = pool[ref_i].maps[ref_j : ref_j + window]
     calibration = np.concatenate([s.maps[s.labels == 0] for s in train])
 
@@ -147,8 +151,10 @@ def build_bundle(
         for v in built:
             rt = open_runtime(v.runtime, v.encoder, v.sequence, threads=1)
             scores = [score_map_sequence(rt, s.maps, window) for s in test]
-            frame_scores, _ = _frame_level(scores, test, window)
-            rows.append(check_variant(v.name, ref_flat, np.concatenate(scores), ref_auroc, frame_scores, positive))
+            frame_scores, _ = frame_level_scores(scores, test, window)
+            rows.append(
+                check_variant(v.name, ref_flat, np.concatenate(scores), ref_auroc, frame_scores, positive)
+            )
             ref_score = float(score_map_sequence(rt, reference_maps, window)[0])
             manifest_variants[v.name] = {
                 "runtime": v.runtime,
@@ -165,9 +171,7 @@ def build_bundle(
             raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
 
         files = {
-            p.relative_to(work).as_posix(): sha256_file(p)
-            for v in built
-            for p in (v.encoder, v.sequence)
+            p.relative_to(work).as_posix(): sha256_file(p) for v in built for p in (v.encoder, v.sequence)
         }
         for rel in list(files):  # keep only the files the variants use
             if not any(rel == d["encoder"] or rel == d["sequence"] for d in manifest_variants.values()):
@@ -199,14 +203,14 @@ def build_bundle(
             "evaluation": {
                 "dataset": dataset,
                 "split": "test",
-                "frames": int(len(ref_frames)),
+                "frames": len(ref_frames),
                 "pytorch_auroc": ref_auroc,
                 "parity": [r.to_dict() for r in rows],
             },
             "threshold": {
                 "default": threshold,
-                "method": f"{THRESHOLD_QUANTILE:.1%} quantile of PyTorch scores on {len(normal_scores)} normal "
-                f"{'validation' if pool is val else 'training'} windows; replace by on-site calibration",
+                "method": f"{THRESHOLD_QUANTILE:.1%} quantile of PyTorch scores on {len(normal_scores)} "
+                f"normal {'validation' if pool is val else 'training'} windows; calibration replaces it",
             },
             "reference": {
                 "maps": pack_maps(reference_maps),
@@ -226,6 +230,8 @@ def build_bundle(
     tar_path = out.with_name(out.name + ".tar")
     with tarfile.open(tar_path, "w") as tar:
         tar.add(out, arcname=out.name)
-    log(f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
-        f"default threshold {threshold:.2f}")
+    log(
+        f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
+        f"default threshold {threshold:.2f}"
+    )
     return out

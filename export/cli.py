@@ -123,6 +123,62 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_split(args: argparse.Namespace, spec: MapSpec):
+    from export.datasets import render_sequences
+
+    split = _load_source(args)
+    return split, *(render_sequences(part, spec) for part in (split.train, split.val, split.test))
+
+
+def cmd_onnx(args: argparse.Namespace) -> int:
+    from appliance.runtimes import open_runtime
+    from appliance.scorer import score_map_sequence
+    from export.onnx_export import export_onnx
+    from export.parity import check_variant, format_parity_table
+    from export.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    paths = export_onnx(model, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if args.dataset or args.keypoints:
+        import numpy as np
+
+        from export.bundle import frame_level_scores, torch_window_scores
+
+        _, _, _, test = _render_split(args, MapSpec(**ckpt["map_spec"]))
+        ref = torch_window_scores(model, test)
+        ref_frames, positive = frame_level_scores(ref, test, model.cfg.window)
+        from appliance.metrics import auroc
+
+        rt = open_runtime("onnxruntime", paths["frame_encoder"], paths["sequence"])
+        scores = [score_map_sequence(rt, s.maps, model.cfg.window) for s in test]
+        frames, _ = frame_level_scores(scores, test, model.cfg.window)
+        row = check_variant(
+            "onnx-fp32",
+            np.concatenate(ref),
+            np.concatenate(scores),
+            auroc(ref_frames, positive),
+            frames,
+            positive,
+        )
+        print(format_parity_table(auroc(ref_frames, positive), [row]))
+        return 0 if row.passed else 1
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from export.bundle import build_bundle
+    from export.train import load_checkpoint
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    split, train, val, test = _render_split(args, MapSpec(**ckpt["map_spec"]))
+    name = args.name or args.out.name
+    build_bundle(
+        model, ckpt, test, val, train, args.out, name, args.version, args.variants, split.name, args.force
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance-export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, nargs="+", required=True)
     p.add_argument("--out", type=Path, required=True, help="folder for report.json and plots")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("onnx", help="export an LSTM-VAE checkpoint to ONNX (encoder, sequence, one graph)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for the .onnx files")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=DATASETS, help="check fp32 parity on this set's test split")
+    src.add_argument("--keypoints", type=Path, nargs="+", help="check fp32 parity on these labelled files")
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("bundle", help="export, quantise, check parity and package a bundle (dir + .tar)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    _add_source_options(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle directory; a .tar of it is written beside")
+    p.add_argument("--name", help="model name (default: the --out folder name)")
+    p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
+    p.add_argument("--variants", nargs="+", default=["onnx-fp32", "onnx-int8"], help="variants to include")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser(
         "reproduce", help="train and evaluate LSTM-VAE, AE and VAE on the real sets (the README table)"

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from appliance.metrics import auroc, roc_curve
 from appliance.window import sliding_windows, window_scores_to_frames
 from export.datasets import RenderedSequence
-from export.metrics import auroc, roc_curve
 from export.models import LSTMVAE, FrameAutoencoder, bernoulli_nll
 
 

@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs the [export] extra")
 
+from appliance.metrics import auroc  # noqa: E402
 from export.datasets import mocap_split, render_sequences, urfd_split  # noqa: E402
 from export.evaluate import evaluate, score_windows  # noqa: E402
-from export.metrics import auroc  # noqa: E402
 from export.models import LSTMVAE, ModelConfig, build_model  # noqa: E402
 from export.train import (  # noqa: E402
     TrainConfig,
