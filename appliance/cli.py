@@ -76,7 +76,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             all_labels.append(seq.labels)
     short = sum(1 for seq in sequences if len(seq) < window)
     note = f"; {short} shorter than the {window}-frame window have no score" if short else ""
-    print(f"{bundle.name} ({variant} on {runtime.name}): {len(rows)} frames of {len(sequences)} sequences scored{note}")
+    where = f"{bundle.name} ({variant} on {runtime.name})"
+    print(f"{where}: {len(rows)} frames of {len(sequences)} sequences scored{note}")
     if all_scores:
         s, y = np.concatenate(all_scores), np.concatenate(all_labels)
         keep = np.isfinite(s)
