@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup reproduce test lint clean
+.PHONY: setup reproduce bundle bench test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ setup: $(STAMP)  ## virtual environment with the edge runtime, training/export e
 
 reproduce: setup  ## the paper's AUROC table (LSTM-VAE vs AE vs VAE) on the real sets in $(DATA)
 	$(VENV)/bin/appliance-export reproduce --data $(DATA) --out runs/paper
+
+CKPT ?= runs/paper/urfd/lstm_vae.pt
+
+$(CKPT): | $(STAMP)
+	$(VENV)/bin/appliance-export train --dataset urfd --data $(DATA) --model lstm_vae --out $(CKPT)
+
+bundle: setup $(CKPT)  ## the paper's LSTM-VAE (URFD) as a parity-checked bundle: runs/bundles/urfd-lstm-vae(.tar)
+	$(VENV)/bin/appliance-export bundle --checkpoint $(CKPT) --dataset urfd --data $(DATA) \
+		--out runs/bundles/urfd-lstm-vae --name urfd-lstm-vae --force
+
+bench: setup $(CKPT)  ## scorer latency/MACs/AUROC per runtime variant
+	$(PY) benchmarks/scorer.py --checkpoint $(CKPT) --data $(DATA)
 
 test: setup  ## the test suite
 	$(PY) -m pytest -q

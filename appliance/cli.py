@@ -63,6 +63,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     runtime, variant = bundle.open(args.runtime, args.variant, args.threads)
     window = bundle.contract.window
     sequences = read_keypoints(args.keypoints)
+    if args.only:
+        unknown = sorted(set(args.only) - {s.name for s in sequences})
+        if unknown:
+            raise ApplianceError(f"{args.keypoints} has no sequence(s) {', '.join(unknown)}")
+        sequences = [s for s in sequences if s.name in set(args.only)]
     rows, all_scores, all_labels = [], [], []
     for seq in sequences:
         maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
     p.add_argument("--variant", help="bundle variant (default: int8 if the bundle has it for the runtime)")
     p.add_argument("--threads", type=int, default=1, help="inference threads")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="score only these sequences (videos/tracks)")
     p.set_defaults(func=cmd_score)
     return parser
 
