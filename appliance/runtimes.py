@@ -84,6 +84,10 @@ class TfliteScoringRuntime:
         self._seq_features, self._seq_maps = by_rank[3], by_rank[4]
         self._seq_out = self._sequence.get_output_details()[0]["index"]
 
+    def input_shapes(self) -> dict[str, list]:
+        seq = {len(d["shape"]): list(d["shape"]) for d in self._sequence.get_input_details()}
+        return {"maps": list(self._encoder.get_input_details()[0]["shape"]), "features": seq[3]}
+
     def encode(self, maps: np.ndarray) -> np.ndarray:
         out = []
         for m in maps:

@@ -69,7 +69,38 @@ def _onnx_int8(model, onnx, work, calibration) -> Variant:
     return Variant("onnx-int8", "onnxruntime", enc, seq)
 
 
-VARIANT_BUILDERS: dict[str, VariantBuilder] = {"onnx-fp32": _onnx_fp32, "onnx-int8": _onnx_int8}
+def _tflite_sources(model: LSTMVAE, work: Path) -> dict[str, Path]:
+    """Convert once per build; both TFLite variants draw on the same conversions."""
+    from export.tflite_export import export_tflite
+
+    src = work / "tflite-src"
+    if not (src / "int8" / "sequence.tflite").is_file():
+        export_tflite(model, src, int8=True)
+    return {
+        "encoder": src / "fp32" / "frame_encoder.tflite",
+        "fp32": src / "fp32" / "sequence.tflite",
+        "int8": src / "int8" / "sequence.tflite",
+    }
+
+
+def _tflite_variant(name: str, sequence_key: str):
+    def build(model, onnx, work, calibration) -> Variant:
+        src = _tflite_sources(model, work)
+        out = work / name
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src["encoder"], out / "frame_encoder.tflite")  # int8 slows this small CNN down
+        shutil.copyfile(src[sequence_key], out / "sequence.tflite")
+        return Variant(name, "tflite", out / "frame_encoder.tflite", out / "sequence.tflite")
+
+    return build
+
+
+VARIANT_BUILDERS: dict[str, VariantBuilder] = {
+    "onnx-fp32": _onnx_fp32,
+    "onnx-int8": _onnx_int8,
+    "tflite-fp32": _tflite_variant("tflite-fp32", "fp32"),
+    "tflite-int8": _tflite_variant("tflite-int8", "int8"),
+}
 
 
 def torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np.ndarray]:

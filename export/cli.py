@@ -166,6 +166,19 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tflite(args: argparse.Namespace) -> int:
+    from export.tflite_export import export_tflite
+    from export.train import load_checkpoint
+
+    model, _ = load_checkpoint(args.checkpoint)
+    paths = export_tflite(model, args.out, int8=not args.no_int8)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    print(
+    print("parity is checked when they go into a bundle (appliance-export bundle --variants tflite-fp32 ...)")
+    )
+    return 0
+
+
 def cmd_bundle(args: argparse.Namespace) -> int:
     from export.bundle import build_bundle
     from export.train import load_checkpoint
@@ -204,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--keypoints", type=Path, nargs="+", help="check fp32 parity on these labelled files")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.set_defaults(func=cmd_onnx)
+
+    p = sub.add_parser("tflite", help="convert an LSTM-VAE checkpoint to TFLite fp32/int8 (no TensorFlow)")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for fp32/ and int8/ .tflite files")
+    p.add_argument("--no-int8", action="store_true", help="fp32 only")
+    p.set_defaults(func=cmd_tflite)
 
     p = sub.add_parser("bundle", help="export, quantise, check parity and package a bundle (dir + .tar)")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -47,22 +47,20 @@ def trained(tmp_path_factory):
     return result.model, ckpt, split, train, val, test
 
 
+try:
+    import litert_torch  # noqa: F401
+
+    VARIANTS = ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
+except ImportError:  # the [tflite-export] extra is not installed: ONNX variants only
+    VARIANTS = ["onnx-fp32", "onnx-int8"]
+
+
 @pytest.fixture(scope="module")
 def bundle_dir(trained, tmp_path_factory):
     model, ckpt, _, train, val, test = trained
     out = tmp_path_factory.mktemp("bundles") / "urfd-test"
     build_bundle(
-        model,
-        ckpt,
-        test,
-        val,
-        train,
-        out,
-        "urfd-test",
-        "1.2.3",
-        ["onnx-fp32", "onnx-int8"],
-        "urfd",
-        log=lambda *_: None,
+        model, ckpt, test, val, train, out, "urfd-test", "1.2.3", VARIANTS, "urfd", log=lambda *_: None
     )
     return out
 
@@ -99,7 +97,7 @@ def test_bundle_manifest_holds_the_contract_hashes_variants_threshold_and_refere
     contract = manifest["input_contract"]
     assert contract["window"] == 30 and contract["map_size"] == 28 and contract["limb_thickness"] == 0.5
     assert contract["binarize_threshold"] == 0.2 and "blazepose33" in contract["joint_layouts"]
-    assert set(manifest["variants"]) == {"onnx-fp32", "onnx-int8"}
+    assert set(manifest["variants"]) == set(VARIANTS)
     on_disk = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()}
     assert on_disk == set(manifest["files"]) | {"manifest.json"}
     assert all(len(h) == 64 for h in manifest["files"].values())
@@ -137,6 +135,29 @@ def test_streaming_scorer_gives_the_batch_scores_one_frame_at_a_time(bundle_dir,
     np.testing.assert_allclose(live, batch, rtol=1e-5)
     scorer.reset()
     assert scorer.push(maps[0]) is None
+
+
+def test_tflite_variants_pass_parity_and_score_like_onnx_on_litert(bundle_dir, trained):
+    pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite-export] extra")
+    *_, test = trained
+    rows = {
+        r["variant"]: r
+        for r in json.loads((bundle_dir / "manifest.json").read_text())["evaluation"]["parity"]
+    }
+    assert rows["tflite-fp32"]["max_rel_diff"] <= 1e-4
+    assert rows["tflite-int8"]["spearman"] >= 0.99 and abs(rows["tflite-int8"]["auroc_diff"]) <= 0.01
+    bundle = open_bundle(bundle_dir)
+    tfl, variant = bundle.open("tflite")
+    assert variant == "tflite-int8" and tfl.name == "tflite"
+    onnx_rt, _ = bundle.open("onnxruntime", "onnx-fp32")
+    tfl32, _ = bundle.open("tflite", "tflite-fp32")
+    maps = test[2].maps
+    np.testing.assert_allclose(
+        score_map_sequence(tfl32, maps, 30), score_map_sequence(onnx_rt, maps, 30), rtol=1e-4
+    )
+    live = StreamingScorer(tfl, 30, 64, 28)
+    streamed = [s for m in maps if (s := live.push(m)) is not None]
+    np.testing.assert_allclose(streamed, score_map_sequence(tfl, maps, 30), rtol=1e-5)
 
 
 def test_parity_gate_refuses_a_variant_that_scores_differently(trained, tmp_path):
