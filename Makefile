@@ -10,10 +10,10 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,dev]'
+	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)  ## virtual environment with the edge runtime, training/export extras and test tools
+setup: $(STAMP)  ## virtual environment: edge runtime, LiteRT, training/ONNX/TFLite export, test tools
 
 reproduce: setup  ## the paper's AUROC table (LSTM-VAE vs AE vs VAE) on the real sets in $(DATA)
 	$(VENV)/bin/appliance-export reproduce --data $(DATA) --out runs/paper

@@ -72,7 +72,6 @@ def main() -> int:
     torch.set_num_threads(1)
     from appliance.bundle import open_bundle
     from appliance.metrics import auroc
-    from appliance.runtimes import OnnxScoringRuntime
     from appliance.scorer import StreamingScorer, score_map_sequence
     from appliance.window import window_scores_to_frames
     from export.bundle import build_bundle
@@ -106,6 +105,13 @@ def main() -> int:
     macs_whole = t_ * macs_frame + macs_seq
     peak = gemm_peak_gmacs()
 
+    variants = ["onnx-fp32", "onnx-int8"]
+    try:
+        import litert_torch  # noqa: F401
+
+        variants += ["tflite-fp32", "tflite-int8"]
+    except ImportError:
+        print("litert-torch not installed: no TFLite rows (pip install -e '.[export,tflite-export]')")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         onnx = export_onnx(model, tmp / "onnx")
@@ -118,7 +124,7 @@ def main() -> int:
             tmp / "b",
             "bench",
             "0",
-            ["onnx-fp32", "onnx-int8"],
+            variants,
             args.dataset,
             log=lambda *_: None,
         )
@@ -154,9 +160,8 @@ def main() -> int:
         y = np.concatenate([s.labels for s in test_frames]) > 0
         torch_auroc = auroc(np.concatenate([score_frames(model, s) for s in test_frames]), y)
         results[0] = (*results[0][:3], torch_auroc)
-        for variant in ("onnx-fp32", "onnx-int8"):
-            spec = bundle.manifest["variants"][variant]
-            rt = OnnxScoringRuntime(bundle.root / spec["encoder"], bundle.root / spec["sequence"], threads=1)
+        for variant in variants:
+            rt, _ = bundle.open(bundle.manifest["variants"][variant]["runtime"], variant, threads=1)
             scorer = StreamingScorer(rt, t_, f_, s_)
             for m in maps[: t_ - 1]:
                 scorer.push(m)
@@ -165,6 +170,8 @@ def main() -> int:
                 [window_scores_to_frames(score_map_sequence(rt, s.maps, t_), len(s.maps)) for s in test]
             )
             results.append((f"{variant}, streaming", lat, macs_stream, auroc(frames, y)))
+            if rt.name != "onnxruntime":  # TFLite graphs have a fixed batch of one
+                continue
             # several tracks (people or cameras) scored in one call per frame: GEMV becomes GEMM
             feats = rt.encode(maps[: n + t_])
             batch = 16
@@ -212,10 +219,10 @@ def main() -> int:
     for label, value in ratios.items():
         print(f"{label}: {value:.2f}")
     aurocs = {name: a for name, _, _, a in results if a is not None}
-    print(
-        f"int8 AUROC - fp32 AUROC: {aurocs['onnx-int8, streaming'] - aurocs['onnx-fp32, streaming']:+.4f} "
-        "(target within 0.01)"
-    )
+    for fmt in ("onnx", "tflite"):
+        if f"{fmt}-int8, streaming" in aurocs:
+            diff = aurocs[f"{fmt}-int8, streaming"] - aurocs[f"{fmt}-fp32, streaming"]
+            print(f"{fmt} int8 AUROC - fp32 AUROC: {diff:+.4f} (target within 0.01)")
     return 0
 
 
