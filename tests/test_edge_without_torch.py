@@ -24,7 +24,7 @@ def test_edge_modules_import_and_render_with_torch_unimportable(tmp_path):
         + """
 import numpy as np
 import appliance.cli, appliance.keypoints.readers, appliance.skeleton_map, appliance.window
-import appliance.keypoints.ceiling_camera
+import appliance.keypoints.ceiling_camera, appliance.bundle, appliance.scorer, appliance.runtimes, appliance.metrics
 from appliance.pose.layouts import COCO17
 from appliance.skeleton_map import render_keypoints
 kp = np.zeros((3, 17, 3), np.float32)
@@ -54,6 +54,34 @@ def test_edge_packages_do_not_import_torch_anywhere():
         if any(line.strip().startswith(("import torch", "from torch")) for line in p.read_text().splitlines())
     ]
     assert offenders == []
+
+
+def test_default_install_resolves_without_torch(tmp_path):
+    # a real resolve of the default (edge) install by pip, against the configured package index
+    report = tmp_path / "report.json"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"numpy", "onnxruntime", "opencv-python-headless", "paho-mqtt"} <= names
+    assert not {n for n in names if n.startswith(("torch", "nvidia", "tensorflow", "jax"))}
 
 
 def test_default_install_does_not_depend_on_torch():
