@@ -74,7 +74,7 @@ def main() -> int:
     from appliance.metrics import auroc
     from appliance.scorer import StreamingScorer, score_map_sequence
     from appliance.window import window_scores_to_frames
-    from export.bundle import build_bundle
+    from export.bundle import build_bundle, buildable_variants
     from export.datasets import load_split, render_sequences
     from export.evaluate import score_frames
     from export.macs import count_macs
@@ -105,12 +105,8 @@ def main() -> int:
     macs_whole = t_ * macs_frame + macs_seq
     peak = gemm_peak_gmacs()
 
-    variants = ["onnx-fp32", "onnx-int8"]
-    try:
-        import litert_torch  # noqa: F401
-
-        variants += ["tflite-fp32", "tflite-int8"]
-    except ImportError:
+    variants = buildable_variants()
+    if "tflite-fp32" not in variants:
         print("litert-torch not installed: no TFLite rows (pip install -e '.[export,tflite-export]')")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

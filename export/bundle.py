@@ -103,6 +103,15 @@ VARIANT_BUILDERS: dict[str, VariantBuilder] = {
 }
 
 
+def buildable_variants() -> list[str]:
+    """The variants this installation can build (TFLite needs the [tflite-export] extra)."""
+    try:
+        import litert_torch  # noqa: F401
+    except ImportError:
+        return ["onnx-fp32", "onnx-int8"]
+    return list(VARIANT_BUILDERS)
+
+
 def torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np.ndarray]:
     return [score_windows(model, s.maps) if len(s.maps) >= model.cfg.window else np.empty(0) for s in seqs]
 

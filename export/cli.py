@@ -173,9 +173,7 @@ def cmd_tflite(args: argparse.Namespace) -> int:
     model, _ = load_checkpoint(args.checkpoint)
     paths = export_tflite(model, args.out, int8=not args.no_int8)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    print(
-    print("parity is checked when they go into a bundle (appliance-export bundle --variants tflite-fp32 ...)")
-    )
+    print("parity is checked when they go into a bundle: appliance-export bundle --variants tflite-fp32 ...")
     return 0
 
 

@@ -21,7 +21,7 @@ from appliance.metrics import auroc  # noqa: E402
 from appliance.scorer import StreamingScorer, score_map_sequence  # noqa: E402
 from appliance.skeleton_map import MapSpec  # noqa: E402
 from appliance.window import window_scores_to_frames  # noqa: E402
-from export.bundle import VARIANT_BUILDERS, ParityError, Variant, build_bundle  # noqa: E402
+from export.bundle import VARIANT_BUILDERS, ParityError, Variant, build_bundle, buildable_variants  # noqa: E402
 from export.datasets import render_sequences, urfd_split  # noqa: E402
 from export.evaluate import evaluate, score_windows  # noqa: E402
 from export.models import ModelConfig  # noqa: E402
@@ -47,12 +47,7 @@ def trained(tmp_path_factory):
     return result.model, ckpt, split, train, val, test
 
 
-try:
-    import litert_torch  # noqa: F401
-
-    VARIANTS = ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
-except ImportError:  # the [tflite-export] extra is not installed: ONNX variants only
-    VARIANTS = ["onnx-fp32", "onnx-int8"]
+VARIANTS = buildable_variants()  # ONNX, and TFLite where the [tflite-export] extra is installed
 
 
 @pytest.fixture(scope="module")

@@ -66,36 +66,16 @@ def test_export_cli_refuses_a_missing_data_folder_with_a_message(tmp_path):
 
 
 @pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
-def test_export_train_then_evaluate_from_the_command_line(tmp_path):
+@pytest.mark.parametrize(
+    ("model", "trained", "figures"),
+    [
+        ("lstm_vae", "trained lstm_vae on 157 windows", ["scores_m.png", "reconstructions_m.png"]),
+        ("ae", "trained ae on 516 frames", ["scores_m.png"]),
+    ],
+)
+def test_export_train_then_evaluate_from_the_command_line(tmp_path, model, trained, figures):
     pytest.importorskip("torch")
-    ckpt = tmp_path / "lstm_vae.pt"
-    out = run(
-        "export", "train", "--dataset", "urfd", "--data", str(DATA), "--epochs", "1", "--out", str(ckpt)
-    )
-    assert out.returncode == 0, out.stderr
-    assert "trained lstm_vae on 157 windows" in out.stdout
-    assert "lstm_vae: epoch 1/1, train loss" in out.stderr  # plain progress lines off a terminal
-    out = run(
-        "export",
-        "evaluate",
-        "--dataset",
-        "urfd",
-        "--data",
-        str(DATA),
-        "--checkpoint",
-        str(ckpt),
-        "--out",
-        str(tmp_path / "eval"),
-    )
-    assert out.returncode == 0, out.stderr
-    for name in ("report.json", "roc.png", "scores_lstm_vae.png", "reconstructions_lstm_vae.png"):
-        assert (tmp_path / "eval" / name).stat().st_size > 0
-
-
-@pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
-def test_export_train_then_evaluate_a_baseline_from_the_command_line(tmp_path):
-    pytest.importorskip("torch")
-    ckpt = tmp_path / "ae.pt"
+    ckpt = tmp_path / "m.pt"
     out = run(
         "export",
         "train",
@@ -104,14 +84,16 @@ def test_export_train_then_evaluate_a_baseline_from_the_command_line(tmp_path):
         "--data",
         str(DATA),
         "--model",
-        "ae",
+        model,
         "--epochs",
-        "3",
+        "1",
         "--out",
         str(ckpt),
     )
     assert out.returncode == 0, out.stderr
-    assert "trained ae on 516 frames" in out.stdout and ckpt.is_file()
+    assert trained in out.stdout
+    assert f"{model}: epoch 1/1, train loss" in out.stderr  # plain progress lines off a terminal
+    evaluation = tmp_path / "eval"
     out = run(
         "export",
         "evaluate",
@@ -122,9 +104,32 @@ def test_export_train_then_evaluate_a_baseline_from_the_command_line(tmp_path):
         "--checkpoint",
         str(ckpt),
         "--out",
-        str(tmp_path / "eval"),
+        str(evaluation),
     )
     assert out.returncode == 0, out.stderr
     assert "on 965 frames" in out.stdout
-    for name in ("report.json", "roc.png", "scores_ae.png"):
-        assert (tmp_path / "eval" / name).stat().st_size > 0
+    for name in ("report.json", "roc.png", *figures):
+        assert (evaluation / name).stat().st_size > 0
+
+
+def test_export_tflite_writes_fp32_graphs_that_litert_loads(tmp_path):
+    pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite-export] extra")
+    from ai_edge_litert.interpreter import Interpreter
+
+    ckpt = tmp_path / "m.pt"
+    assert (
+        run(
+            "export", "train", "--dataset", "urfd", "--data", str(DATA), "--epochs", "1", "--out", str(ckpt)
+        ).returncode
+        == 0
+    )
+    out = run("export", "tflite", "--checkpoint", str(ckpt), "--out", str(tmp_path / "t"), "--no-int8")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith("parity is checked when they go into a bundle")
+    assert "None" not in out.stdout
+    shapes = {}
+    for name in ("frame_encoder", "sequence"):
+        it = Interpreter(model_path=str(tmp_path / "t" / "fp32" / f"{name}.tflite"))
+        shapes[name] = sorted(list(d["shape"]) for d in it.get_input_details())
+    assert shapes == {"frame_encoder": [[1, 28, 28]], "sequence": [[1, 30, 28, 28], [1, 30, 64]]}
+    assert not (tmp_path / "t" / "int8").exists()
