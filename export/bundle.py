@@ -116,13 +116,14 @@ def torch_window_scores(model: LSTMVAE, seqs: list[RenderedSequence]) -> list[np
     return [score_windows(model, s.maps) if len(s.maps) >= model.cfg.window else np.empty(0) for s in seqs]
 
 
-def frame_level_scores(window_scores: list[np.ndarray], seqs: list[RenderedSequence], window: int):
+def frame_level_scores(
+    window_scores: list[np.ndarray], seqs: list[RenderedSequence], window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame scores of all frames (NaN in sequences shorter than a window) and anomaly flags."""
     scores = np.concatenate(
         [window_scores_to_frames(w, len(s.maps), window) for w, s in zip(window_scores, seqs, strict=True)]
     )
-    labels = np.concatenate([s.labels for s in seqs])
-    keep = np.isfinite(scores)
-    return scores[keep], labels[keep] > 0
+    return scores, np.concatenate([s.labels for s in seqs]) > 0
 
 
 def normal_windows(seqs: list[RenderedSequence], window: int) -> list[tuple[int, int]]:
@@ -163,6 +164,8 @@ def build_bundle(
     # PyTorch reference on the evaluation windows
     ref_windows = torch_window_scores(model, test)
     ref_frames, positive = frame_level_scores(ref_windows, test, window)
+    scored = np.isfinite(ref_frames)  # frames of sequences shorter than a window have no score
+    ref_frames, positive = ref_frames[scored], positive[scored]
     ref_auroc = auroc(ref_frames, positive)
     ref_flat = np.concatenate(ref_windows)
 
@@ -191,7 +194,7 @@ def build_bundle(
         for v in built:
             rt = open_runtime(v.runtime, v.encoder, v.sequence, threads=1)
             scores = [score_map_sequence(rt, s.maps, window) for s in test]
-            frame_scores, _ = frame_level_scores(scores, test, window)
+            frame_scores = frame_level_scores(scores, test, window)[0][scored]
             rows.append(
                 check_variant(v.name, ref_flat, np.concatenate(scores), ref_auroc, frame_scores, positive)
             )

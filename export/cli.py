@@ -148,11 +148,13 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         _, _, _, test = _render_split(args, MapSpec(**ckpt["map_spec"]))
         ref = torch_window_scores(model, test)
         ref_frames, positive = frame_level_scores(ref, test, model.cfg.window)
+        scored = np.isfinite(ref_frames)
+        ref_frames, positive = ref_frames[scored], positive[scored]
         from appliance.metrics import auroc
 
         rt = open_runtime("onnxruntime", paths["frame_encoder"], paths["sequence"])
         scores = [score_map_sequence(rt, s.maps, model.cfg.window) for s in test]
-        frames, _ = frame_level_scores(scores, test, model.cfg.window)
+        frames = frame_level_scores(scores, test, model.cfg.window)[0][scored]
         row = check_variant(
             "onnx-fp32",
             np.concatenate(ref),

@@ -85,8 +85,15 @@ class FrameDecoder(nn.Module):
 
 
 def bernoulli_nll(logits: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-    """Per-map negative log-likelihood (sum over pixels), shape = logits.shape[:-3]."""
-    return F.binary_cross_entropy_with_logits(logits, maps, reduction="none").sum(dim=(-3, -2, -1))
+    """Per-map negative log-likelihood (sum over pixels), shape = logits.shape[:-3].
+
+    Written out as relu(x) - x*z + log1p(exp(-|x|)), which stays finite however confident the
+    decoder is, in PyTorch and in every exported graph alike. (The ONNX exporter lowers
+    ``binary_cross_entropy_with_logits`` to log(sigmoid(x)) and log(1 - sigmoid(x)), which gives
+    0 * -inf = NaN once the sigmoid saturates: measured on the mocap model.)
+    """
+    nll = F.relu(logits) - logits * maps + torch.log1p(torch.exp(-logits.abs()))
+    return nll.sum(dim=(-3, -2, -1))
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -63,13 +63,20 @@ def check_variant(
     frame_positive: np.ndarray,
 ) -> VariantParity:
     """Compare one variant's window scores (and frame-level AUROC) with the PyTorch reference."""
-    diff = np.abs(np.asarray(scores, float) - reference)
-    rel = diff / np.maximum(1.0, np.abs(reference))
-    rho = spearman(reference, scores)
-    a = auroc(frame_scores, frame_positive)
+    scores = np.asarray(scores, float)
+    frame_scores = np.asarray(frame_scores, float)
     failures = []
-    if variant.endswith("fp32") and rel.max() > FP32_TOLERANCE:
-        failures.append(f"fp32 scores differ by up to {rel.max():.2e} (> {FP32_TOLERANCE:.0e})")
+    finite = np.isfinite(scores)
+    if not finite.all() or not np.isfinite(frame_scores).all():
+        failures.append(f"{int((~finite).sum())} of {len(scores)} window scores are NaN or infinite")
+        keep = np.isfinite(frame_scores)
+        frame_scores, frame_positive = frame_scores[keep], frame_positive[keep]
+    diff = np.abs(scores - reference)
+    rel = diff / np.maximum(1.0, np.abs(reference))
+    rho = spearman(reference[finite], scores[finite]) if finite.sum() > 2 else float("nan")
+    a = auroc(frame_scores, frame_positive)
+    if variant.endswith("fp32") and np.nanmax(rel, initial=0.0) > FP32_TOLERANCE:
+        failures.append(f"fp32 scores differ by up to {np.nanmax(rel):.2e} (> {FP32_TOLERANCE:.0e})")
     if not rho >= MIN_SPEARMAN:
         failures.append(f"Spearman {rho:.4f} < {MIN_SPEARMAN}")
     if not abs(a - reference_auroc) <= MAX_AUROC_DIFF:
@@ -79,8 +86,8 @@ def check_variant(
     return VariantParity(
         variant,
         len(reference),
-        float(diff.max()),
-        float(rel.max()),
+        float(np.nanmax(diff, initial=0.0)),
+        float(np.nanmax(rel, initial=0.0)),
         rho,
         a,
         a - reference_auroc,

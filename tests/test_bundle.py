@@ -184,6 +184,36 @@ def test_parity_gate_refuses_a_variant_that_scores_differently(trained, tmp_path
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.tar").exists()
 
 
+def test_exported_scores_stay_finite_when_the_decoder_saturates(trained, tmp_path):
+    # a very confident decoder (logits of +-1000s) once made the exported BCE 0 * -inf = NaN
+    import copy
+
+    model, *_, test = trained
+    confident = copy.deepcopy(model)
+    last = confident.sequence.frame_decoder.deconv[-1]
+    with torch.no_grad():
+        last.weight.mul_(1000.0)
+        last.bias.mul_(1000.0)
+    paths = export_onnx(confident, tmp_path)
+    from appliance.runtimes import open_runtime
+
+    rt = open_runtime("onnxruntime", paths["frame_encoder"], paths["sequence"])
+    edge = score_map_sequence(rt, test[0].maps, 30)
+    ref = score_windows(confident, test[0].maps)
+    assert np.isfinite(ref).all() and np.isfinite(edge).all()
+    np.testing.assert_allclose(edge, ref, rtol=1e-4)
+
+
+def test_parity_gate_fails_nan_scores_with_a_message():
+    ref = np.linspace(10, 100, 50)
+    bad = ref.copy()
+    bad[:40] = np.nan
+    frames, pos = np.r_[ref, bad], np.r_[np.zeros(50, bool), np.ones(50, bool)]
+    row = check_variant("x-fp32", ref, bad, 0.5, frames, pos)
+    assert not row.passed
+    assert "40 of 50 window scores are NaN or infinite" in row.failures[0]
+
+
 def test_parity_metrics():
     assert spearman(np.arange(10), np.arange(10) ** 3) == pytest.approx(1.0)
     assert spearman(np.arange(10), -np.arange(10)) == pytest.approx(-1.0)
