@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, ModelError
 from appliance.runtimes import RUNTIMES, ScoringRuntime, open_runtime
 from appliance.skeleton_map import MapSpec
 
@@ -42,7 +42,7 @@ REQUIRED_KEYS = (
 )
 
 
-class BundleError(ApplianceError):
+class BundleError(ModelError):
     """A bundle that must not be used; the message says why."""
 
 

@@ -104,6 +104,83 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging(verbose: bool = False) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file without running anything."""
+    from appliance.config import load_config
+
+    cfg = load_config(args.config)
+    cams = ", ".join(f"{c.id} ({c.source})" for c in cfg.cameras)
+    print(f"{args.config}: valid (appliance {cfg.appliance_id}; pose {cfg.pose.type}; cameras {cams})")
+    return 0
+
+
+def run_appliance(cfg, stop_after_s: float | None = None) -> int:
+    """Start the daemon on a validated config and run until its streams end or a signal stops it."""
+    import signal
+    import threading
+
+    from appliance.daemon import Appliance
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    app = Appliance(cfg)
+    try:
+        app.start()
+        if stop_after_s is not None:
+            threading.Timer(stop_after_s, stop.set).start()
+        app.wait(stop)
+    finally:
+        app.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    import logging
+
+    logging.getLogger("appliance").info("stopped: %s", app.status_line())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon."""
+    from appliance.config import load_config
+
+    _setup_logging(args.verbose)
+    return run_appliance(load_config(args.config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline on the bundled clip and starter model; events to the terminal and a file."""
+    from appliance.demo import demo_config
+
+    _setup_logging(args.verbose)
+    cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
+    code = run_appliance(cfg)
+    print(f"events written to {args.out}", file=sys.stderr)
+    return code
+
+
+def cmd_install_models(args: argparse.Namespace) -> int:
+    """Extract the BlazePose model files from the pinned mediapipe wheel (setup time, not run time)."""
+    from appliance.pose.model_files import install_pose_models
+
+    dest = install_pose_models(args.dest, args.wheel)
+    print(f"pose models installed in {dest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -125,6 +202,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="inference threads")
     p.add_argument("--only", nargs="+", metavar="NAME", help="score only these sequences (videos/tracks)")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("run", help="run the appliance daemon")
+    p.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the bundled walking clip with the starter model")
+    p.add_argument("--out", type=Path, default=Path("runs/demo/events.jsonl"), help="JSON-lines event file")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
+    p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("install-models", help="install the BlazePose model files from the mediapipe wheel")
+    p.add_argument("--dest", type=Path, help="model folder (default: inside the package)")
+    p.add_argument("--wheel", type=Path, help="an already downloaded mediapipe wheel (offline install)")
+    p.set_defaults(func=cmd_install_models)
     return parser
 
 

@@ -11,6 +11,12 @@ class ApplianceError(Exception):
     exit_code = 2
 
 
+class ModelError(ApplianceError):
+    """A model (scoring bundle or pose model files) that is missing or must not be used."""
+
+    exit_code = 3
+
+
 class InputFormatError(ApplianceError):
     """Malformed input file; the message names the file and, where known, the line."""
 

@@ -17,23 +17,61 @@ class StreamingScorer:
     """Per-track scorer: ``push`` a map each frame; a score comes back once T frames are in."""
 
     def __init__(self, runtime: ScoringRuntime, window: int, feature_dim: int, map_size: int) -> None:
-        self.runtime = runtime
-        self._features = WindowBuffer(window, (feature_dim,), np.float32)
-        self._maps = WindowBuffer(window, (map_size, map_size), np.float32)
+        self._tracks = MultiTrackScorer(runtime, window, feature_dim, map_size)
 
     def push(self, skeleton_map: np.ndarray) -> float | None:
-        m = np.asarray(skeleton_map, dtype=np.float32)
-        feature = self.runtime.encode(m[None])[0]
-        features = self._features.push(feature)
-        maps = self._maps.push(m)
-        if features is None:
-            return None
-        return float(self.runtime.score(features[None], maps[None])[0])
+        return self._tracks.push({0: skeleton_map})[0]
 
     def reset(self) -> None:
         """Forget the window (the track was lost or the stream restarted)."""
-        self._features.clear()
-        self._maps.clear()
+        self._tracks.drop(0)
+
+
+class MultiTrackScorer:
+    """Streaming scorer for many tracks at once: one encoder call and one sequence call per frame.
+
+    Batching the people (or cameras) of a frame turns the LSTMs' matrix-vector products into matrix
+    products; measured 1.8x the windows/s of one call per track at 16 tracks (README, benchmark).
+    """
+
+    def __init__(self, runtime: ScoringRuntime, window: int, feature_dim: int, map_size: int) -> None:
+        self.runtime = runtime
+        self.window, self.feature_dim, self.map_size = window, feature_dim, map_size
+        self._buffers: dict[int, tuple[WindowBuffer, WindowBuffer]] = {}
+
+    def push(self, maps: dict[int, np.ndarray]) -> dict[int, float | None]:
+        """Add this frame's map of each track; return each track's window score (None until T frames)."""
+        if not maps:
+            return {}
+        ids = list(maps)
+        batch = np.stack([np.asarray(maps[i], dtype=np.float32) for i in ids])
+        features = self.runtime.encode(batch)
+        ready: list[int] = []
+        feat_windows, map_windows = [], []
+        for k, tid in enumerate(ids):
+            if tid not in self._buffers:
+                self._buffers[tid] = (
+                    WindowBuffer(self.window, (self.feature_dim,), np.float32),
+                    WindowBuffer(self.window, (self.map_size, self.map_size), np.float32),
+                )
+            fbuf, mbuf = self._buffers[tid]
+            fw, mw = fbuf.push(features[k]), mbuf.push(batch[k])
+            if fw is not None:
+                ready.append(tid)
+                feat_windows.append(fw)
+                map_windows.append(mw)
+        out: dict[int, float | None] = dict.fromkeys(ids)
+        if ready:
+            scores = self.runtime.score(np.stack(feat_windows), np.stack(map_windows))
+            out.update({tid: float(s) for tid, s in zip(ready, scores, strict=True)})
+        return out
+
+    def drop(self, track_id: int) -> None:
+        """Forget a track's window (it was lost, or the stream restarted)."""
+        self._buffers.pop(track_id, None)
+
+    def clear(self) -> None:
+        self._buffers.clear()
 
 
 def score_map_sequence(runtime: ScoringRuntime, maps: np.ndarray, window: int, batch: int = 64) -> np.ndarray:

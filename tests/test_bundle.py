@@ -382,7 +382,7 @@ def test_appliance_score_on_a_corrupt_bundle_is_one_line_and_exit_2(bundle_dir, 
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.returncode == 3 and "Traceback" not in out.stderr
     assert "frame_encoder.onnx does not match its SHA-256" in out.stderr
 
 

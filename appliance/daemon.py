@@ -1,0 +1,326 @@
+"""The appliance daemon: every camera's capture -> pose -> tracks -> maps -> scores -> events -> sinks.
+
+Start-up checks everything a technician can get wrong before the first frame (bundle and its smoke
+test, pose model files, sinks, cameras) and fails with one clear message and an exit code:
+2 configuration, 3 model, 4 camera. Each camera then runs in its own thread with its own pose
+backend (pose tracking state is per stream); the scorer runtime and the sinks are shared.
+A camera that drops is reopened by the capture stage; its open tracks end with ``camera_lost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from appliance import __version__
+from appliance.bundle import Bundle, open_bundle
+from appliance.capture import Camera, CameraState, Frame
+from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
+from appliance.detector import HysteresisRule
+from appliance.errors import ApplianceError, ModelError
+from appliance.events import AnomalyEvent, ModelRef
+from appliance.pipeline import CameraPipeline
+from appliance.pose.base import PoseBackend
+from appliance.pose.registry import create_backend
+from appliance.scorer import MultiTrackScorer
+from appliance.sinks import EventSink, open_sinks
+from appliance.tracker import Tracker
+
+log = logging.getLogger("appliance")
+
+REPLAY_SOURCE = "replay"
+
+
+class ReplayFrames:
+    """Frame clock for the ``keypoints`` backend: one empty frame per replayed keypoint frame.
+
+    The replayed skeletons carry the pixels' meaning; the frames only pace the pipeline (at the
+    file's fps when ``realtime``) and give it timestamps, like a camera would.
+    """
+
+    def __init__(self, camera_id: str, frames: int, fps: float, realtime: bool) -> None:
+        self.camera_id, self.total, self.fps, self.realtime = camera_id, frames, fps, realtime
+        self._next = 0
+        self._t0 = 0.0
+        self.state = CameraState.STARTING
+
+    def start(self) -> ReplayFrames:
+        self._t0 = time.monotonic()
+        self.state = CameraState.STREAMING
+        return self
+
+    def read(self, timeout: float | None = 1.0) -> Frame | None:
+        if self._next >= self.total or self.state == CameraState.STOPPED:
+            self.state = CameraState.ENDED if self.state != CameraState.STOPPED else self.state
+            return None
+        if self.realtime:
+            due = self._t0 + self._next / self.fps
+            time.sleep(max(0.0, due - time.monotonic()))
+        frame = Frame(
+            np.zeros((1, 1, 3), np.uint8), self._next, self.camera_id, time.time(), time.monotonic()
+        )
+        self._next += 1
+        return frame
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.state = CameraState.STOPPED
+
+    def stats(self) -> dict[str, Any]:
+        return {"camera_id": self.camera_id, "state": self.state.value, "frames_read": self._next}
+
+
+@dataclass
+class CameraStats:
+    """Rolling figures of one camera's processing thread."""
+
+    frames: int = 0
+    people: int = 0
+    windows: int = 0
+    events: int = 0
+    first_score_at: float | None = None
+    pose_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    pipeline_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    publish_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
+    frame_times: deque = field(default_factory=lambda: deque(maxlen=300))
+
+    def fps(self) -> float:
+        if len(self.frame_times) < 2:
+            return 0.0
+        span = self.frame_times[-1] - self.frame_times[0]
+        return (len(self.frame_times) - 1) / span if span > 0 else 0.0
+
+
+class CameraWorker:
+    """One camera's thread: read the newest frame, run pose and the pipeline, hand events on."""
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        source: Camera | ReplayFrames,
+        backend: PoseBackend,
+        pipeline: CameraPipeline,
+        emit,
+        image_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.cfg, self.source, self.backend, self.pipeline, self.emit = cfg, source, backend, pipeline, emit
+        self.image_size = image_size
+        self.stats = CameraStats()
+        self._stop = threading.Event()
+        self._lost = False
+        self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
+
+    @property
+    def state(self) -> str:
+        return self.source.state.value
+
+    def _run(self) -> None:
+        reason = "shutdown"
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read(timeout=0.5)
+                if frame is None:
+                    state = self.source.state
+                    if state in (CameraState.ENDED, CameraState.FAILED, CameraState.STOPPED):
+                        reason = "stream_ended" if state == CameraState.ENDED else "camera_lost"
+                        break
+                    if state == CameraState.RECONNECTING and not self._lost:
+                        self._lost = True
+                        log.warning("camera %s: source lost, reconnecting", self.cfg.id)
+                        self.emit(self.pipeline.end_all(time.time(), "camera_lost"))
+                        self.backend.reset()
+                    continue
+                self._lost = False
+                self.process(frame)
+        except Exception:
+            log.exception("camera %s: processing failed", self.cfg.id)
+            reason = "shutdown"
+        finally:
+            self.emit(self.pipeline.end_all(time.time(), reason))
+
+    def process(self, frame: Frame) -> None:
+        t0 = time.perf_counter()
+        people = self.backend.infer(frame.image)
+        t1 = time.perf_counter()
+        h, w = frame.image.shape[:2]
+        size = self.image_size or (w, h)
+        result = self.pipeline.process(people, size, frame.wall_time, frame.index)
+        t2 = time.perf_counter()
+        self.emit(result.events)
+        t3 = time.perf_counter()
+        s = self.stats
+        s.frames += 1
+        s.people += result.people
+        s.windows += len(result.scores)
+        s.events += len(result.events)
+        if result.scores and s.first_score_at is None:
+            s.first_score_at = time.monotonic()
+        s.pose_ms.append((t1 - t0) * 1e3)
+        s.pipeline_ms.append((t2 - t1) * 1e3)
+        s.publish_ms.append((t3 - t2) * 1e3)
+        s.frame_times.append(time.monotonic())
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.source.stop()
+
+
+class Appliance:
+    """Everything configured, started in order, stopped in reverse."""
+
+    def __init__(self, cfg: ApplianceConfig) -> None:
+        self.cfg = cfg
+        self.bundle: Bundle | None = None
+        self.sinks: list[EventSink] = []
+        self.workers: list[CameraWorker] = []
+        self.started_at = time.monotonic()
+        self._emit_lock = threading.Lock()
+        self.events_emitted = 0
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.cfg
+        self.bundle = open_bundle(cfg.model.bundle)
+        runtime, variant = self.bundle.open(cfg.model.runtime, cfg.model.variant, cfg.model.threads)
+        self.variant = variant
+        contract = self.bundle.contract
+        model = ModelRef(
+            name=str(self.bundle.manifest["model"]["name"]),
+            version=str(self.bundle.manifest["model"]["version"]),
+        )
+        log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
+        self.sinks = open_sinks(cfg.sinks, cfg.appliance_id)
+        try:
+            for cam in cfg.cameras:
+                backend = self._backend()
+                threshold = self.threshold_for(cam)
+                pipeline = CameraPipeline(
+                    appliance_id=cfg.appliance_id,
+                    camera_id=cam.id,
+                    scorer=MultiTrackScorer(
+                        runtime, contract.window, contract.feature_dim, contract.map_spec.map_size
+                    ),
+                    map_spec=contract.map_spec,
+                    model=model,
+                    rule=HysteresisRule(
+                        threshold,
+                        cfg.detector.start_windows,
+                        cfg.detector.end_windows,
+                        cfg.detector.update_interval_s,
+                    ),
+                    tracker=Tracker(
+                        cfg.tracking.min_iou, cfg.tracking.max_missed_frames, cfg.tracking.min_hits
+                    ),
+                    whole_frame=cam.whole_frame,
+                )
+                source, size = self._source(cam, backend)
+                self.workers.append(CameraWorker(cam, source, backend, pipeline, self.emit, size))
+                log.info("camera %s: %s, threshold %.2f", cam.id, cam.source, threshold)
+        except BaseException:
+            self.close_sinks()
+            raise
+        self.started_at = time.monotonic()
+        for w in self.workers:
+            w.start()
+
+    def _backend(self) -> PoseBackend:
+        try:
+            return create_backend(self.cfg.pose)
+        except ModelError:
+            raise
+        except ApplianceError as exc:
+            raise ModelError(f"pose backend {self.cfg.pose.type}: {exc}") from None
+
+    def _source(self, cam: CameraConfig, backend: PoseBackend) -> tuple[Camera | ReplayFrames, tuple | None]:
+        if isinstance(self.cfg.pose, KeypointsPoseConfig):
+            replay = backend  # a KeypointReplay
+            frames = ReplayFrames(cam.id, len(replay), replay.fps, bool(cam.realtime))
+            return frames.start(), (replay.width, replay.height)
+        camera = Camera(
+            cam.source,
+            cam.id,
+            fps=cam.fps,
+            stall_timeout_s=cam.stall_timeout_s,
+            loop=cam.loop,
+            realtime=bool(cam.realtime),
+            require_open_at_start=True,
+        )
+        return camera.start(), None
+
+    def threshold_for(self, cam: CameraConfig) -> float:
+        if cam.threshold is not None:
+            return cam.threshold
+        if self.cfg.detector.threshold is not None:
+            return self.cfg.detector.threshold
+        assert self.bundle is not None
+        return self.bundle.default_threshold
+
+    # -- running ----------------------------------------------------------------------------------
+    def emit(self, events: list[AnomalyEvent]) -> None:
+        if not events:
+            return
+        with self._emit_lock:
+            for event in events:
+                self.events_emitted += 1
+                for sink in self.sinks:
+                    try:
+                        sink.publish(event)
+                    except Exception as exc:  # one failing sink must not stop the others or the camera
+                        log.error("sink %s failed on event %s: %s", type(sink).__name__, event.event_id, exc)
+
+    def wait(self, stop: threading.Event, status_interval_s: float = 30.0) -> None:
+        """Block until every camera's stream ended or ``stop`` is set, logging status periodically."""
+        next_status = time.monotonic() + status_interval_s
+        while any(w.thread.is_alive() for w in self.workers):
+            if stop.wait(0.2):
+                break
+            if time.monotonic() >= next_status:
+                log.info("status %s", self.status_line())
+                next_status += status_interval_s
+
+    def status_line(self) -> str:
+        parts = []
+        for w in self.workers:
+            parts.append(
+                f"{w.cfg.id}: {w.state} {w.stats.fps():.1f} fps, {w.stats.frames} frames, "
+                f"{w.stats.windows} windows, {w.stats.events} events"
+            )
+        return "; ".join(parts)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "model": self.bundle.name if self.bundle else None,
+            "variant": getattr(self, "variant", None),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "events": self.events_emitted,
+            "cameras": {
+                w.cfg.id: {"state": w.state, "fps": round(w.stats.fps(), 2), "frames": w.stats.frames}
+                for w in self.workers
+            },
+        }
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.thread.join(10.0)
+        for w in self.workers:
+            w.backend.close()
+        self.close_sinks()
+
+    def close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.warning("closing sink %s: %s", type(sink).__name__, exc)
+        self.sinks = []

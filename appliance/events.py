@@ -1,0 +1,79 @@
+"""Anomaly event payloads: the one definition the sinks publish and the JSON Schema is generated from.
+
+An anomaly of one tracked person (or of a whole frame) produces ``start``, rate-limited ``update``
+and ``end`` messages that share one ``event_id``; subscribers de-duplicate on (event_id, type, seq).
+Payloads carry skeletons, scores and metadata, never pixels.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_SCHEMA_VERSION = 1
+
+
+def iso_utc(epoch_s: float) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. 2026-11-25T08:00:00.123Z."""
+    return (
+        datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class Skeleton(BaseModel):
+    """Keypoints of one person in one frame, in image pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layout: str = Field(description="Joint layout (coco17, blazepose33, body25, urfd13).")
+    image_size: tuple[int, int] = Field(description="Width and height of the frame the pixels refer to.")
+    frame_index: int = Field(description="Camera frame counter of this skeleton.")
+    points: list[tuple[float, float, float]] = Field(
+        description="Per joint in layout order: x, y (pixels), confidence (0 = not seen)."
+    )
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+
+
+class AnomalyEvent(BaseModel):
+    """One message about one anomaly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = EVENT_SCHEMA_VERSION
+    type: Literal["start", "update", "end"] = Field(description="Phase of the anomaly.")
+    event_id: str = Field(description="Stable id shared by the start, updates and end of one anomaly.")
+    seq: int = Field(ge=0, description="Message number within the event (start = 0).")
+    appliance_id: str
+    camera_id: str
+    track_id: int = Field(description="Person track within the camera (-1 = whole frame).")
+    time: str = Field(description="When this message's window ended, ISO-8601 UTC.")
+    time_ms: int = Field(description="Same instant, epoch milliseconds.")
+    started_at: str = Field(description="When the anomaly started (its first window above threshold ended).")
+    started_at_ms: int
+    ended_at: str | None = Field(None, description="Set on 'end'.")
+    ended_at_ms: int | None = None
+    end_reason: Literal["below_threshold", "track_lost", "stream_ended", "camera_lost", "shutdown"] | None = (
+        Field(
+            None,
+            description="Why an 'end' ended: back below threshold, person lost, stream or camera gone, stop.",
+        )
+    )
+    score: float = Field(description="Score of the latest window (reconstruction error, nats per frame).")
+    peak_score: float = Field(description="Highest window score of this anomaly so far.")
+    threshold: float = Field(description="Threshold in force for this camera.")
+    frames_above: int = Field(description="Windows above threshold in this anomaly so far.")
+    model: ModelRef
+    peak_skeleton: Skeleton | None = Field(None, description="Skeleton of the frame with the peak score.")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
