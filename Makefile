@@ -5,15 +5,19 @@ PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup reproduce bundle bench test lint clean
+.PHONY: setup demo reproduce bundle bench test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
+	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
 
 setup: $(STAMP)  ## virtual environment: edge runtime, LiteRT, training/ONNX/TFLite export, test tools
+
+demo: setup  ## the whole pipeline on the bundled walking clip with the starter model; events to runs/demo/
+	$(VENV)/bin/appliance demo --out runs/demo/events.jsonl
 
 reproduce: setup  ## the paper's AUROC table (LSTM-VAE vs AE vs VAE) on the real sets in $(DATA)
 	$(VENV)/bin/appliance-export reproduce --data $(DATA) --out runs/paper

@@ -68,6 +68,7 @@ class OnnxPoseConfig(_Section):
     input_size: tuple[int, int] = Field((640, 640), description="Model input width, height in pixels.")
     min_score: float = Field(0.4, gt=0, lt=1, description="Person score threshold.")
     threads: int = Field(1, ge=1, le=16, description="onnxruntime threads.")
+    max_people: int = Field(16, ge=1, le=64, description="Most people kept per frame (highest scores).")
 
 
 class KeypointsPoseConfig(_Section):

@@ -14,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None
+)
 
 
 def free_port() -> int:
@@ -35,7 +38,7 @@ class Broker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+            [str(MOSQUITTO), "-c", str(self.conf)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,0 +1,171 @@
+"""End-to-end benchmark of the daemon on real clips: frames/s, per-stage latency, CPU, memory, start-up.
+
+Runs the real daemon (capture -> BlazePose -> tracks -> maps -> scorer -> detector -> sinks) in this
+process on real footage paced like a live camera, and prints one table:
+
+- ``1 camera @ 30 fps``: ``pose_1.mp4`` (one person, 576x576, a real 30 fps clip) looped and paced
+  at 30 fps, as the appliance's main case (one worker under a ceiling camera);
+- ``N cameras``: the same clip on N cameras at once;
+- ``multi-person``: the walking clip shipped for the demo (``vtest``, 768x576, 10 fps, several people).
+
+Per stage: decode (OpenCV read of one frame, measured on the clip beforehand), pose, map + score +
+detector, publish; p50/p99 in ms. CPU share = process CPU time / wall time / cores; peak RSS from
+getrusage; start = from ``Appliance.start()`` to the first window score.
+
+    python benchmarks/e2e.py [--seconds 20] [--cameras 2] [--bundle B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from appliance.config import parse_config  # noqa: E402
+from appliance.daemon import Appliance  # noqa: E402
+from appliance.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+CLIP_30FPS = DATA / "pose-testdata" / "pose_1.mp4"
+
+
+def decode_ms(path: Path, frames: int = 200) -> np.ndarray:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        ok, _ = cap.read()
+        if not ok:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            continue
+        out.append((time.perf_counter() - t0) * 1e3)
+    return np.asarray(out)
+
+
+def run_case(name: str, clip: Path, cameras: int, fps: float | None, seconds: float, bundle: Path, tmp: Path):
+    cfg = {
+        "schema_version": 1,
+        "appliance_id": "bench",
+        "state_dir": str(tmp),
+        "model": {"bundle": str(bundle), "threads": 1},
+        "pose": {"type": "blazepose", "threads": 1},
+        "cameras": [
+            {"id": f"cam{i}", "source": str(clip), "loop": True, "realtime": True, "fps": fps}
+            for i in range(cameras)
+        ],
+        "sinks": [{"type": "jsonl", "path": str(tmp / f"{name}.jsonl")}],
+    }
+    app = Appliance(parse_config(yaml.safe_dump(cfg), name))
+    stop = threading.Event()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    app.start()
+    started = time.monotonic()
+    threading.Timer(seconds, stop.set).start()
+    app.wait(stop, status_interval_s=1e9)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    app.stop()
+    rows = []
+    for w in app.workers:
+        s = w.stats
+        first = (s.first_score_at - started) if s.first_score_at else float("nan")
+        rows.append(
+            (
+                s.frames / seconds,
+                np.asarray(s.pose_ms),
+                np.asarray(s.pipeline_ms),
+                np.asarray(s.publish_ms),
+                first,
+                s.people / max(1, s.frames),
+            )
+        )
+    return rows, cpu / wall, wall
+
+
+def pct(a: np.ndarray, q: float) -> float:
+    return float(np.percentile(a, q)) if len(a) else float("nan")
+
+
+CASES = [
+    ("1 camera @ 30 fps (pose_1.mp4)", CLIP_30FPS, 1, 30.0),
+    ("{n} cameras @ 30 fps (pose_1.mp4)", CLIP_30FPS, None, 30.0),
+    ("multi-person walkway @ 10 fps (demo clip)", DEMO_CLIP, 1, None),
+]
+
+
+def one_case(index: int, seconds: float, cameras: int, bundle: Path) -> str:
+    """Run one case in this process and return its table row (peak RSS is this process's)."""
+    name, clip, n, fps = CASES[index]
+    n = n or cameras
+    name = name.format(n=n)
+    dec = decode_ms(clip)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, cores, _ = run_case(name, clip, n, fps, seconds, bundle, Path(tmp))
+    pose = np.concatenate([r[1] for r in rows])
+    pipe = np.concatenate([r[2] for r in rows])
+    pub = np.concatenate([r[3] for r in rows])
+    m = min(len(pose), len(pipe), len(pub))
+    frame = pose[:m] + pipe[:m] + pub[:m] + pct(dec, 50)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ncpu = os.cpu_count() or 1
+    return (
+        f"| {name} | {np.mean([r[0] for r in rows]):.1f} | {np.mean([r[5] for r in rows]):.2f} | "
+        f"{pct(dec, 50):.1f} | {pct(pose, 50):.1f} / {pct(pose, 99):.1f} | "
+        f"{pct(pipe, 50):.2f} / {pct(pipe, 99):.2f} | {pct(pub, 99):.2f} | {pct(frame, 99):.1f} | "
+        f"{cores:.2f} ({100 * cores / ncpu:.0f}%) | {rss:.0f} MB | {max(r[4] for r in rows):.2f} s |"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--cameras", type=int, default=2)
+    ap.add_argument("--bundle", type=Path, default=STARTER_BUNDLE)
+    ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
+    args = ap.parse_args()
+    if args.case is not None:
+        print(one_case(args.case, args.seconds, args.cameras, args.bundle))
+        return 0
+    print(
+        f"{os.cpu_count()} cores; bundle {args.bundle.name}; {args.seconds:.0f} s per case, "
+        "each case in its own process\n"
+    )
+    print(
+        "| case | fps/camera | people/frame | decode p50 | pose p50 / p99 | map+score p50 / p99 | "
+        "publish p99 | frame p99 | CPU cores (share) | peak RSS | start->first score |"
+    )
+    print("|---" * 11 + "|")
+    for i in range(len(CASES)):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--case",
+            str(i),
+            "--seconds",
+            str(args.seconds),
+            "--cameras",
+            str(args.cameras),
+            "--bundle",
+            str(args.bundle),
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        row = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+        print(row[-1] if row else f"| case {i} failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
+    print("\nms figures are per frame; frame = decode p50 + pose + map/score + publish.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
