@@ -70,7 +70,8 @@ def test_candidates_are_suppressed_and_mapped_back_to_frame_pixels(tmp_path, ske
     shifted = skeleton.copy()
     shifted[:, 0] += 200  # a second person 200 px to the right
     nudged = skeleton + np.array([2.0, 1.0, 0.0], np.float32)
-    table = np.stack([row(skeleton, 0.9), row(nudged, 0.8), row(shifted, 0.7), row(shifted, 0.1)]).T  # (56, 4): duplicate of person 1 (NMS), person 2, and a candidate below the score threshold
+    # (56, 4): person 1, a near-duplicate of it (NMS removes it), person 2, a candidate below min_score
+    table = np.stack([row(skeleton, 0.9), row(nudged, 0.8), row(shifted, 0.7), row(shifted, 0.1)]).T
     fixed_output_model(tmp_path / "pose.onnx", table, transposed)
     backend = OnnxKeypointBackend(tmp_path / "pose.onnx", min_score=0.4)
     people = backend.infer(np.zeros((480, 640, 3), np.uint8))
