@@ -172,6 +172,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_extract(args: argparse.Namespace) -> int:
+    """Skeletons of a video, tracked per person, to a keypoint CSV (training or calibration data)."""
+    from appliance.config import BlazePoseConfig
+    from appliance.extract import extract_tracks
+    from appliance.keypoints.table import write_keypoints_csv
+    from appliance.pose.registry import create_backend
+
+    backend = create_backend(BlazePoseConfig())
+    sequences = extract_tracks(args.video, backend, start=args.start, frames=args.frames)
+    if not sequences:
+        raise ApplianceError(f"{args.video}: no person was tracked for a whole window (30 frames)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_keypoints_csv(args.out, sequences)
+    frames = sum(len(s) for s in sequences)
+    print(f"{len(sequences)} tracks, {frames} skeleton frames written to {args.out}")
+    return 0
+
+
 def cmd_install_models(args: argparse.Namespace) -> int:
     """Extract the BlazePose model files from the pinned mediapipe wheel (setup time, not run time)."""
     from appliance.pose.model_files import install_pose_models
@@ -218,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("extract", help="skeletons of a video file, tracked per person, to a keypoint CSV")
+    p.add_argument("--video", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="keypoint CSV to write")
+    p.add_argument("--start", type=int, default=0, help="first frame")
+    p.add_argument("--frames", type=int, help="how many frames (default: to the end)")
+    p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("install-models", help="install the BlazePose model files from the mediapipe wheel")
     p.add_argument("--dest", type=Path, help="model folder (default: inside the package)")

@@ -57,9 +57,13 @@ class BlazePoseConfig(_Section):
         ge=1,
         description="Frames between detector runs that look for new people while others are tracked.",
     )
-    small_people: bool = Field(
-        True, description="Propose small or distant people (elevated cameras) to the landmark model."
+    small_people: Literal["off", "motion", "tiles"] = Field(
+        "motion",
+        description="Find people too small for the face-based detector (elevated cameras): 'motion' "
+        "(moving blobs; cheap), 'tiles' (detector on zoomed tiles; slow, finds still people) or 'off'.",
     )
+    proposal_interval: int = Field(5, ge=1, description="Frames between small-people proposal passes.")
+    refine_landmarks: bool = Field(True, description="Refine joints with the landmark model's heatmap.")
 
 
 class OnnxPoseConfig(_Section):

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -81,6 +82,8 @@ class MqttSink:
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
         self.available_topic = f"{self.base}/available"
         self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: list = []  # MQTTMessageInfo of QoS>0 messages not yet acknowledged
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"appliance-{appliance_id}",
@@ -117,12 +120,29 @@ class MqttSink:
         return f"{self.base}/{camera_id}/events"
 
     def publish(self, event: AnomalyEvent) -> None:
-        self._client.publish(self.topic_for(event.camera_id), event.to_json(), qos=self.cfg.qos)
+        info = self._client.publish(self.topic_for(event.camera_id), event.to_json(), qos=self.cfg.qos)
+        with self._lock:
+            self._pending = [i for i in self._pending if not i.is_published()]
+            if self.cfg.qos > 0:
+                self._pending.append(info)
 
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
         self._client.publish(f"{self.base}/{topic}", payload, qos=1, retain=retain)
 
     def close(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout``) for unacknowledged events, then say ``offline`` and disconnect."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for info in pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._connected.is_set():
+                break
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(remaining)
+        lost = sum(1 for i in pending if not i.is_published())
+        if lost:
+            log.warning("MQTT: %d event(s) not acknowledged by the broker at shutdown", lost)
         if self._connected.is_set():
             info = self._client.publish(self.available_topic, "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):

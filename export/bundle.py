@@ -254,6 +254,10 @@ def build_bundle(
                 "default": threshold,
                 "method": f"{THRESHOLD_QUANTILE:.1%} quantile of PyTorch scores on {len(normal_scores)} "
                 f"normal {'validation' if pool is val else 'training'} windows; calibration replaces it",
+                # the normal score distribution, kept beside the model for calibration and the demo
+                "normal_quantiles": {
+                    f"{q:g}": float(np.quantile(normal_scores, q)) for q in (0.5, 0.9, 0.95, 0.99, 0.995, 1.0)
+                },
             },
             "reference": {
                 "maps": pack_maps(reference_maps),

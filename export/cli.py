@@ -192,6 +192,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_starter(args: argparse.Namespace) -> int:
+    from export.starter import build_starter
+
+    build_starter(args.video, args.out, args.work, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance-export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", default=["onnx-fp32", "onnx-int8"], help="variants to include")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
+    p.add_argument("--video", type=Path, default=Path("../shared/data/cctv-walking/vtest.avi"))
+    p.add_argument("--out", type=Path, default=Path("appliance/assets/starter-walking-lstm-vae.tar"))
+    p.add_argument("--work", type=Path, default=Path("runs/starter"), help="skeletons and checkpoint")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_starter)
 
     p = sub.add_parser(
         "reproduce", help="train and evaluate LSTM-VAE, AE and VAE on the real sets (the README table)"

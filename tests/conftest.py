@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,13 +58,72 @@ class Broker:
             self.proc.wait(10)
         self.proc = None
 
-    def subscribe(self, topic: str, count: int | None = None, timeout: float = 60.0) -> subprocess.Popen:
-        """A ``mosquitto_sub -v`` process on ``topic``; read its stdout for ``topic payload`` lines."""
-        cmd = ["mosquitto_sub", "-h", self.host, "-p", str(self.port), "-t", topic, "-v", "-q", "1"]
-        if count is not None:
-            cmd += ["-C", str(count)]
-        cmd += ["-W", str(int(timeout))]
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def subscribe(self, topic: str) -> Subscriber:
+        """A running ``mosquitto_sub -v`` on ``topic`` whose subscription is confirmed active."""
+        return Subscriber(self, topic)
+
+
+class Subscriber:
+    """``mosquitto_sub -v -q 1`` collecting ``(topic, payload)`` lines in a thread.
+
+    Readiness is proven, not assumed: probe messages are published until the subscriber prints
+    one, so no message sent after construction can be missed.
+    """
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        self.broker = broker
+        self.lines: list[tuple[str, str]] = []
+        self.proc = subprocess.Popen(
+            [
+                "mosquitto_sub",
+                "-h",
+                broker.host,
+                "-p",
+                str(broker.port),
+                "-v",
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-t",
+                "probe/ready",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + 10
+        while not any(t == "probe/ready" for t, _ in self.lines):
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto_sub did not receive the probe")
+            subprocess.run(
+                ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t", "probe/ready", "-m", "1"],
+                check=True,
+                timeout=5,
+            )
+            time.sleep(0.1)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            topic, _, payload = line.rstrip("\n").partition(" ")
+            self.lines.append((topic, payload))
+
+    def messages(self, topic: str) -> list[str]:
+        return [p for t, p in self.lines if t == topic]
+
+    def wait_for(self, topic: str, count: int, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages(topic)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.messages(topic)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(5)
 
 
 @pytest.fixture
