@@ -1,0 +1,239 @@
+"""The default pose backend: Google's BlazePose (detector + "full" landmark model) on LiteRT.
+
+Per frame: every tracked person's landmark model runs on the ROI its previous frame's alignment points
+(33, 34) give; a person whose pose-present flag falls under ``min_presence`` is dropped. The person
+detector runs only when nobody is tracked or every ``detect_interval`` frames (to find newcomers);
+its detections that overlap a tracked person are dropped, the others seed new tracks. Small, distant
+people, whom the face-based detector misses, come from a proposal stage (:mod:`appliance.pose.proposals`)
+checked by the landmark model's own flag. The model files are installed once by
+``python -m appliance.pose.model_files``; nothing is downloaded here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import ApplianceError
+from appliance.pose.base import Person
+from appliance.pose.blazepose_detector import PoseDetector
+from appliance.pose.blazepose_landmarks import NUM_JOINTS, LandmarkModel, LandmarkResult
+from appliance.pose.layouts import BLAZEPOSE33, JointLayout
+from appliance.pose.model_files import find_model_files
+from appliance.pose.proposals import MotionProposals, ProposalSource, TileProposals
+from appliance.pose.roi import Roi, box_iou
+
+SMALL_PEOPLE_MODES = ("off", "motion", "tiles")
+MIN_ROI_SIZE = 16.0  # px; a track whose ROI shrinks below this is dropped
+SAME_PERSON_IOU = 0.4  # boxes overlapping more than this are taken for one person
+SAME_PERSON_CONTAINED = 0.6  # ... or a box lying this much inside another (a face taken for a body)
+BOX_PAD = 0.15  # a person's keypoint box grown by this fraction of its height when testing overlap
+PROPOSAL_TRIES = 3  # landmark runs per small-people proposal pass, at most
+
+
+def _same_person(new: tuple[float, float, float, float], old: tuple[float, float, float, float]) -> bool:
+    """Whether box ``new`` mostly repeats box ``old``: high IoU, or lying mostly inside it."""
+    ix = max(0.0, min(new[2], old[2]) - max(new[0], old[0]))
+    iy = max(0.0, min(new[3], old[3]) - max(new[1], old[1]))
+    area = (new[2] - new[0]) * (new[3] - new[1])
+    return box_iou(new, old) > SAME_PERSON_IOU or (area > 0 and ix * iy / area > SAME_PERSON_CONTAINED)
+
+
+def _near_any(roi: Roi, others: list[Roi]) -> bool:
+    """Whether ``roi``'s centre lies within a quarter side of one of ``others``' centres."""
+    return any(abs(roi.cx - o.cx) + abs(roi.cy - o.cy) < 0.25 * o.size for o in others)
+
+
+@dataclass
+class _Track:
+    track_id: int
+    roi: Roi
+
+
+class BlazePoseBackend:
+    """BlazePose-33 keypoints for up to ``max_people`` people per frame, with per-person tracking."""
+
+    layout: JointLayout = BLAZEPOSE33
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        threads: int = 1,
+        min_detection_score: float = 0.5,
+        min_presence: float = 0.5,
+        max_people: int = 4,
+        detect_interval: int = 10,
+        small_people: str = "motion",
+        proposal_interval: int = 5,
+        refine_landmarks: bool = True,
+    ) -> None:
+        """
+        Args:
+            model_dir: directory holding the two ``.tflite`` files (default: ``$APPLIANCE_POSE_MODELS``
+                or ``appliance/pose/models/``; install with ``python -m appliance.pose.model_files``).
+            threads: CPU threads per LiteRT interpreter.
+            min_detection_score: detector score (0-1) a detection needs to seed a person.
+            min_presence: the landmark model's pose-present probability a person needs to be reported
+                and to stay tracked; under it the person is dropped and must be found again.
+            max_people: most people reported (and tracked) per frame.
+            detect_interval: while someone is tracked, run the person detector only every N frames
+                to find newcomers (1 = every frame); with nobody tracked it runs on every frame.
+            small_people: proposal stage for people too small for the face-based detector:
+                ``"motion"`` (moving blobs of a background model; cheap), ``"tiles"`` (the detector on
+                zoomed overlapping tiles; slow, finds still people too) or ``"off"``.
+            proposal_interval: run the small-people proposals every N frames (when not all
+                ``max_people`` are tracked).
+            refine_landmarks: refine joint positions with the model's heatmap (closer to MediaPipe).
+        """
+        if small_people not in SMALL_PEOPLE_MODES:
+            raise ApplianceError(
+                f"pose small_people must be one of {', '.join(SMALL_PEOPLE_MODES)}, not {small_people!r}"
+            )
+        for name, value in (
+            ("threads", threads),
+            ("max_people", max_people),
+            ("detect_interval", detect_interval),
+            ("proposal_interval", proposal_interval),
+        ):
+            if value < 1:
+                raise ApplianceError(f"pose {name} must be at least 1, not {value}")
+        for name, prob in (("min_detection_score", min_detection_score), ("min_presence", min_presence)):
+            if not 0.0 <= prob <= 1.0:
+                raise ApplianceError(f"pose {name} must lie in [0, 1], not {prob}")
+        detector_path, landmark_path = find_model_files(model_dir)
+        self._detector = PoseDetector(detector_path, threads=threads, min_score=min_detection_score)
+        self._landmarks = LandmarkModel(landmark_path, threads=threads, refine=refine_landmarks)
+        self.min_presence = min_presence
+        self.max_people = max_people
+        self.detect_interval = detect_interval
+        self.proposal_interval = proposal_interval
+        self.small_people = small_people
+        self._proposals: ProposalSource | None = None
+        if small_people == "motion":
+            self._proposals = MotionProposals()
+        elif small_people == "tiles":
+            self._proposals = TileProposals(self._detector)
+        #: model invocations since construction (for benchmarks): detector, landmark, proposal passes
+        self.stats = {"frames": 0, "detector": 0, "landmark": 0, "proposals": 0}
+        self._ids = itertools.count()
+        self._tracks: list[_Track] = []
+        self._frame = 0
+        self._last_detect = -(10**9)
+        self._last_proposal = -(10**9)
+        self._failed_proposals: list[Roi] = []
+
+    # -- PoseBackend ---------------------------------------------------------------------------
+    def infer(self, frame: np.ndarray) -> list[Person]:
+        """People in one BGR uint8 frame, tracked from the previous frame where possible."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ApplianceError(
+                f"blazepose expects a BGR uint8 frame (H, W, 3), got {frame.dtype} {frame.shape}"
+            )
+        people: list[Person] = []
+        tracks: list[_Track] = []
+        for track in self._tracks:
+            self._try(frame, track.roi, track.track_id, people, tracks)
+
+        full = len(tracks) >= self.max_people
+        if not full and (not tracks or self._frame - self._last_detect >= self.detect_interval):
+            self._last_detect = self._frame
+            self.stats["detector"] += 1
+            for det in self._detector.detect(frame):
+                if len(tracks) >= self.max_people:
+                    break
+                roi = Roi.from_points(det.keypoints[0], det.keypoints[1])
+                if not self._overlaps(roi, people):
+                    self._try(frame, roi, None, people, tracks)
+        if (
+            self._proposals is not None
+            and len(tracks) < self.max_people
+            and self._frame - self._last_proposal >= self.proposal_interval
+        ):
+            self._last_proposal = self._frame
+            self.stats["proposals"] += 1
+            # At most PROPOSAL_TRIES landmark runs per pass (bounds the frame's cost); a spot that
+            # failed in the previous pass waits one pass, so a still non-person blob cannot block others.
+            tries, failed = 0, []
+            for roi in self._proposals.propose(frame):
+                if len(tracks) >= self.max_people or tries >= PROPOSAL_TRIES:
+                    break
+                if self._overlaps(roi, people) or _near_any(roi, self._failed_proposals):
+                    continue
+                tries += 1
+                if not self._try(frame, roi, None, people, tracks):
+                    failed.append(roi)
+            self._failed_proposals = failed
+        self._tracks = tracks
+        self._frame += 1
+        self.stats["frames"] += 1
+        return people
+
+    def reset(self) -> None:
+        """Forget tracks and background state: the next frame does not continue the last."""
+        self._tracks = []
+        self._frame = 0
+        self._last_detect = self._last_proposal = -(10**9)
+        self._failed_proposals = []
+        if self._proposals is not None:
+            self._proposals.reset()
+
+    def close(self) -> None:
+        """Release the interpreters."""
+        self._detector.close()
+        self._landmarks.close()
+        self._tracks = []
+
+    # -- internals -----------------------------------------------------------------------------
+    @staticmethod
+    def _overlaps(roi: Roi, people: list[Person]) -> bool:
+        """Whether a candidate ROI's centre lies in, or its box mostly covers, a person already found."""
+        for p in people:
+            x0, y0, x1, y1 = p.box
+            pad = BOX_PAD * (y1 - y0)  # keypoints stop short of the head top and the body's outline
+            if x0 - pad <= roi.cx <= x1 + pad and y0 - pad <= roi.cy <= y1 + pad:
+                return True
+            if box_iou(roi.box(), p.box) > SAME_PERSON_IOU:
+                return True
+        return False
+
+    def _try(
+        self,
+        frame: np.ndarray,
+        roi: Roi,
+        track_id: int | None,
+        people: list[Person],
+        tracks: list[_Track],
+    ) -> bool:
+        """Run the landmark model on ``roi``; keep the person if present and not a duplicate."""
+        if roi.size < MIN_ROI_SIZE:
+            return False
+        res = self._landmarks.run(frame, roi)
+        self.stats["landmark"] += 1
+        if res.flag < self.min_presence:
+            return False
+        person = self._person(res, track_id)
+        if any(_same_person(person.box, p.box) for p in people):
+            return False
+        if track_id is None:
+            person.track_hint = next(self._ids)
+        people.append(person)
+        tracks.append(_Track(person.track_hint, Roi.from_points(res.points[33, :2], res.points[34, :2])))
+        return True
+
+    @staticmethod
+    def _person(res: LandmarkResult, track_id: int | None) -> Person:
+        kp = np.empty((NUM_JOINTS, 3), dtype=np.float32)
+        kp[:, :2] = res.points[:NUM_JOINTS, :2]
+        kp[:, 2] = res.visibility[:NUM_JOINTS]
+        x0, y0 = kp[:, :2].min(axis=0)
+        x1, y1 = kp[:, :2].max(axis=0)
+        return Person(
+            keypoints=kp,
+            layout=BLAZEPOSE33,
+            box=(float(x0), float(y0), float(x1), float(y1)),
+            score=res.flag,
+            track_hint=track_id,
+        )

@@ -1,0 +1,229 @@
+"""The daemon end to end: real footage or real skeletons, the shipped starter bundle, a real broker."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from appliance.demo import DEMO_CLIP, STARTER_BUNDLE
+from appliance.events import AnomalyEvent
+from appliance.keypoints.urfd import read_urfd_csv
+from appliance.pose.model_files import find_model_files
+
+from .conftest import DATA, ROOT, Broker
+
+URFD = DATA / "urfd-falls" / "pose_urfd_3classes.csv"
+
+
+def write_config(path: Path, **overrides) -> Path:
+    cfg = {
+        "schema_version": 1,
+        "appliance_id": "test-box",
+        "state_dir": str(path.parent / "state"),
+        "model": {"bundle": str(STARTER_BUNDLE)},
+        "pose": {"type": "blazepose"},
+        "cameras": [{"id": "walkway", "source": str(DEMO_CLIP), "fps": None}],
+        "sinks": [{"type": "jsonl", "path": str(path.parent / "events.jsonl")}],
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def appliance(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_events(path: Path) -> list[AnomalyEvent]:
+    return [AnomalyEvent.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def check_event_sequences(events: list[AnomalyEvent]) -> None:
+    """Every anomaly is start, updates, end under one id, seq counting from 0, end last."""
+    by_id: dict[str, list[AnomalyEvent]] = {}
+    for e in events:
+        by_id.setdefault(e.event_id, []).append(e)
+    for evs in by_id.values():
+        assert [e.seq for e in evs] == list(range(len(evs)))
+        assert evs[0].type == "start" and evs[-1].type == "end"
+        assert all(e.type == "update" for e in evs[1:-1])
+        assert len({(e.camera_id, e.track_id) for e in evs}) == 1
+        assert evs[-1].peak_score == max(e.peak_score for e in evs)
+
+
+@pytest.mark.skipif(not URFD.is_file(), reason="real data not found")
+def test_replayed_real_skeletons_are_scored_once_per_frame_per_track(tmp_path):
+    """URFD's 30 videos replayed one after another: every frame of a confirmed track ends a window."""
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        pose={"type": "keypoints", "path": str(URFD), "consecutive": True},
+        cameras=[{"id": "cam1", "source": "replay"}],
+        tracking={"min_hits": 3, "max_missed_frames": 0},
+        sinks=[{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}, {"type": "stdout"}],
+    )
+    out = appliance("run", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    seqs = read_urfd_csv(URFD)
+    # a track is scored from its 3rd frame (min_hits) and needs 30 maps for its first window
+    expected_windows = sum(max(0, len(s) - 2 - 29) for s in seqs)
+    assert f"{sum(len(s) for s in seqs)} frames, {expected_windows} windows" in out.stderr
+    events = read_events(tmp_path / "events.jsonl")
+    assert events, "falls in URFD should raise at least one anomaly with the bundle's default threshold"
+    check_event_sequences(events)
+    assert {e.end_reason for e in events if e.type == "end"} <= {
+        "below_threshold",
+        "track_lost",
+        "stream_ended",
+    }
+    assert all(e.peak_skeleton is not None and e.peak_skeleton.layout == "urfd13" for e in events)
+    # stdout shows the same events, one line each
+    assert sum(" anomaly " in line for line in out.stdout.splitlines()) == len(events)
+
+
+def test_run_on_a_video_file_delivers_events_to_a_real_broker(tmp_path, broker: Broker):
+    """Real footage -> BlazePose -> scorer -> events, received by mosquitto_sub (threshold 0: every
+    confirmed track's first windows start an anomaly, so the count does not depend on the model)."""
+    find_model_files(None)  # the setup command installed them; fail loudly otherwise
+    sub = broker.subscribe("appliance/#")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        cameras=[{"id": "walkway", "source": str(DEMO_CLIP), "fps": None}],
+        detector={"threshold": 0.0, "start_windows": 3, "end_windows": 3},
+        sinks=[
+            {"type": "jsonl", "path": str(tmp_path / "events.jsonl")},
+            {"type": "mqtt", "host": broker.host, "port": broker.port, "topic_prefix": "appliance"},
+        ],
+    )
+    out = appliance("run", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    sub.wait_for("appliance/test-box/available", 2)
+    sub.stop()
+    on_events = [json.loads(p) for p in sub.messages("appliance/test-box/walkway/events")]
+    written = read_events(tmp_path / "events.jsonl")
+    assert len(written) >= 2
+    assert [e["event_id"] + e["type"] for e in on_events] == [e.event_id + e.type for e in written]
+    for payload in on_events:
+        AnomalyEvent.model_validate(payload)  # every payload fits the published model
+    check_event_sequences(written)
+    availability = sub.messages("appliance/test-box/available")
+    assert availability[0] == "online" and availability[-1] == "offline"
+
+
+def test_sigterm_stops_the_daemon_cleanly_and_ends_open_anomalies(tmp_path):
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        cameras=[{"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True, "realtime": True}],
+        detector={"threshold": 0.0, "start_windows": 1, "end_windows": 1000},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    events_file = tmp_path / "events.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (events_file.exists() and events_file.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = read_events(events_file)
+    assert events and events[-1].type == "end"
+    starts = {e.event_id for e in events if e.type == "start"}
+    ends = {e.event_id for e in events if e.type == "end"}
+    assert starts == ends  # nothing left open
+    assert "shutdown" in {e.end_reason for e in events}
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "needle"),
+    [
+        ({"model": {"bundle": "/nonexistent/bundle.tar"}}, 3, "/nonexistent/bundle.tar: no such bundle"),
+        ({"cameras": [{"id": "c", "source": "/nonexistent/cam.mp4"}]}, 4, "/nonexistent/cam.mp4"),
+        (
+            {"pose": {"type": "blazepose", "model_dir": "/nonexistent/models"}},
+            3,
+            "appliance install-models --dest /nonexistent/models",
+        ),
+        ({"cameras": [{"id": "c", "source": "x", "colour": "red"}]}, 2, "cameras[0].colour: unknown key"),
+    ],
+)
+def test_user_mistakes_give_one_clear_line_and_an_exit_code(tmp_path, change, code, needle):
+    cfg = write_config(tmp_path / "c.yaml", **change)
+    out = appliance("run", "--config", str(cfg), timeout=60)
+    assert out.returncode == code, out.stderr
+    assert "Traceback" not in out.stderr
+    assert needle in out.stderr
+
+
+def test_a_corrupt_bundle_is_refused_before_any_camera_opens(tmp_path):
+    bad = tmp_path / "bundle.tar"
+    data = STARTER_BUNDLE.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    out = appliance("run", "--config", str(write_config(tmp_path / "c.yaml", model={"bundle": str(bad)})))
+    assert out.returncode == 3 and "truncated" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_runs_the_whole_pipeline_and_writes_events(tmp_path):
+    out = appliance("demo", "--out", str(tmp_path / "events.jsonl"))
+    assert out.returncode == 0, out.stderr
+    events = read_events(tmp_path / "events.jsonl")
+    check_event_sequences(events)
+    assert len(events) > 0, "the demo should show the pipeline raising at least one anomaly"
+    assert sum(" anomaly " in line for line in out.stdout.splitlines()) == len(events)
+    assert "walkway: stopped" in out.stderr or "walkway: ended" in out.stderr
+
+
+@pytest.mark.skipif(not URFD.is_file(), reason="real data not found")
+def test_whole_frame_mode_scores_all_people_as_one_map():
+    """Two real skeletons in one frame: per-person mode scores two tracks, whole-frame mode one map."""
+    from appliance.bundle import open_bundle
+    from appliance.detector import HysteresisRule
+    from appliance.events import ModelRef
+    from appliance.pipeline import WHOLE_FRAME_TRACK, CameraPipeline
+    from appliance.pose.base import Person
+    from appliance.scorer import MultiTrackScorer
+    from appliance.tracker import Tracker
+
+    bundle = open_bundle(STARTER_BUNDLE)
+    runtime, _ = bundle.open()
+    c = bundle.contract
+    seqs = read_urfd_csv(URFD)
+    a, b = seqs[0].keypoints[:40], seqs[1].keypoints[:40].copy()
+    b[..., 0] += 250.0
+
+    def pipeline(whole: bool) -> CameraPipeline:
+        return CameraPipeline(
+            appliance_id="t",
+            camera_id="c",
+            scorer=MultiTrackScorer(runtime, c.window, c.feature_dim, c.map_spec.map_size),
+            map_spec=c.map_spec,
+            model=ModelRef(name="m", version="1"),
+            rule=HysteresisRule(1e9),
+            tracker=Tracker(min_hits=1),
+            whole_frame=whole,
+        )
+
+    per_person, whole = pipeline(False), pipeline(True)
+    keys_pp, keys_wf = set(), set()
+    for i in range(40):
+        people = [Person(k, seqs[0].layout, Person.box_of(k), 1.0) for k in (a[i], b[i])]
+        keys_pp |= set(per_person.process(people, (640, 480), 0.0, i).scores)
+        keys_wf |= set(whole.process(people, (640, 480), 0.0, i).scores)
+    assert len(keys_pp) == 2 and WHOLE_FRAME_TRACK not in keys_pp
+    assert keys_wf == {WHOLE_FRAME_TRACK}
