@@ -128,3 +128,9 @@ def test_check_config_command_exit_codes(tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert f"{f}:7: pose.max_peple: unknown key" in bad.stderr
+
+
+def test_the_shipped_example_config_is_valid():
+    cfg = load_config(ROOT / "config" / "appliance.example.yaml")
+    assert cfg.cameras[0].id == "line3-east" and cfg.sinks[0].type == "mqtt"
+    assert str(cfg.sinks[0].password_file).startswith("/run/credentials/")
