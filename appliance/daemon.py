@@ -108,7 +108,7 @@ class CameraWorker:
         emit,
         image_size: tuple[int, int] | None = None,
     ) -> None:
-        self.cfg, self.source, self.backend, self.pipeline, self.emit = cfg, source, backend, pipeline, emit
+        self.cfg, self.source, self.backend, self.pipeline, self._emit = cfg, source, backend, pipeline, emit
         self.image_size = image_size
         self.stats = CameraStats()
         self._stop = threading.Event()
@@ -119,6 +119,10 @@ class CameraWorker:
     def state(self) -> str:
         return self.source.state.value
 
+    def emit(self, events: list[AnomalyEvent]) -> None:
+        self.stats.events += len(events)
+        self._emit(events)
+
     def _run(self) -> None:
         reason = "shutdown"
         try:
@@ -127,7 +131,8 @@ class CameraWorker:
                 if frame is None:
                     state = self.source.state
                     if state in (CameraState.ENDED, CameraState.FAILED, CameraState.STOPPED):
-                        reason = "stream_ended" if state == CameraState.ENDED else "camera_lost"
+                        if not self._stop.is_set():
+                            reason = "stream_ended" if state == CameraState.ENDED else "camera_lost"
                         break
                     if state == CameraState.RECONNECTING and not self._lost:
                         self._lost = True
@@ -157,7 +162,6 @@ class CameraWorker:
         s.frames += 1
         s.people += result.people
         s.windows += len(result.scores)
-        s.events += len(result.events)
         if result.scores and s.first_score_at is None:
             s.first_score_at = time.monotonic()
         s.pose_ms.append((t1 - t0) * 1e3)
