@@ -17,8 +17,12 @@ getrusage; start = from ``Appliance.start()`` to the first window score.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# as `appliance` itself does before numpy loads (see appliance/__init__.py)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
 import resource
 import subprocess
 import sys
