@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from appliance.errors import ApplianceError
 
@@ -24,6 +32,15 @@ class ConfigError(ApplianceError):
     """The configuration cannot be used; the message names the file, line and key."""
 
     exit_code = 2
+
+
+def _topic_level(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+        raise ValueError("use 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level)")
+    return v
+
+
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
 
 
 class _Section(BaseModel):
@@ -91,7 +108,7 @@ PoseConfig = Annotated[BlazePoseConfig | OnnxPoseConfig | KeypointsPoseConfig, F
 
 
 class CameraConfig(_Section):
-    id: str = Field(description="Camera id used in events and topics (letters, digits, '-', '_').")
+    id: TopicLevel = Field(description="Camera id used in events and topics (letters, digits, '-', '_').")
     source: str | int = Field(
         description="Video file, rtsp:// or http:// URL, V4L2 device (0 or /dev/video0), or a "
         "GStreamer pipeline (contains '!')."
@@ -115,13 +132,6 @@ class CameraConfig(_Section):
         False,
         description="Score all skeletons of a frame as one map (single-worker cells) instead of per person.",
     )
-
-    @field_validator("id")
-    @classmethod
-    def _id_is_topic_safe(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-            raise ValueError("use 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level)")
-        return v
 
 
 class TrackingConfig(_Section):
@@ -189,7 +199,7 @@ SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig | MqttSinkConfig, Fiel
 
 class ApplianceConfig(_Section):
     schema_version: Literal[1] = Field(description="Configuration schema version; this appliance reads 1.")
-    appliance_id: str = Field(description="Unique name of this appliance (MQTT client id and topic level).")
+    appliance_id: TopicLevel = Field(description="Unique name of this appliance (MQTT topic level).")
     state_dir: Path = Field(
         Path("/var/lib/appliance"), description="Where the appliance keeps its state (outbox, thresholds)."
     )
@@ -201,13 +211,6 @@ class ApplianceConfig(_Section):
     sinks: list[SinkConfig] = Field(
         default_factory=lambda: [StdoutSinkConfig()], description="Where events go (stdout, jsonl, mqtt)."
     )
-
-    @field_validator("appliance_id")
-    @classmethod
-    def _id_is_topic_safe(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-            raise ValueError("use 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level)")
-        return v
 
     @model_validator(mode="after")
     def _replay_needs_replay_source(self) -> ApplianceConfig:

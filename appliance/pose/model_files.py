@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.bundle import sha256_file
 from appliance.errors import ApplianceError, ModelError
 
 ENV_MODEL_DIR = "APPLIANCE_POSE_MODELS"
@@ -71,20 +72,12 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent / "models"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _problem(model_dir: Path, spec: ModelFile) -> str | None:
     """Why ``spec`` in ``model_dir`` is unusable, or None if it is present with the right hash."""
     path = model_dir / spec.name
     if not path.is_file():
         return f"{path} is missing"
-    if path.stat().st_size != spec.size or _sha256(path) != spec.sha256:
+    if path.stat().st_size != spec.size or sha256_file(path) != spec.sha256:
         return f"{path} has the wrong SHA-256 (expected {spec.sha256}; corrupt or a different model)"
     return None
 
