@@ -167,17 +167,42 @@ class JsonlSinkConfig(_Section):
     path: Path = Field(description="JSON-lines file events are appended to (flushed per event).")
 
 
+class MqttTlsConfig(_Section):
+    ca_file: Path | None = Field(None, description="CA certificate(s) to trust (default: the system's).")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client private key (if not inside cert_file).")
+    insecure_skip_hostname_check: bool = Field(
+        False, description="Accept a certificate for another host name (test benches only)."
+    )
+
+
 class MqttSinkConfig(_Section):
     type: Literal["mqtt"] = "mqtt"
     host: str = Field("127.0.0.1", description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS by convention).")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")
     topic_prefix: str = Field("appliance", description="First topic level(s): <prefix>/<appliance_id>/...")
-    client_id: str | None = Field(None, description="MQTT client id (default: appliance-<appliance_id>).")
+    client_id: str | None = Field(
+        None, description="MQTT client id, unique per appliance (default: appliance-<appliance_id>)."
+    )
     qos: Literal[0, 1, 2] = Field(1, description="QoS of event messages (1 = at least once).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
     username: str | None = Field(None, description="Broker user name.")
     password: str | None = Field(None, description="Broker password (prefer password_file or ${ENV}).")
-    password_file: Path | None = Field(None, description="File holding the broker password.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (e.g. ${CREDENTIALS_DIRECTORY}/mqtt-password)."
+    )
+    tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
+    status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts.")
+    outbox_max_messages: int = Field(
+        100_000, ge=100, description="Events kept on disk while the broker is away (oldest updates go first)."
+    )
+    outbox_max_age_s: float = Field(
+        7 * 86400,
+        gt=0,
+        description="Updates older than this leave the outbox (starts and ends never).",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttSinkConfig:

@@ -24,7 +24,7 @@ from appliance.capture import Camera, CameraState, Frame
 from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
 from appliance.detector import HysteresisRule
 from appliance.errors import ApplianceError, ModelError
-from appliance.events import AnomalyEvent, ModelRef
+from appliance.events import AnomalyEvent, ApplianceStatus, CameraStatus, ModelRef, iso_utc
 from appliance.pipeline import CameraPipeline
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
@@ -201,7 +201,9 @@ class Appliance:
             version=str(self.bundle.manifest["model"]["version"]),
         )
         log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
-        self.sinks = open_sinks(cfg.sinks, cfg.appliance_id)
+        self.model = model
+        self.runtime_name = f"{runtime.name} {variant}"
+        self.sinks = open_sinks(cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status)
         try:
             for cam in cfg.cameras:
                 backend = self._backend()
@@ -260,12 +262,15 @@ class Appliance:
         return camera.start(), None
 
     def threshold_for(self, cam: CameraConfig) -> float:
+        return self.threshold_and_source(cam)[0]
+
+    def threshold_and_source(self, cam: CameraConfig) -> tuple[float, str]:
         if cam.threshold is not None:
-            return cam.threshold
+            return cam.threshold, "camera"
         if self.cfg.detector.threshold is not None:
-            return self.cfg.detector.threshold
+            return self.cfg.detector.threshold, "detector"
         assert self.bundle is not None
-        return self.bundle.default_threshold
+        return self.bundle.default_threshold, "bundle"
 
     # -- running ----------------------------------------------------------------------------------
     def emit(self, events: list[AnomalyEvent]) -> None:
@@ -300,17 +305,31 @@ class Appliance:
         return "; ".join(parts)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "model": self.bundle.name if self.bundle else None,
-            "variant": getattr(self, "variant", None),
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "events": self.events_emitted,
-            "cameras": {
-                w.cfg.id: {"state": w.state, "fps": round(w.stats.fps(), 2), "frames": w.stats.frames}
-                for w in self.workers
-            },
-        }
+        """The retained status payload (:class:`ApplianceStatus`), as a dict."""
+        cameras = {}
+        for w in self.workers:
+            _, source = self.threshold_and_source(w.cfg)
+            cameras[w.cfg.id] = CameraStatus(
+                state=w.state,
+                fps=round(w.stats.fps(), 2),
+                frames=w.stats.frames,
+                tracks=len(w.pipeline.tracker.tracks),
+                windows=w.stats.windows,
+                events=w.stats.events,
+                active_anomalies=sum(d.active for d in list(w.pipeline.detectors.values())),
+                threshold=w.pipeline.rule.threshold,
+                threshold_source=source,
+            )
+        status = ApplianceStatus(
+            appliance_id=self.cfg.appliance_id,
+            version=__version__,
+            time=iso_utc(time.time()),
+            uptime_s=round(time.monotonic() - self.started_at, 1),
+            model=self.model,
+            runtime=self.runtime_name,
+            cameras=cameras,
+        )
+        return status.model_dump(exclude_none=True)
 
     def stop(self) -> None:
         for w in self.workers:

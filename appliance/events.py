@@ -77,3 +77,45 @@ class AnomalyEvent(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
+
+
+class CameraStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["starting", "streaming", "reconnecting", "failed", "ended", "stopped"] = Field(
+        description="Capture state of the camera."
+    )
+    fps: float = Field(description="Frames processed per second over the last few seconds.")
+    frames: int = Field(description="Frames processed since start.")
+    tracks: int = Field(description="People tracked now.")
+    windows: int = Field(description="Windows scored since start.")
+    events: int = Field(description="Event messages emitted since start.")
+    active_anomalies: int = Field(description="Anomalies open now.")
+    threshold: float = Field(description="Alarm threshold in force.")
+    threshold_source: Literal["camera", "detector", "bundle", "calibration"] = Field(
+        description="Where the threshold comes from (calibration replaces the bundle default)."
+    )
+
+
+class OutboxStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int = Field(description="Events stored, not yet acknowledged by the broker.")
+    oldest_age_s: float = Field(description="Age of the oldest stored event.")
+    dropped: int = Field(description="Updates dropped since start because the outbox was full or too old.")
+
+
+class ApplianceStatus(BaseModel):
+    """Retained status message: everything a SCADA screen shows about the appliance."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = EVENT_SCHEMA_VERSION
+    appliance_id: str
+    version: str = Field(description="Appliance software version.")
+    time: str = Field(description="When this status was made, ISO-8601 UTC.")
+    uptime_s: float
+    model: ModelRef
+    runtime: str = Field(description="Scorer runtime and bundle variant, e.g. 'onnxruntime onnx-int8'.")
+    cameras: dict[str, CameraStatus]
+    outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")

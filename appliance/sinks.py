@@ -1,18 +1,14 @@
 """Where events go: one interface, three sinks (stdout, a JSON-lines file, MQTT).
 
-The MQTT sink publishes events at QoS 1 on ``<prefix>/<appliance_id>/<camera>/events`` and keeps a
-retained ``<prefix>/<appliance_id>/available`` topic: ``online`` on every connect, ``offline`` as
-the last will and on a clean stop. paho-mqtt reconnects on its own; what the client has not
-delivered when the process exits is the outbox's business (see the MQTT issue).
+The MQTT sink (:class:`appliance.mqtt.MqttLink`) stores every event on disk before publishing it and
+keeps the retained availability and status topics; see ``docs/mqtt.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -72,86 +68,12 @@ class JsonlSink:
         self._fh.close()
 
 
-class MqttSink:
-    """Events to an MQTT broker (paho-mqtt 2, MQTT 3.1.1), QoS 1, with a last-will availability topic."""
-
-    def __init__(self, cfg: MqttSinkConfig, appliance_id: str) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.cfg = cfg
-        self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
-        self.available_topic = f"{self.base}/available"
-        self._connected = threading.Event()
-        self._lock = threading.Lock()
-        self._pending: list = []  # MQTTMessageInfo of QoS>0 messages not yet acknowledged
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"appliance-{appliance_id}",
-            protocol=mqtt.MQTTv311,
-        )
-        if cfg.username:
-            self._client.username_pw_set(cfg.username, cfg.resolve_password())
-        self._client.will_set(self.available_topic, "offline", qos=1, retain=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.reconnect_delay_set(1, 30)
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-        self._client.loop_start()
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.error(
-                "MQTT broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code
-            )
-            return
-        log.info("connected to MQTT broker %s:%s", self.cfg.host, self.cfg.port)
-        client.publish(self.available_topic, "online", qos=1, retain=True)
-        self._connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connected.clear()
-        if reason_code != 0:
-            log.warning("MQTT connection lost (%s); reconnecting", reason_code)
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def topic_for(self, camera_id: str) -> str:
-        return f"{self.base}/{camera_id}/events"
-
-    def publish(self, event: AnomalyEvent) -> None:
-        info = self._client.publish(self.topic_for(event.camera_id), event.to_json(), qos=self.cfg.qos)
-        with self._lock:
-            self._pending = [i for i in self._pending if not i.is_published()]
-            if self.cfg.qos > 0:
-                self._pending.append(info)
-
-    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        self._client.publish(f"{self.base}/{topic}", payload, qos=1, retain=retain)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Wait (up to ``timeout``) for unacknowledged events, then say ``offline`` and disconnect."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            pending, self._pending = self._pending, []
-        for info in pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._connected.is_set():
-                break
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(remaining)
-        lost = sum(1 for i in pending if not i.is_published())
-        if lost:
-            log.warning("MQTT: %d event(s) not acknowledged by the broker at shutdown", lost)
-        if self._connected.is_set():
-            info = self._client.publish(self.available_topic, "offline", qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
-def open_sinks(configs: list[SinkConfig], appliance_id: str) -> list[EventSink]:
+def open_sinks(
+    configs: list[SinkConfig],
+    appliance_id: str,
+    state_dir: Path,
+    status: Callable[[], dict] | None = None,
+) -> list[EventSink]:
     sinks: list[EventSink] = []
     for cfg in configs:
         if isinstance(cfg, StdoutSinkConfig):
@@ -159,5 +81,7 @@ def open_sinks(configs: list[SinkConfig], appliance_id: str) -> list[EventSink]:
         elif isinstance(cfg, JsonlSinkConfig):
             sinks.append(JsonlSink(cfg.path))
         elif isinstance(cfg, MqttSinkConfig):
-            sinks.append(MqttSink(cfg, appliance_id))
+            from appliance.mqtt import MqttLink
+
+            sinks.append(MqttLink(cfg, appliance_id, state_dir, status))
     return sinks

@@ -126,17 +126,31 @@ class Subscriber:
         self._reader.join(5)
 
 
-@pytest.fixture
-def broker(tmp_path) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None:
+def make_broker(
+    directory: Path, listener_conf: str = "allow_anonymous true\n", persistent: bool = False
+) -> Broker:
+    """A mosquitto on 127.0.0.1 and a free port; ``listener_conf`` adds auth/TLS lines to its listener."""
+    if MOSQUITTO is None:
         pytest.fail(
             "mosquitto is not installed (.ci/run installs it: apt-get install mosquitto mosquitto-clients)"
         )
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    b = Broker(port, conf, tmp_path / "mosquitto.log")
+    conf = directory / "mosquitto.conf"
+    store = f"persistence true\npersistence_location {directory}/\n" if persistent else "persistence false\n"
+    # `user root`: started as root, mosquitto would otherwise drop to a user that cannot write its
+    # store into the test's private temporary folder (ignored when not started as root)
+    conf.write_text(
+        f"user root\nper_listener_settings true\n{store}listener {port} 127.0.0.1\n{listener_conf}"
+    )
+    b = Broker(port, conf, directory / "mosquitto.log")
     b.start()
+    return b
+
+
+@pytest.fixture
+def broker(tmp_path) -> Iterator[Broker]:
+    b = make_broker(tmp_path / "broker")
     try:
         yield b
     finally:

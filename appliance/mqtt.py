@@ -1,0 +1,250 @@
+"""MQTT link for plant SCADA/MES: store-and-forward events, retained status and availability.
+
+Topic contract (``docs/mqtt.md``):
+
+- ``<prefix>/<appliance_id>/available``: retained; ``online`` on every connect, ``offline`` as the
+  last will and on a clean stop;
+- ``<prefix>/<appliance_id>/status``: retained JSON (:class:`appliance.events.ApplianceStatus`);
+- ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`).
+
+One thread owns the paho client: it connects (a fresh client per session, so nothing but the outbox
+decides what is resent), runs the network loop, and sends the outbox in order with a bounded number
+of messages in flight. An event is acknowledged in the outbox only on the broker's PUBACK; whatever
+was in flight when a connection dropped is sent again from the outbox on the next one (at least
+once: subscribers de-duplicate on ``event_id`` + ``seq``). Connection failures (refused, wrong
+password, TLS errors, broker away) are logged in words and retried with backoff; nothing raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from appliance.config import MqttSinkConfig
+from appliance.errors import ApplianceError
+from appliance.events import AnomalyEvent
+from appliance.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 20
+
+
+class MqttLink:
+    """The ``mqtt`` sink: events through the outbox, status and availability retained."""
+
+    def __init__(
+        self,
+        cfg: MqttSinkConfig,
+        appliance_id: str,
+        state_dir: Path,
+        status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
+        self.client_id = cfg.client_id or f"appliance-{appliance_id}"
+        self.outbox = Outbox(Path(state_dir) / "outbox.sqlite", cfg.outbox_max_messages, cfg.outbox_max_age_s)
+        self._status = status
+        self._password = cfg.resolve_password()
+        self._tls = self._tls_context() if cfg.tls else None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_deadline: float | None = None
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.sent = 0
+        self.acked = 0
+        self.max_replay_latency_s = 0.0
+        backlog = self.outbox.depth()
+        if backlog:
+            log.info("MQTT outbox holds %d message(s) from before; they go out first", backlog)
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    # -- sink interface -------------------------------------------------------------------------
+    def topic_for(self, camera_id: str) -> str:
+        return f"{self.base}/{camera_id}/events"
+
+    def publish(self, event: AnomalyEvent) -> None:
+        self.outbox.put(self.topic_for(event.camera_id), event.to_json(), event.type)
+        self._wake.set()
+
+    def publish_status(self) -> None:
+        """Ask for a status message now (e.g. a camera changed state)."""
+        self._status_due = 0.0
+        self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what the broker will take within ``timeout``, say ``offline``, disconnect.
+
+        What is not acknowledged stays in the outbox on disk for the next start.
+        """
+        self._drain_deadline = time.monotonic() + timeout
+        self._wake.set()
+        self._thread.join(timeout + 5.0)
+        left = self.outbox.depth()
+        if left:
+            log.warning(
+                "MQTT: %d message(s) not yet acknowledged stay in the outbox for the next start", left
+            )
+        self.outbox.close()
+
+    # -- connection ---------------------------------------------------------------------------
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.cfg.tls
+        assert tls is not None
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ApplianceError(f"mqtt tls: cannot load certificates ({exc})") from None
+        if tls.insecure_skip_hostname_check:
+            ctx.check_hostname = False
+        return ctx
+
+    def _new_client(self):
+        import paho.mqtt.client as mqtt
+
+        protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        if self.cfg.username:
+            client.username_pw_set(self.cfg.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.will_set(f"{self.base}/available", "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            return
+        self._refused = None
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        row = self._in_flight.pop(mid, None)
+        if row is None:
+            return
+        msg_id, queued_at = row
+        self.outbox.ack(msg_id)
+        self.acked += 1
+        self.max_replay_latency_s = max(self.max_replay_latency_s, time.time() - queued_at)
+
+    def _log_error(self, message: str) -> None:
+        if message != self.last_error:
+            log.error("MQTT %s:%s: %s; retrying with backoff", self.cfg.host, self.cfg.port, message)
+        self.last_error = message
+
+    def _connect(self):
+        """One connection attempt; returns a connected client or None (and logs why not)."""
+        client = self._new_client()
+        self._refused: str | None = None
+        try:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            self._log_error(f"TLS certificate not trusted ({exc.verify_message}); check tls.ca_file")
+            return None
+        except ssl.SSLError as exc:
+            self._log_error(f"TLS handshake failed ({exc.reason or exc})")
+            return None
+        except OSError as exc:
+            self._log_error(f"cannot reach the broker ({exc.strerror or exc})")
+            return None
+        deadline = time.monotonic() + 10.0
+        while not self.connected.is_set() and self._refused is None and time.monotonic() < deadline:
+            if client.loop(timeout=0.1) != 0:
+                break
+        if self.connected.is_set():
+            if self.last_error:
+                log.info("MQTT %s:%s: connected again", self.cfg.host, self.cfg.port)
+            else:
+                log.info("MQTT %s:%s: connected as %s", self.cfg.host, self.cfg.port, self.client_id)
+            self.last_error = None
+            return client
+        why = self._refused or "no answer to CONNECT"
+        if self._refused and ("authori" in why.lower() or "password" in why.lower()):
+            why += "; check username and password"
+        self._log_error(f"broker refused the connection: {why}")
+        client.disconnect()
+        return None
+
+    # -- the link thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            if self._drain_deadline is not None and time.monotonic() > self._drain_deadline:
+                return
+            client = self._connect()
+            if client is None:
+                wait = backoff if self._drain_deadline is None else min(backoff, 0.5)
+                self._wake.wait(wait)
+                self._wake.clear()
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            backoff = 0.5
+            self._session(client)
+            if self._drain_deadline is not None:
+                return
+
+    def _session(self, client) -> None:
+        self._in_flight: dict[int, tuple[int, float]] = {}
+        last_handed = 0
+        client.publish(f"{self.base}/available", "online", qos=1, retain=True)
+        self._status_due = 0.0
+        while self.connected.is_set():
+            draining = self._drain_deadline is not None
+            if draining and (
+                time.monotonic() > self._drain_deadline
+                or (not self._in_flight and not self.outbox.after(last_handed, 1))
+            ):
+                self._say_offline(client)
+                return
+            room = MAX_IN_FLIGHT - len(self._in_flight)
+            if room > 0:
+                for msg in self.outbox.after(last_handed, room):
+                    info = client.publish(msg.topic, msg.payload, qos=self.cfg.qos)
+                    last_handed = msg.id
+                    self.sent += 1
+                    if self.cfg.qos == 0:
+                        self.outbox.ack(msg.id)
+                    else:
+                        self._in_flight[info.mid] = (msg.id, msg.created_at)
+            if self._status is not None and time.monotonic() >= self._status_due:
+                self._status_due = time.monotonic() + self.cfg.status_interval_s
+                status = self._status()
+                status["outbox"] = {
+                    "depth": self.outbox.depth(),
+                    "oldest_age_s": round(self.outbox.oldest_age_s(), 1),
+                    "dropped": self.outbox.dropped,
+                }
+                client.publish(f"{self.base}/status", json.dumps(status), qos=1, retain=True)
+            if client.loop(timeout=0.05) != 0:
+                break
+        self.connected.clear()
+        self._in_flight.clear()  # unacknowledged: still in the outbox, resent next session
+        if self._drain_deadline is None:
+            log.warning(
+                "MQTT %s:%s: connection lost; events are kept in the outbox", self.cfg.host, self.cfg.port
+            )
+
+    def _say_offline(self, client) -> None:
+        info = client.publish(f"{self.base}/available", "offline", qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while not info.is_published() and time.monotonic() < deadline and client.loop(timeout=0.05) == 0:
+            pass
+        client.disconnect()
+        self.connected.clear()
