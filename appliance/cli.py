@@ -190,6 +190,20 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schemas(args: argparse.Namespace) -> int:
+    """Write the JSON Schemas of the MQTT payloads (docs/schemas in the repository)."""
+    import json
+
+    from appliance.events import json_schemas
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, schema in json_schemas().items():
+        path = args.out / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_install_models(args: argparse.Namespace) -> int:
     """Extract the BlazePose model files from the pinned mediapipe wheel (setup time, not run time)."""
     from appliance.pose.model_files import install_pose_models
@@ -243,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--frames", type=int, help="how many frames (default: to the end)")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("schemas", help="write the JSON Schemas of the MQTT payloads")
+    p.add_argument("--out", type=Path, default=Path("docs/schemas"))
+    p.set_defaults(func=cmd_schemas)
 
     p = sub.add_parser("install-models", help="install the BlazePose model files from the mediapipe wheel")
     p.add_argument("--dest", type=Path, help="model folder (default: inside the package)")

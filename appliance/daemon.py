@@ -236,6 +236,7 @@ class Appliance:
         self.started_at = time.monotonic()
         for w in self.workers:
             w.start()
+        self.status_changed()
 
     def _backend(self) -> PoseBackend:
         try:
@@ -258,8 +259,16 @@ class Appliance:
             loop=cam.loop,
             realtime=bool(cam.realtime),
             require_open_at_start=True,
+            on_state_change=lambda *_: self.status_changed(),
         )
         return camera.start(), None
+
+    def status_changed(self) -> None:
+        """A camera changed state (or the appliance started): publish status now, not at the next tick."""
+        for sink in self.sinks:
+            notify = getattr(sink, "publish_status", None)
+            if notify is not None:
+                notify()
 
     def threshold_for(self, cam: CameraConfig) -> float:
         return self.threshold_and_source(cam)[0]

@@ -119,3 +119,17 @@ class ApplianceStatus(BaseModel):
     runtime: str = Field(description="Scorer runtime and bundle variant, e.g. 'onnxruntime onnx-int8'.")
     cameras: dict[str, CameraStatus]
     outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")
+
+
+SCHEMAS = {"event": AnomalyEvent, "status": ApplianceStatus}
+
+
+def json_schemas() -> dict[str, dict]:
+    """JSON Schemas of the published payloads, generated from the models the code publishes with."""
+    out = {}
+    for name, model in SCHEMAS.items():
+        schema = model.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://ceiling-appliance.invalid/schemas/{name}.schema.json"
+        out[name] = schema
+    return out

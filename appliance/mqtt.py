@@ -225,13 +225,7 @@ class MqttLink:
                         self._in_flight[info.mid] = (msg.id, msg.created_at)
             if self._status is not None and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + self.cfg.status_interval_s
-                status = self._status()
-                status["outbox"] = {
-                    "depth": self.outbox.depth(),
-                    "oldest_age_s": round(self.outbox.oldest_age_s(), 1),
-                    "dropped": self.outbox.dropped,
-                }
-                client.publish(f"{self.base}/status", json.dumps(status), qos=1, retain=True)
+                self._publish_status(client)
             if client.loop(timeout=0.05) != 0:
                 break
         self.connected.clear()
@@ -241,7 +235,19 @@ class MqttLink:
                 "MQTT %s:%s: connection lost; events are kept in the outbox", self.cfg.host, self.cfg.port
             )
 
+    def _publish_status(self, client):
+        status = self._status()
+        status["outbox"] = {
+            "depth": self.outbox.depth(),
+            "oldest_age_s": round(self.outbox.oldest_age_s(), 1),
+            "dropped": self.outbox.dropped,
+        }
+        return client.publish(f"{self.base}/status", json.dumps(status), qos=1, retain=True)
+
     def _say_offline(self, client) -> None:
+        """Last status (cameras stopped, outbox depth), then ``offline``, then disconnect."""
+        if self._status is not None:
+            self._publish_status(client)
         info = client.publish(f"{self.base}/available", "offline", qos=1, retain=True)
         deadline = time.monotonic() + 2.0
         while not info.is_published() and time.monotonic() < deadline and client.loop(timeout=0.05) == 0:

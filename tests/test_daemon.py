@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from appliance.demo import DEMO_CLIP, STARTER_BUNDLE
-from appliance.events import AnomalyEvent
+from appliance.events import SCHEMAS, AnomalyEvent
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.model_files import find_model_files
 
@@ -115,8 +116,17 @@ def test_run_on_a_video_file_delivers_events_to_a_real_broker(tmp_path, broker: 
     written = read_events(tmp_path / "events.jsonl")
     assert len(written) >= 2
     assert [e["event_id"] + e["type"] for e in on_events] == [e.event_id + e.type for e in written]
+    schemas = {n: json.loads((ROOT / "docs" / "schemas" / f"{n}.schema.json").read_text()) for n in SCHEMAS}
     for payload in on_events:
-        AnomalyEvent.model_validate(payload)  # every payload fits the published model
+        jsonschema.validate(payload, schemas["event"])  # every payload fits the shipped schema
+    statuses = [json.loads(p) for p in sub.messages("appliance/test-box/status")]
+    assert statuses
+    for status in statuses:
+        jsonschema.validate(status, schemas["status"])
+    final = statuses[-1]
+    assert final["cameras"]["walkway"]["state"] in ("ended", "stopped")
+    assert final["cameras"]["walkway"]["frames"] == 195 and final["outbox"]["depth"] == 0
+    assert final["model"]["name"] == "starter-walking-lstm-vae"
     check_event_sequences(written)
     availability = sub.messages("appliance/test-box/available")
     assert availability[0] == "online" and availability[-1] == "offline"
