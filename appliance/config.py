@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from appliance.errors import ApplianceError
+from appliance.sparkplug.config import SparkplugSinkConfig
 
 CONFIG_SCHEMA_VERSION = 1
 
@@ -219,7 +220,9 @@ class MqttSinkConfig(_Section):
             raise ConfigError(f"mqtt password_file {self.password_file}: {exc.strerror}") from None
 
 
-SinkConfig = Annotated[StdoutSinkConfig | JsonlSinkConfig | MqttSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[
+    StdoutSinkConfig | JsonlSinkConfig | MqttSinkConfig | SparkplugSinkConfig, Field(discriminator="type")
+]
 
 
 class ApplianceConfig(_Section):
@@ -317,7 +320,7 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # Discriminated unions add the tag ('blazepose', 'mqtt', ...) as a location level: drop it.
-    tags = {"blazepose", "onnx", "keypoints", "stdout", "jsonl", "mqtt"}
+    tags = {"blazepose", "onnx", "keypoints", "stdout", "jsonl", "mqtt", "sparkplug"}
     return tuple(p for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0))
 
 

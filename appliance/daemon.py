@@ -203,7 +203,10 @@ class Appliance:
         log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
         self.model = model
         self.runtime_name = f"{runtime.name} {variant}"
-        self.sinks = open_sinks(cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status)
+        thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
+        self.sinks = open_sinks(
+            cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status, thresholds, model.version
+        )
         try:
             for cam in cfg.cameras:
                 backend = self._backend()
@@ -269,6 +272,10 @@ class Appliance:
             notify = getattr(sink, "publish_status", None)
             if notify is not None:
                 notify()
+            camera_state = getattr(sink, "camera_state", None)  # Sparkplug: Camera/State metric
+            if camera_state is not None:
+                for w in self.workers:
+                    camera_state(w.cfg.id, w.state)
 
     def threshold_for(self, cam: CameraConfig) -> float:
         return self.threshold_and_source(cam)[0]

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from appliance.config import JsonlSinkConfig, MqttSinkConfig, SinkConfig, StdoutSinkConfig
+from appliance.config import (
+    JsonlSinkConfig,
+    MqttSinkConfig,
+    SinkConfig,
+    SparkplugSinkConfig,
+    StdoutSinkConfig,
+)
 from appliance.errors import ApplianceError
 from appliance.events import AnomalyEvent
 
@@ -73,7 +79,10 @@ def open_sinks(
     appliance_id: str,
     state_dir: Path,
     status: Callable[[], dict] | None = None,
+    thresholds: dict[str, float] | None = None,
+    model_version: str = "",
 ) -> list[EventSink]:
+    """The configured sinks; ``thresholds`` (camera id -> threshold) name the cameras for Sparkplug."""
     sinks: list[EventSink] = []
     for cfg in configs:
         if isinstance(cfg, StdoutSinkConfig):
@@ -84,4 +93,13 @@ def open_sinks(
             from appliance.mqtt import MqttLink
 
             sinks.append(MqttLink(cfg, appliance_id, state_dir, status))
+        elif isinstance(cfg, SparkplugSinkConfig):
+            from appliance.sparkplug.node import SparkplugNode
+
+            cams = list(thresholds or {})
+            sinks.append(
+                SparkplugNode(
+                    cfg, appliance_id, cams, model_version, state_dir=state_dir, thresholds=thresholds
+                )
+            )
     return sinks

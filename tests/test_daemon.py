@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from appliance.demo import DEMO_CLIP, STARTER_BUNDLE
+from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE
 from appliance.events import SCHEMAS, AnomalyEvent
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.model_files import find_model_files
@@ -240,3 +241,37 @@ def test_whole_frame_mode_scores_all_people_as_one_map():
         keys_wf |= set(whole.process(people, (640, 480), 0.0, i).scores)
     assert len(keys_pp) == 2 and WHOLE_FRAME_TRACK not in keys_pp
     assert keys_wf == {WHOLE_FRAME_TRACK}
+
+
+def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_path, broker: Broker):
+    """The daemon with a Sparkplug B sink on the squats clip: NBIRTH, DBIRTH, then DDATA with the anomaly."""
+    import paho.mqtt.client as mqtt
+
+    from appliance.sparkplug.payload import Payload, metric_value
+
+    got: list[tuple[str, object]] = []
+    ready = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="host-app")
+    client.on_connect = lambda c, *a: c.subscribe("spBv1.0/#", qos=1)
+    client.on_subscribe = lambda *a: ready.set()
+    client.on_message = lambda c, u, m: got.append((m.topic, Payload.FromString(m.payload)))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    assert ready.wait(10)
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None}],
+        sinks=[{"type": "sparkplug", "host": broker.host, "port": broker.port, "group_id": "plant1"}],
+    )
+    out = appliance("run", "--config", str(cfg))
+    time.sleep(1.0)
+    client.loop_stop()
+    assert out.returncode == 0, out.stderr
+    kinds = [t.split("/")[2] for t, _ in got]
+    assert kinds[0] == "NBIRTH" and kinds[1] == "DBIRTH" and kinds[-1] == "NDEATH"
+    assert got[1][0] == "spBv1.0/plant1/DBIRTH/test-box/workcell"
+    data = [p for t, p in got if "/DDATA/" in t]
+    active = [metric_value(m) for p in data for m in p.metrics if m.name == "Anomaly/Active"]
+    assert True in active  # the squats raise an anomaly, carried as a metric change
+    seqs = [p.seq for t, p in got if "NDEATH" not in t]
+    assert seqs == [i % 256 for i in range(len(seqs))]

@@ -233,13 +233,16 @@ def test_nbirth_comes_first_with_seq_0_and_bdseq_then_a_dbirth_per_camera_with_e
 
 def test_ddata_carries_only_the_metrics_that_changed(watcher, make_node):
     node = make_node()
-    births(watcher)
+    seen = len(births(watcher))
 
     def next_data(kind: str = "DDATA") -> Msg:
-        n = len(watcher.msgs)
-        watcher.wait_for(lambda ms: len(ms) > n, f"a {kind}")
-        assert watcher.msgs[n].kind == kind, watcher.kinds()[n:]
-        return watcher.msgs[n]
+        """The message after the last one looked at (it may have arrived before this call)."""
+        nonlocal seen
+        watcher.wait_for(lambda ms: len(ms) > seen, f"a {kind}")
+        m = watcher.msgs[seen]
+        assert m.kind == kind, watcher.kinds()[seen:]
+        seen += 1
+        return m
 
     node.publish(event("start", score=60.0, peak=60.0, t=T0 + 100))
     m = next_data()

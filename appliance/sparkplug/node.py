@@ -117,6 +117,7 @@ class SparkplugNode:
             raise SparkplugError(f"sparkplug: camera ids must be unique, got {cameras}")
         for cam in cameras:
             _check_id("device (camera) id", cam)
+        password = cfg.resolve_password()  # before the bdSeq file is touched: a mistake changes nothing
         self._lock = threading.RLock()
         self._online = threading.Event()  # births of the current MQTT session are out
         self._closing = False
@@ -141,7 +142,7 @@ class SparkplugNode:
         for cam in cameras:
             self._new_device(cam, (thresholds or {}).get(cam))
 
-        password = cfg.resolve_password()
+        self._fail_logged = False  # a failed connection attempt was logged in this outage
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"sparkplug-{self.group_id}-{self.node_id}",
@@ -155,7 +156,6 @@ class SparkplugNode:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_connect_fail = self._on_connect_fail
-        self._fail_logged = False
         self._client.reconnect_delay_set(1, 30)
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self._client.loop_start()
