@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from appliance.credentials import resolve_password
 from appliance.errors import ApplianceError
 from appliance.sparkplug.config import SparkplugSinkConfig
 
@@ -212,12 +213,7 @@ class MqttSinkConfig(_Section):
         return self
 
     def resolve_password(self) -> str | None:
-        if self.password_file is None:
-            return self.password
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt password_file {self.password_file}: {exc.strerror}") from None
+        return resolve_password(self.password, self.password_file, "mqtt")
 
 
 SinkConfig = Annotated[

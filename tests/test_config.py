@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import ConfigError, MqttSinkConfig, load_config, parse_config
+from appliance.credentials import CredentialError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +94,7 @@ def test_password_file_is_read_and_a_missing_one_is_named(tmp_path):
     text = GOOD.replace("password: ${MQTT_TEST_PASSWORD}", f"password_file: {secret}")
     assert parse_config(text).sinks[1].resolve_password() == "from-a-file"
     missing = parse_config(GOOD.replace("password: ${MQTT_TEST_PASSWORD}", "password_file: /nonexistent/pw"))
-    with pytest.raises(ConfigError, match="/nonexistent/pw"):
+    with pytest.raises(CredentialError, match="mqtt password_file /nonexistent/pw"):
         missing.sinks[1].resolve_password()
 
 

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from pydantic import ValidationError
 
+from appliance.credentials import CredentialError
 from appliance.events import AnomalyEvent, ModelRef
 from appliance.sparkplug import SparkplugError
 from appliance.sparkplug.config import SparkplugSinkConfig
@@ -487,7 +488,7 @@ def test_config_defaults_the_edge_node_id_to_the_appliance_id_and_refuses_bad_va
         SparkplugSinkConfig(group_id="g", topic_prefix="x")
     with pytest.raises(ValidationError, match="not both"):
         SparkplugSinkConfig(group_id="g", password="a", password_file=tmp_path / "p")
-    with pytest.raises(SparkplugError, match="password_file"):
+    with pytest.raises(CredentialError, match="sparkplug password_file"):
         SparkplugSinkConfig(group_id="g", password_file=tmp_path / "missing").resolve_password()
     (tmp_path / "p").write_text("s3cret\n")
     assert SparkplugSinkConfig(group_id="g", password_file=tmp_path / "p").resolve_password() == "s3cret"

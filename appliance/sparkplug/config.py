@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from appliance.sparkplug import SparkplugError
+from appliance.credentials import resolve_password
 
 
 def _sparkplug_id(v: str) -> str:
@@ -60,9 +60,4 @@ class SparkplugSinkConfig(BaseModel):
 
     def resolve_password(self) -> str | None:
         """The password, read from ``password_file`` when one is given."""
-        if self.password_file is None:
-            return self.password
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as exc:
-            raise SparkplugError(f"sparkplug password_file {self.password_file}: {exc.strerror}") from None
+        return resolve_password(self.password, self.password_file, "sparkplug")
