@@ -196,6 +196,9 @@ class MqttSinkConfig(_Section):
     )
     tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    telemetry_interval_s: float | None = Field(
+        None, gt=0, description="Publish each camera's peak window scores this often (QoS 0); None = off."
+    )
     reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts.")
     outbox_max_messages: int = Field(
         100_000, ge=100, description="Events kept on disk while the broker is away (oldest updates go first)."

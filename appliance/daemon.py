@@ -24,7 +24,7 @@ from appliance.capture import Camera, CameraState, Frame
 from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
 from appliance.detector import HysteresisRule
 from appliance.errors import ApplianceError, ModelError
-from appliance.events import AnomalyEvent, ApplianceStatus, CameraStatus, ModelRef, iso_utc
+from appliance.events import AnomalyEvent, ApplianceStatus, CameraStatus, ModelRef, ScoreTelemetry, iso_utc
 from appliance.pipeline import CameraPipeline
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
@@ -88,6 +88,7 @@ class CameraStats:
     pipeline_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     publish_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=300))
+    interval_peaks: dict[int, float] = field(default_factory=dict)  # for score telemetry
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -162,6 +163,9 @@ class CameraWorker:
         s.frames += 1
         s.people += result.people
         s.windows += len(result.scores)
+        for tid, score in result.scores.items():
+            if score > s.interval_peaks.get(tid, float("-inf")):
+                s.interval_peaks[tid] = score
         if result.scores and s.first_score_at is None:
             s.first_score_at = time.monotonic()
         s.pose_ms.append((t1 - t0) * 1e3)
@@ -205,7 +209,7 @@ class Appliance:
         self.runtime_name = f"{runtime.name} {variant}"
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.sinks = open_sinks(
-            cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status, thresholds, model.version
+            cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status, thresholds, model.version, self.telemetry
         )
         try:
             for cam in cfg.cameras:
@@ -265,6 +269,26 @@ class Appliance:
             on_state_change=lambda *_: self.status_changed(),
         )
         return camera.start(), None
+
+    def telemetry(self, interval_s: float) -> list[dict[str, Any]]:
+        """One :class:`ScoreTelemetry` per camera for the interval that ends now (and start a new one)."""
+        now = time.time()
+        out = []
+        for w in self.workers:
+            peaks, w.stats.interval_peaks = w.stats.interval_peaks, {}
+            out.append(
+                ScoreTelemetry(
+                    appliance_id=self.cfg.appliance_id,
+                    camera_id=w.cfg.id,
+                    time=iso_utc(now),
+                    time_ms=round(now * 1000),
+                    interval_s=interval_s,
+                    threshold=w.pipeline.rule.threshold,
+                    tracks={str(t): round(v, 3) for t, v in peaks.items()},
+                    max_score=round(max(peaks.values()), 3) if peaks else None,
+                ).model_dump()
+            )
+        return out
 
     def status_changed(self) -> None:
         """A camera changed state (or the appliance started): publish status now, not at the next tick."""

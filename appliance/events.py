@@ -121,7 +121,23 @@ class ApplianceStatus(BaseModel):
     outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")
 
 
-SCHEMAS = {"event": AnomalyEvent, "status": ApplianceStatus}
+class ScoreTelemetry(BaseModel):
+    """Low-rate score telemetry of one camera: the highest window score of each track in the interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = EVENT_SCHEMA_VERSION
+    appliance_id: str
+    camera_id: str
+    time: str = Field(description="End of the interval, ISO-8601 UTC.")
+    time_ms: int
+    interval_s: float
+    threshold: float
+    tracks: dict[str, float] = Field(description="Track id -> highest window score in the interval.")
+    max_score: float | None = Field(description="Highest of them (None: nobody was scored).")
+
+
+SCHEMAS = {"event": AnomalyEvent, "status": ApplianceStatus, "telemetry": ScoreTelemetry}
 
 
 def json_schemas() -> dict[str, dict]:

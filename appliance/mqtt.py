@@ -5,7 +5,8 @@ Topic contract (``docs/mqtt.md``):
 - ``<prefix>/<appliance_id>/available``: retained; ``online`` on every connect, ``offline`` as the
   last will and on a clean stop;
 - ``<prefix>/<appliance_id>/status``: retained JSON (:class:`appliance.events.ApplianceStatus`);
-- ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`).
+- ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`);
+- ``<prefix>/<appliance_id>/<camera>/scores``: optional score telemetry, QoS 0 (:class:`ScoreTelemetry`).
 
 One thread owns the paho client: it connects (a fresh client per session, so nothing but the outbox
 decides what is resent), runs the network loop, and sends the outbox in order with a bounded number
@@ -45,12 +46,15 @@ class MqttLink:
         appliance_id: str,
         state_dir: Path,
         status: Callable[[], dict[str, Any]] | None = None,
+        telemetry: Callable[[float], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
         self.client_id = cfg.client_id or f"appliance-{appliance_id}"
         self.outbox = Outbox(Path(state_dir) / "outbox.sqlite", cfg.outbox_max_messages, cfg.outbox_max_age_s)
         self._status = status
+        self._telemetry = telemetry if cfg.telemetry_interval_s else None
+        self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
         self._password = cfg.resolve_password()
         self._tls = self._tls_context() if cfg.tls else None
         self._wake = threading.Event()
@@ -226,6 +230,11 @@ class MqttLink:
             if self._status is not None and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + self.cfg.status_interval_s
                 self._publish_status(client)
+            if self._telemetry is not None and time.monotonic() >= self._telemetry_due:
+                interval = self.cfg.telemetry_interval_s or 0.0
+                self._telemetry_due = time.monotonic() + interval
+                for item in self._telemetry(interval):  # a reading, not a record: QoS 0, not stored
+                    client.publish(f"{self.base}/{item['camera_id']}/scores", json.dumps(item), qos=0)
             if client.loop(timeout=0.05) != 0:
                 break
         self.connected.clear()

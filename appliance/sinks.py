@@ -81,6 +81,7 @@ def open_sinks(
     status: Callable[[], dict] | None = None,
     thresholds: dict[str, float] | None = None,
     model_version: str = "",
+    telemetry: Callable[[float], list[dict]] | None = None,
 ) -> list[EventSink]:
     """The configured sinks; ``thresholds`` (camera id -> threshold) name the cameras for Sparkplug."""
     sinks: list[EventSink] = []
@@ -92,7 +93,7 @@ def open_sinks(
         elif isinstance(cfg, MqttSinkConfig):
             from appliance.mqtt import MqttLink
 
-            sinks.append(MqttLink(cfg, appliance_id, state_dir, status))
+            sinks.append(MqttLink(cfg, appliance_id, state_dir, status, telemetry))
         elif isinstance(cfg, SparkplugSinkConfig):
             from appliance.sparkplug.node import SparkplugNode
 

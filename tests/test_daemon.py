@@ -106,7 +106,13 @@ def test_run_on_a_video_file_delivers_events_to_a_real_broker(tmp_path, broker: 
         detector={"threshold": 0.0, "start_windows": 3, "end_windows": 3},
         sinks=[
             {"type": "jsonl", "path": str(tmp_path / "events.jsonl")},
-            {"type": "mqtt", "host": broker.host, "port": broker.port, "topic_prefix": "appliance"},
+            {
+                "type": "mqtt",
+                "host": broker.host,
+                "port": broker.port,
+                "topic_prefix": "appliance",
+                "telemetry_interval_s": 1.0,
+            },
         ],
     )
     out = appliance("run", "--config", str(cfg))
@@ -124,6 +130,10 @@ def test_run_on_a_video_file_delivers_events_to_a_real_broker(tmp_path, broker: 
     assert statuses
     for status in statuses:
         jsonschema.validate(status, schemas["status"])
+    telemetry = [json.loads(p) for p in sub.messages("appliance/test-box/walkway/scores")]
+    assert telemetry and any(t["max_score"] is not None for t in telemetry)
+    for t in telemetry:
+        jsonschema.validate(t, schemas["telemetry"])
     final = statuses[-1]
     assert final["cameras"]["walkway"]["state"] in ("ended", "stopped")
     assert final["cameras"]["walkway"]["frames"] == 195 and final["outbox"]["depth"] == 0

@@ -272,3 +272,19 @@ def test_outbox_drops_oldest_updates_first_and_never_a_start_or_end(tmp_path):
     kept_updates = [int(r.payload) for r in rows if r.kind == "update"]
     assert kept_updates == sorted(kept_updates) and min(kept_updates) > 1  # the oldest went
     assert [int(r.payload) for r in rows] == sorted(int(r.payload) for r in rows)  # order kept
+
+
+def test_mqtt5_sessions_deliver_in_order_too(tmp_path):
+    broker = make_broker(tmp_path / "broker")
+    sub = Collector(broker)
+    out = link(broker, tmp_path / "state", protocol="5")
+    try:
+        for i in range(50):
+            out.publish(event(i))
+        got = sub.wait_for(set(range(50)), timeout=30)
+    finally:
+        out.close()
+        sub.close()
+        broker.stop()
+    assert in_order_without_duplicates(got) == list(range(50))
+    assert [p for t, p in sub.messages if t == "appliance/box1/available"][-1] == b"offline"
