@@ -148,7 +148,12 @@ class TrackingConfig(_Section):
 
 class DetectorConfig(_Section):
     threshold: float | None = Field(
-        None, description="Alarm threshold on the window score (default: bundle's)."
+        None, description="Alarm threshold for every camera, overriding calibration (default: calibrated)."
+    )
+    when_uncalibrated: Literal["suppress", "bundle_default"] = Field(
+        "suppress",
+        description="A camera without calibration for the active model: 'suppress' (score, publish status "
+        "'uncalibrated', raise no events) or 'bundle_default' (alarm at the bundle's default threshold).",
     )
     start_windows: int = Field(
         5, ge=1, description="Consecutive windows above threshold that start an anomaly."

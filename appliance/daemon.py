@@ -10,6 +10,7 @@ A camera that drops is reopened by the capture stage; its open tracks end with `
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -31,10 +32,15 @@ from appliance.pose.registry import create_backend
 from appliance.scorer import MultiTrackScorer
 from appliance.sinks import EventSink, open_sinks
 from appliance.tracker import Tracker
+from calibration.store import load_thresholds
 
 log = logging.getLogger("appliance")
 
 REPLAY_SOURCE = "replay"
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 class ReplayFrames:
@@ -206,6 +212,7 @@ class Appliance:
         )
         log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
         self.model = model
+        self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version)
         self.runtime_name = f"{runtime.name} {variant}"
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.sinks = open_sinks(
@@ -236,7 +243,14 @@ class Appliance:
                 )
                 source, size = self._source(cam, backend)
                 self.workers.append(CameraWorker(cam, source, backend, pipeline, self.emit, size))
-                log.info("camera %s: %s, threshold %.2f", cam.id, cam.source, threshold)
+                if math.isfinite(threshold):
+                    log.info("camera %s: %s, threshold %.2f", cam.id, cam.source, threshold)
+                else:
+                    log.warning(
+                        "camera %s: %s, uncalibrated for model %s: scoring, but no events until "
+                        "`appliance calibrate` (or detector.when_uncalibrated: bundle_default)",
+                        cam.id, cam.source, self.bundle.name,
+                    )  # fmt: skip
         except BaseException:
             self.close_sinks()
             raise
@@ -283,7 +297,7 @@ class Appliance:
                     time=iso_utc(now),
                     time_ms=round(now * 1000),
                     interval_s=interval_s,
-                    threshold=w.pipeline.rule.threshold,
+                    threshold=_finite(w.pipeline.rule.threshold),
                     tracks={str(t): round(v, 3) for t, v in peaks.items()},
                     max_score=round(max(peaks.values()), 3) if peaks else None,
                 ).model_dump()
@@ -309,8 +323,12 @@ class Appliance:
             return cam.threshold, "camera"
         if self.cfg.detector.threshold is not None:
             return self.cfg.detector.threshold, "detector"
+        if cam.id in self.calibrations:
+            return self.calibrations[cam.id].threshold, "calibration"
         assert self.bundle is not None
-        return self.bundle.default_threshold, "bundle"
+        if self.cfg.detector.when_uncalibrated == "bundle_default":
+            return self.bundle.default_threshold, "bundle"
+        return math.inf, "uncalibrated"  # scored, never above: no events until calibrated
 
     # -- running ----------------------------------------------------------------------------------
     def emit(self, events: list[AnomalyEvent]) -> None:
@@ -357,7 +375,7 @@ class Appliance:
                 windows=w.stats.windows,
                 events=w.stats.events,
                 active_anomalies=sum(d.active for d in list(w.pipeline.detectors.values())),
-                threshold=w.pipeline.rule.threshold,
+                threshold=_finite(w.pipeline.rule.threshold),
                 threshold_source=source,
             )
         status = ApplianceStatus(

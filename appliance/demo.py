@@ -43,6 +43,7 @@ def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = Fal
             {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "realtime": realtime},
             {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "realtime": realtime},
         ],
+        "detector": {"when_uncalibrated": "bundle_default"},  # the demo has no site to calibrate on
         "sinks": sinks,
     }
     import yaml

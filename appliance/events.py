@@ -91,9 +91,10 @@ class CameraStatus(BaseModel):
     windows: int = Field(description="Windows scored since start.")
     events: int = Field(description="Event messages emitted since start.")
     active_anomalies: int = Field(description="Anomalies open now.")
-    threshold: float = Field(description="Alarm threshold in force.")
-    threshold_source: Literal["camera", "detector", "bundle", "calibration"] = Field(
-        description="Where the threshold comes from (calibration replaces the bundle default)."
+    threshold: float | None = Field(description="Alarm threshold in force (None: uncalibrated, no events).")
+    threshold_source: Literal["camera", "detector", "calibration", "bundle", "uncalibrated"] = Field(
+        description="Where the threshold comes from: the config (camera, detector), on-site calibration, "
+        "the bundle's default, or none yet (events suppressed until calibrated)."
     )
 
 
@@ -132,7 +133,7 @@ class ScoreTelemetry(BaseModel):
     time: str = Field(description="End of the interval, ISO-8601 UTC.")
     time_ms: int
     interval_s: float
-    threshold: float
+    threshold: float | None = Field(description="Threshold in force (None: uncalibrated).")
     tracks: dict[str, float] = Field(description="Track id -> highest window score in the interval.")
     max_score: float | None = Field(description="Highest of them (None: nobody was scored).")
 

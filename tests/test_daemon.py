@@ -74,6 +74,7 @@ def test_replayed_real_skeletons_are_scored_once_per_frame_per_track(tmp_path):
         pose={"type": "keypoints", "path": str(URFD), "consecutive": True},
         cameras=[{"id": "cam1", "source": "replay"}],
         tracking={"min_hits": 3, "max_missed_frames": 0},
+        detector={"when_uncalibrated": "bundle_default"},
         sinks=[{"type": "jsonl", "path": str(tmp_path / "events.jsonl")}, {"type": "stdout"}],
     )
     out = appliance("run", "--config", str(cfg))
@@ -271,6 +272,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     cfg = write_config(
         tmp_path / "c.yaml",
         cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None}],
+        detector={"when_uncalibrated": "bundle_default"},
         sinks=[{"type": "sparkplug", "host": broker.host, "port": broker.port, "group_id": "plant1"}],
     )
     out = appliance("run", "--config", str(cfg))
@@ -285,3 +287,33 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     assert True in active  # the squats raise an anomaly, carried as a metric change
     seqs = [p.seq for t, p in got if "NDEATH" not in t]
     assert seqs == [i % 256 for i in range(len(seqs))]
+
+
+def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path):
+    """Squats at the default setting: no calibration for this model -> no events; a calibration file for
+    this model -> its threshold is used; a file learnt on another model version is ignored."""
+    from appliance.bundle import open_bundle
+    from calibration.store import save_threshold
+
+    manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
+    cams = [{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None}]
+
+    def run(name: str) -> tuple[list[AnomalyEvent], str]:
+        cfg = write_config(tmp_path / f"{name}.yaml", cameras=cams, state_dir=str(tmp_path / "state"),
+                           sinks=[{"type": "jsonl", "path": str(tmp_path / f"{name}.jsonl")}])  # fmt: skip
+        out = appliance("run", "--config", str(cfg))
+        assert out.returncode == 0, out.stderr
+        path = tmp_path / f"{name}.jsonl"
+        return (read_events(path) if path.exists() else []), out.stderr
+
+    events, log = run("uncalibrated")
+    assert events == [] and "uncalibrated for model starter-walking-lstm-vae" in log
+    assert "34 windows" in log  # it still scores every window
+
+    save_threshold(tmp_path / "state", manifest["name"], "0.0.1-other", "workcell", {"threshold": 1.0})
+    events, log = run("other-model")
+    assert events == [] and "not used (recalibrate)" in log
+
+    save_threshold(tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 80.0})
+    events, log = run("calibrated")
+    assert events and {e.threshold for e in events} == {80.0}
