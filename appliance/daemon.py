@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
 from appliance.detector import HysteresisRule
 from appliance.errors import ApplianceError, ModelError
 from appliance.events import AnomalyEvent, ApplianceStatus, CameraStatus, ModelRef, ScoreTelemetry, iso_utc
-from appliance.pipeline import CameraPipeline
+from appliance.pipeline import CameraPipeline, FrameResult
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
 from appliance.scorer import MultiTrackScorer
@@ -118,6 +119,7 @@ class CameraWorker:
         self.cfg, self.source, self.backend, self.pipeline, self._emit = cfg, source, backend, pipeline, emit
         self.image_size = image_size
         self.stats = CameraStats()
+        self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
         self._stop = threading.Event()
         self._lost = False
         self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
@@ -162,6 +164,8 @@ class CameraWorker:
         h, w = frame.image.shape[:2]
         size = self.image_size or (w, h)
         result = self.pipeline.process(people, size, frame.wall_time, frame.index)
+        if self.on_result is not None:
+            self.on_result(result)
         t2 = time.perf_counter()
         self.emit(result.events)
         t3 = time.perf_counter()
