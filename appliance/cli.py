@@ -172,6 +172,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Learn a camera's alarm threshold from normal work (live, or recorded with --from)."""
+    import json
+
+    from appliance.config import load_config
+    from calibration.run import calibrate
+
+    _setup_logging(args.verbose)
+    if args.config is not None:
+        cfg = load_config(args.config)
+    else:
+        from appliance.demo import demo_config
+
+        cfg = demo_config(args.state_dir / "events.jsonl").model_copy(update={"state_dir": args.state_dir})
+        if args.from_path is None:
+            raise ApplianceError("without --config, give the footage to calibrate on with --from")
+        args.camera = args.camera or cfg.cameras[0].id
+    summary = calibrate(
+        cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path, args.accept_drift
+    )
+    keys = ("camera", "threshold", "method", "windows", "footage_minutes", "target_alarms_per_hour")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}))
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"thresholds: {summary['thresholds_file']}; report: {summary['report']}")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     """Skeletons of a video, tracked per person, to a keypoint CSV (training or calibration data)."""
     from appliance.config import BlazePoseConfig
@@ -250,6 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("calibrate", help="learn alarm thresholds from a few minutes of normal work")
+    p.add_argument("--minutes", type=float, default=3.0, help="minutes of footage to learn from")
+    p.add_argument("--config", type=Path, help="appliance configuration (default: the demo's, with --from)")
+    p.add_argument("--camera", help="camera id (needed when the configuration has several)")
+    p.add_argument(
+        "--target-alarms-per-hour", type=float, default=0.125,
+        help="false alarms per hour the plant accepts on normal work (default 0.125: one per 8-hour shift)",
+    )  # fmt: skip
+    p.add_argument("--from", dest="from_path", type=Path, help="recorded footage or a keypoint file")
+    p.add_argument(
+        "--state-dir", type=Path, default=Path("runs/state"), help="without --config: state folder"
+    )
+    p.add_argument(
+        "--accept-drift", action="store_true", help="save even if the scores drifted during the run"
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("extract", help="skeletons of a video file, tracked per person, to a keypoint CSV")
     p.add_argument("--video", type=Path, required=True)

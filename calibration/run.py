@@ -1,0 +1,214 @@
+"""``appliance calibrate``: run the daemon's own pipeline on normal work and learn a camera's threshold.
+
+The same capture, pose backend, tracker, skeleton maps and scorer as ``appliance run`` (the
+:class:`appliance.daemon.Appliance` itself, with no sinks), on the live camera for ``minutes`` of
+footage, or on a recording with ``--from`` (a video file, or a keypoint file replayed). Every
+track's window scores are collected in time order; :mod:`calibration.thresholds` turns them into
+the threshold that gives the plant's chosen false-alarm rate, and the result is written beside the
+appliance's state, tagged with the model (:mod:`calibration.store`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from appliance.capture import CameraState
+from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
+from appliance.errors import ApplianceError
+
+log = logging.getLogger("appliance.calibrate")
+
+KEYPOINT_SUFFIXES = {".csv", ".json", ".npz", ".bvh"}
+
+
+class CalibrationAborted(ApplianceError):
+    """Calibration could not produce a trustworthy threshold; the message says why and what to do."""
+
+
+def calibration_config(cfg: ApplianceConfig, camera_id: str | None, source: Path | None) -> ApplianceConfig:
+    """The config to calibrate with: one camera, no sinks, no alarms; ``source`` replaces its input."""
+    cams = cfg.cameras
+    if camera_id is not None:
+        cams = [c for c in cams if c.id == camera_id]
+        if not cams:
+            known = ", ".join(c.id for c in cfg.cameras)
+            raise CalibrationAborted(f"no camera {camera_id!r} in the configuration; cameras: {known}")
+    elif len(cams) > 1:
+        raise CalibrationAborted(
+            f"the configuration has {len(cams)} cameras; name one with --camera "
+            f"({', '.join(c.id for c in cams)})"
+        )
+    cam = cams[0]
+    pose = cfg.pose
+    if source is not None:
+        if not source.exists():
+            raise CalibrationAborted(f"--from {source}: no such file or folder")
+        if source.is_dir() or source.suffix.lower() in KEYPOINT_SUFFIXES:
+            pose = KeypointsPoseConfig(path=source)
+            cam = cam.model_copy(update={"source": "replay", "loop": False, "realtime": False})
+        else:
+            if isinstance(pose, KeypointsPoseConfig):
+                raise CalibrationAborted("--from a video needs a camera pose backend, not 'keypoints'")
+            cam = cam.model_copy(
+                update={"source": str(source), "loop": False, "realtime": False, "fps": None}
+            )
+    detector = cfg.detector.model_copy(update={"when_uncalibrated": "suppress", "threshold": None})
+    cam = cam.model_copy(update={"threshold": None})
+    return cfg.model_copy(update={"cameras": [cam], "pose": pose, "sinks": [], "detector": detector})
+
+
+def collect_scores(
+    cfg: ApplianceConfig, minutes: float, progress: bool = True
+) -> tuple[list[np.ndarray], dict]:
+    """Per-track window scores (time order) from ``minutes`` of footage of the config's one camera."""
+    from appliance.daemon import Appliance
+
+    app = Appliance(cfg)
+    tracks: dict[int, list[float]] = {}
+    seen_people = 0
+    lost = threading.Event()
+
+    def on_result(result) -> None:
+        nonlocal seen_people
+        seen_people = max(seen_people, result.people)
+        for tid, score in result.scores.items():
+            tracks.setdefault(tid, []).append(score)
+
+    app.start()
+    worker = app.workers[0]
+    worker.on_result = on_result
+    fps = _source_fps(worker)
+    frames_wanted = round(minutes * 60 * fps)
+    stop = threading.Event()
+    started = time.monotonic()
+    next_line = started
+    tty = progress and sys.stderr.isatty()
+    try:
+        while not stop.is_set() and worker.thread.is_alive():
+            done = worker.stats.frames
+            if done >= frames_wanted:
+                break
+            if worker.source.state in (CameraState.RECONNECTING, CameraState.FAILED):
+                lost.set()
+                break
+            now = time.monotonic()
+            if progress and now >= next_line:
+                line = _progress_line(done, frames_wanted, fps, worker.stats.people, tracks, now - started)
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                next_line = now + (0.5 if tty else 10.0)
+            stop.wait(0.2)
+    finally:
+        app.stop()
+        if tty:
+            print(file=sys.stderr)
+    if lost.is_set():
+        raise CalibrationAborted(
+            f"camera {cfg.cameras[0].id} was lost after {worker.stats.frames / fps / 60:.1f} min of "
+            "calibration (state reconnecting/failed); nothing was saved: fix the camera and calibrate again"
+        )
+    footage_min = worker.stats.frames / fps / 60
+    if seen_people == 0:
+        raise CalibrationAborted(
+            f"no person was seen in {footage_min:.1f} min of footage from camera {cfg.cameras[0].id}: "
+            "calibrate while people do their normal work in view (check the camera view and pose backend)"
+        )
+    info = {
+        "footage_minutes": round(footage_min, 2),
+        "frames": worker.stats.frames,
+        "fps": fps,
+        "people_seen_max": seen_people,
+        "tracks": len(tracks),
+        "windows": sum(len(v) for v in tracks.values()),
+        "short_of_requested": footage_min < minutes * 0.99,
+    }
+    return [np.asarray(v, dtype=np.float64) for v in tracks.values() if v], info
+
+
+def _source_fps(worker) -> float:
+    cfg_fps = worker.cfg.fps
+    fps = getattr(worker.source, "fps", None)
+    if isinstance(fps, (int, float)) and fps and fps > 0 and cfg_fps is None:
+        return float(fps)
+    if cfg_fps:
+        return float(cfg_fps)
+    import cv2
+
+    cap = cv2.VideoCapture(str(worker.cfg.source))
+    rate = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return float(rate) if rate and rate > 0 else 30.0
+
+
+def _progress_line(done: int, wanted: int, fps: float, people: int, tracks: dict, elapsed: float) -> str:
+    scores = np.concatenate([np.asarray(v) for v in tracks.values()]) if tracks else np.empty(0)
+    q = (
+        "p50 {:.1f} p90 {:.1f} p99 {:.1f}".format(*np.percentile(scores, [50, 90, 99]))
+        if len(scores)
+        else "no windows yet"
+    )
+    return (
+        f"calibrating: {done / fps / 60:.1f}/{wanted / fps / 60:.1f} min of footage ({elapsed:.0f} s), "
+        f"{people} person-frames, {len(tracks)} tracks, {len(scores)} windows, scores {q}"
+    )
+
+
+def calibrate(
+    cfg: ApplianceConfig,
+    minutes: float,
+    target_alarms_per_hour: float,
+    camera_id: str | None = None,
+    source: Path | None = None,
+    accept_drift: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Learn and save one camera's threshold; returns the saved summary."""
+    run_cfg = calibration_config(cfg, camera_id, source)
+    cam: CameraConfig = run_cfg.cameras[0]
+    sequences, info = collect_scores(run_cfg, minutes, progress)
+
+    from appliance.bundle import open_bundle
+    from calibration.report import write_report
+    from calibration.store import save_threshold, thresholds_path
+    from calibration.thresholds import drift_check, fit_threshold
+
+    fps = info["fps"]
+    drift = drift_check(sequences, fps)
+    if drift and not accept_drift:
+        raise CalibrationAborted(
+            f"{drift}; the line does not look like steady normal work: calibrate again during normal "
+            "operation (or pass --accept-drift if it is)"
+        )
+    det = cfg.detector
+    # the plant's rate is per camera: count footage in camera time, however many people were in view
+    result = fit_threshold(
+        sequences, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
+        footage_hours=info["footage_minutes"] / 60,
+    )  # fmt: skip
+    manifest = open_bundle(cfg.model.bundle).manifest["model"]
+    summary = {
+        **result.to_dict(),
+        **{k: v for k, v in info.items() if k not in result.to_dict()},
+        "camera": cam.id,
+        "source": str(source) if source else str(cfg.cameras[0].source),
+        "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "start_windows": det.start_windows,
+        "end_windows": det.end_windows,
+    }
+    if drift:
+        summary.setdefault("warnings", []).append(drift)
+    if info["short_of_requested"]:
+        summary.setdefault("warnings", []).append(
+            f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
+        )
+    path = save_threshold(cfg.state_dir, manifest["name"], str(manifest["version"]), cam.id, summary)
+    report_dir = thresholds_path(cfg.state_dir).parent
+    write_report(result, sequences, report_dir / f"{cam.id}-report.png", report_dir / f"{cam.id}-report.json")
+    summary["thresholds_file"] = str(path)
+    summary["report"] = str(report_dir / f"{cam.id}-report.png")
+    return summary
