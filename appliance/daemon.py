@@ -33,7 +33,9 @@ from appliance.pose.registry import create_backend
 from appliance.scorer import MultiTrackScorer
 from appliance.sinks import EventSink, open_sinks
 from appliance.tracker import Tracker
-from calibration.store import load_thresholds
+from calibration.store import load_thresholds, thresholds_path
+
+CALIBRATION_POLL_S = 2.0  # how soon a recalibration reaches the running daemon
 
 log = logging.getLogger("appliance")
 
@@ -216,6 +218,8 @@ class Appliance:
         )
         log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
         self.model = model
+        path = thresholds_path(cfg.state_dir)
+        self._calibration_stamp = path.stat().st_mtime_ns if path.exists() else None
         self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version)
         self.runtime_name = f"{runtime.name} {variant}"
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
@@ -350,12 +354,35 @@ class Appliance:
     def wait(self, stop: threading.Event, status_interval_s: float = 30.0) -> None:
         """Block until every camera's stream ended or ``stop`` is set, logging status periodically."""
         next_status = time.monotonic() + status_interval_s
+        next_check = time.monotonic() + CALIBRATION_POLL_S
         while any(w.thread.is_alive() for w in self.workers):
             if stop.wait(0.2):
                 break
             if time.monotonic() >= next_status:
                 log.info("status %s", self.status_line())
                 next_status += status_interval_s
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + CALIBRATION_POLL_S
+                self.reload_calibration_if_changed()
+
+    def reload_calibration_if_changed(self) -> bool:
+        """Apply a thresholds file written by ``appliance calibrate`` while the service runs.
+
+        Thresholds change between frames; cameras, tracks and the MQTT session are untouched.
+        """
+        path = thresholds_path(self.cfg.state_dir)
+        stamp = path.stat().st_mtime_ns if path.exists() else None
+        if stamp == self._calibration_stamp:
+            return False
+        self._calibration_stamp = stamp
+        self.calibrations = load_thresholds(self.cfg.state_dir, self.model.name, self.model.version)
+        for w in self.workers:
+            threshold, source = self.threshold_and_source(w.cfg)
+            if threshold != w.pipeline.rule.threshold:
+                w.pipeline.set_threshold(threshold)
+                log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
+        self.status_changed()
+        return True
 
     def status_line(self) -> str:
         parts = []

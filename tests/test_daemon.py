@@ -317,3 +317,39 @@ def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path)
     save_threshold(tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 80.0})
     events, log = run("calibrated")
     assert events and {e.threshold for e in events} == {80.0}
+
+
+def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
+    """`appliance calibrate` writes the thresholds file while the service runs: the daemon applies it
+    between frames (no restart, camera and tracks kept) and alarms from then on."""
+    from appliance.bundle import open_bundle
+    from calibration.store import save_threshold
+
+    manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        state_dir=str(tmp_path / "state"),
+        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    events_file = tmp_path / "events.jsonl"
+    try:
+        time.sleep(12)  # uncalibrated: a minute of squats would raise nothing
+        assert not events_file.exists() or events_file.read_text() == ""
+        save_threshold(
+            tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 80.0}
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (events_file.exists() and events_file.read_text().strip()):
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "camera workcell: threshold now 80.00 (calibration)" in err
+    events = read_events(events_file)
+    assert events and events[0].type == "start" and events[0].threshold == 80.0
+    assert err.count("starting -> streaming") == 1  # the camera was never reopened
