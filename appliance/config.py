@@ -201,6 +201,11 @@ class MqttSinkConfig(_Section):
     )
     tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    commands: bool = Field(
+        False,
+        description="Accept commands on <prefix>/<appliance_id>/cmd/<name> (recalibrate, reload, status), "
+        "answered on .../cmd/<name>/response; restrict who may publish there with the broker's ACLs.",
+    )
     telemetry_interval_s: float | None = Field(
         None, gt=0, description="Publish each camera's peak window scores this often (QoS 0); None = off."
     )

@@ -224,7 +224,14 @@ class Appliance:
         self.runtime_name = f"{runtime.name} {variant}"
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.sinks = open_sinks(
-            cfg.sinks, cfg.appliance_id, cfg.state_dir, self.status, thresholds, model.version, self.telemetry
+            cfg.sinks,
+            cfg.appliance_id,
+            cfg.state_dir,
+            self.status,
+            thresholds,
+            model.version,
+            self.telemetry,
+            self.command,
         )
         try:
             for cam in cfg.cameras:
@@ -364,6 +371,75 @@ class Appliance:
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CALIBRATION_POLL_S
                 self.reload_calibration_if_changed()
+
+    def command(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        """An operator command (MQTT ``cmd/<name>`` when enabled); returns the answer to publish."""
+        if name == "status":
+            self.status_changed()
+            return {"ok": True}
+        if name == "reload":
+            return {"ok": True, "thresholds_changed": self.reload_calibration_if_changed()}
+        if name == "recalibrate":
+            camera = request.get("camera") or (self.workers[0].cfg.id if len(self.workers) == 1 else None)
+            if camera is None:
+                return {"ok": False, "error": 'name the camera: {"camera": "<id>", "minutes": 3}'}
+            summary = self.recalibrate(
+                str(camera), float(request.get("minutes", 3.0)),
+                float(request.get("target_alarms_per_hour", 0.125)), bool(request.get("accept_drift", False)),
+            )  # fmt: skip
+            keys = ("camera", "threshold", "method", "windows", "footage_minutes", "warnings")
+            return {"ok": True, **{k: summary[k] for k in keys if k in summary}}
+        return {"ok": False, "error": f"unknown command {name!r}; known: recalibrate, reload, status"}
+
+    def recalibrate(self, camera_id: str, minutes: float, target: float, accept_drift: bool = False) -> dict:
+        """Calibrate one camera from the running pipeline (no second capture, no restart); blocks."""
+        from calibration.run import CalibrationAborted, fit_and_save
+
+        worker = next((w for w in self.workers if w.cfg.id == camera_id), None)
+        if worker is None:
+            raise CalibrationAborted(
+                f"no camera {camera_id!r}; cameras: {', '.join(w.cfg.id for w in self.workers)}"
+            )
+        if worker.on_result is not None:
+            raise CalibrationAborted(f"camera {camera_id} is already being calibrated")
+        tracks: dict[int, list[float]] = {}
+        people = 0
+
+        def on_result(result) -> None:
+            nonlocal people
+            people = max(people, result.people)
+            for tid, score in result.scores.items():
+                tracks.setdefault(tid, []).append(score)
+
+        frames0, t0 = worker.stats.frames, time.monotonic()
+        worker.on_result = on_result
+        log.info("camera %s: recalibrating from %.1f min of live footage", camera_id, minutes)
+        try:
+            while time.monotonic() - t0 < minutes * 60:
+                if not worker.thread.is_alive() or worker.state in ("reconnecting", "failed"):
+                    raise CalibrationAborted(
+                        f"camera {camera_id} was lost during calibration ({worker.state}); nothing was saved"
+                    )
+                time.sleep(0.2)
+        finally:
+            worker.on_result = None
+        elapsed = time.monotonic() - t0
+        frames = worker.stats.frames - frames0
+        if people == 0:
+            raise CalibrationAborted(f"no person was seen on camera {camera_id} in {elapsed / 60:.1f} min")
+        info = {
+            "footage_minutes": round(elapsed / 60, 2),
+            "frames": frames,
+            "fps": frames / elapsed if elapsed > 0 else 30.0,
+            "people_seen_max": people,
+            "tracks": len(tracks),
+            "windows": sum(len(v) for v in tracks.values()),
+            "source": f"live camera {camera_id} (recalibrate command)",
+        }
+        sequences = [np.asarray(v, dtype=np.float64) for v in tracks.values() if v]
+        summary = fit_and_save(self.cfg, camera_id, sequences, info, minutes, target, accept_drift)
+        self.reload_calibration_if_changed()
+        return summary
 
     def reload_calibration_if_changed(self) -> bool:
         """Apply a thresholds file written by ``appliance calibrate`` while the service runs.

@@ -29,7 +29,7 @@ from typing import Any
 
 from appliance.config import MqttSinkConfig
 from appliance.errors import ApplianceError
-from appliance.events import AnomalyEvent
+from appliance.events import AnomalyEvent, iso_utc
 from appliance.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,14 @@ class MqttLink:
         state_dir: Path,
         status: Callable[[], dict[str, Any]] | None = None,
         telemetry: Callable[[float], list[dict[str, Any]]] | None = None,
+        commands: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
         self.client_id = cfg.client_id or f"appliance-{appliance_id}"
         self.outbox = Outbox(Path(state_dir) / "outbox.sqlite", cfg.outbox_max_messages, cfg.outbox_max_age_s)
         self._status = status
+        self._commands = commands if cfg.commands else None
         self._telemetry = telemetry if cfg.telemetry_interval_s else None
         self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
         self._password = cfg.resolve_password()
@@ -127,7 +129,44 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_command
         return client
+
+    def _on_command(self, client, userdata, message) -> None:
+        """``<base>/cmd/<name>`` with a JSON object: run it off the network thread, answer via the outbox."""
+        name = message.topic.rsplit("/", 1)[-1]
+        try:
+            request = json.loads(message.payload or b"{}")
+            if not isinstance(request, dict):
+                raise ValueError("expected a JSON object")
+        except ValueError as exc:
+            self._answer(name, {}, {"ok": False, "error": f"payload is not a JSON object ({exc})"})
+            return
+        threading.Thread(
+            target=self._run_command, args=(name, request), name=f"cmd-{name}", daemon=True
+        ).start()
+
+    def _run_command(self, name: str, request: dict[str, Any]) -> None:
+        assert self._commands is not None
+        log.info("MQTT command %s %s", name, request)
+        try:
+            answer = self._commands(name, request)
+        except ApplianceError as exc:
+            answer = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a command must always be answered
+            log.exception("MQTT command %s failed", name)
+            answer = {"ok": False, "error": f"internal error: {exc}"}
+        self._answer(name, request, answer)
+
+    def _answer(self, name: str, request: dict[str, Any], answer: dict[str, Any]) -> None:
+        reply = {
+            "command": name,
+            "request_id": request.get("request_id"),
+            "time": iso_utc(time.time()),
+            **answer,
+        }
+        self.outbox.put(f"{self.base}/cmd/{name}/response", json.dumps(reply), "response")
+        self._wake.set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -208,6 +247,8 @@ class MqttLink:
         self._in_flight: dict[int, tuple[int, float]] = {}
         last_handed = 0
         client.publish(f"{self.base}/available", "online", qos=1, retain=True)
+        if self._commands is not None:
+            client.subscribe(f"{self.base}/cmd/+", qos=1)
         self._status_due = 0.0
         while self.connected.is_set():
             draining = self._drain_deadline is not None

@@ -82,6 +82,7 @@ def open_sinks(
     thresholds: dict[str, float] | None = None,
     model_version: str = "",
     telemetry: Callable[[float], list[dict]] | None = None,
+    commands: Callable[[str, dict], dict] | None = None,
 ) -> list[EventSink]:
     """The configured sinks; ``thresholds`` (camera id -> threshold) name the cameras for Sparkplug."""
     sinks: list[EventSink] = []
@@ -93,7 +94,7 @@ def open_sinks(
         elif isinstance(cfg, MqttSinkConfig):
             from appliance.mqtt import MqttLink
 
-            sinks.append(MqttLink(cfg, appliance_id, state_dir, status, telemetry))
+            sinks.append(MqttLink(cfg, appliance_id, state_dir, status, telemetry, commands))
         elif isinstance(cfg, SparkplugSinkConfig):
             from appliance.sparkplug.node import SparkplugNode
 

@@ -167,11 +167,24 @@ def calibrate(
     accept_drift: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Learn and save one camera's threshold; returns the saved summary."""
+    """Learn and save one camera's threshold from a run of its own; returns the saved summary."""
     run_cfg = calibration_config(cfg, camera_id, source)
     cam: CameraConfig = run_cfg.cameras[0]
     sequences, info = collect_scores(run_cfg, minutes, progress)
+    info["source"] = str(source) if source else str(cam.source)
+    return fit_and_save(cfg, cam.id, sequences, info, minutes, target_alarms_per_hour, accept_drift)
 
+
+def fit_and_save(
+    cfg: ApplianceConfig,
+    camera_id: str,
+    sequences: list[np.ndarray],
+    info: dict,
+    minutes: float,
+    target_alarms_per_hour: float,
+    accept_drift: bool = False,
+) -> dict:
+    """Threshold from collected per-track scores, saved for the active model with its report."""
     from appliance.bundle import open_bundle
     from calibration.report import write_report
     from calibration.store import save_threshold, thresholds_path
@@ -194,21 +207,21 @@ def calibrate(
     summary = {
         **result.to_dict(),
         **{k: v for k, v in info.items() if k not in result.to_dict()},
-        "camera": cam.id,
-        "source": str(source) if source else str(cfg.cameras[0].source),
+        "camera": camera_id,
         "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "start_windows": det.start_windows,
         "end_windows": det.end_windows,
     }
     if drift:
         summary.setdefault("warnings", []).append(drift)
-    if info["short_of_requested"]:
+    if info.get("short_of_requested"):
         summary.setdefault("warnings", []).append(
             f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
         )
-    path = save_threshold(cfg.state_dir, manifest["name"], str(manifest["version"]), cam.id, summary)
+    path = save_threshold(cfg.state_dir, manifest["name"], str(manifest["version"]), camera_id, summary)
     report_dir = thresholds_path(cfg.state_dir).parent
-    write_report(result, sequences, report_dir / f"{cam.id}-report.png", report_dir / f"{cam.id}-report.json")
+    png, js = report_dir / f"{camera_id}-report.png", report_dir / f"{camera_id}-report.json"
+    write_report(result, sequences, png, js)
     summary["thresholds_file"] = str(path)
-    summary["report"] = str(report_dir / f"{cam.id}-report.png")
+    summary["report"] = str(png)
     return summary

@@ -353,3 +353,51 @@ def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
     events = read_events(events_file)
     assert events and events[0].type == "start" and events[0].threshold == 80.0
     assert err.count("starting -> streaming") == 1  # the camera was never reopened
+
+
+def test_mqtt_commands_are_answered_on_their_response_topics(tmp_path, broker: Broker):
+    """With commands enabled: status, reload and a recalibration from the running pipeline (here
+    refused, 6 s of one squatting person being far too little), unknown commands and bad payloads."""
+    sub = broker.subscribe("appliance/test-box/cmd/#")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}],
+        sinks=[{"type": "mqtt", "host": broker.host, "port": broker.port, "commands": True}],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def send(name: str, payload: str) -> None:
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                        "-t", f"appliance/test-box/cmd/{name}", "-m", payload], check=True)  # fmt: skip
+
+    def answer(name: str) -> dict:
+        got = sub.wait_for(f"appliance/test-box/cmd/{name}/response", 1, timeout=60)
+        assert got, f"no answer to {name}"
+        return json.loads(got[-1])
+
+    try:
+        time.sleep(4)  # connected and subscribed
+        send("status", '{"request_id": "s1"}')
+        assert answer("status") == {**answer("status"), "ok": True, "request_id": "s1", "command": "status"}
+        send("reload", "{}")
+        assert answer("reload")["ok"] is True
+        send("recalibrate", '{"request_id": "r1", "minutes": 0.1, "target_alarms_per_hour": 30}')
+        r = answer("recalibrate")
+        assert r["ok"] is False and r["request_id"] == "r1" and "footage" in r["error"]
+        send("explode", "{}")
+        assert "unknown command 'explode'" in answer("explode")["error"]
+        send("status", "not json")
+        time.sleep(1)
+        assert (
+            "not a JSON object"
+            in json.loads(sub.messages("appliance/test-box/cmd/status/response")[-1])["error"]
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        sub.stop()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
