@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from calibration.store import write_atomic
 from calibration.thresholds import CalibrationResult, gpd_survival, running_min
 
 WIDTH, HEIGHT = 900, 520
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 80, 30, 60, 70
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_histogram(
@@ -126,5 +111,5 @@ def write_report(
     ok, png = cv2.imencode(".png", render_histogram(result, sequences))
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    _atomic_write(Path(png_path), png.tobytes())
-    _atomic_write(Path(json_path), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    write_atomic(Path(png_path), png.tobytes())
+    write_atomic(Path(json_path), (json.dumps(result.to_dict(), indent=2) + "\n").encode())
