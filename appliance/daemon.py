@@ -218,9 +218,10 @@ class Appliance:
         )
         log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
         self.model = model
+        self.score_scale = self.bundle.manifest["score"].get("scale")
         path = thresholds_path(cfg.state_dir)
         self._calibration_stamp = path.stat().st_mtime_ns if path.exists() else None
-        self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version)
+        self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version, self.score_scale)
         self.runtime_name = f"{runtime.name} {variant}"
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.sinks = open_sinks(
@@ -451,7 +452,9 @@ class Appliance:
         if stamp == self._calibration_stamp:
             return False
         self._calibration_stamp = stamp
-        self.calibrations = load_thresholds(self.cfg.state_dir, self.model.name, self.model.version)
+        self.calibrations = load_thresholds(
+            self.cfg.state_dir, self.model.name, self.model.version, self.score_scale
+        )
         for w in self.workers:
             threshold, source = self.threshold_and_source(w.cfg)
             if threshold != w.pipeline.rule.threshold:

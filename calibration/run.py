@@ -203,7 +203,9 @@ def fit_and_save(
         sequences, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
         footage_hours=info["footage_minutes"] / 60,
     )  # fmt: skip
-    manifest = open_bundle(cfg.model.bundle).manifest["model"]
+    manifest = open_bundle(cfg.model.bundle).manifest
+    scale = manifest["score"].get("scale")
+    manifest = manifest["model"]
     summary = {
         **result.to_dict(),
         **{k: v for k, v in info.items() if k not in result.to_dict()},
@@ -218,7 +220,9 @@ def fit_and_save(
         summary.setdefault("warnings", []).append(
             f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
         )
-    path = save_threshold(cfg.state_dir, manifest["name"], str(manifest["version"]), camera_id, summary)
+    path = save_threshold(
+        cfg.state_dir, manifest["name"], str(manifest["version"]), camera_id, summary, scale
+    )
     report_dir = thresholds_path(cfg.state_dir).parent
     png, js = report_dir / f"{camera_id}-report.png", report_dir / f"{camera_id}-report.json"
     write_report(result, sequences, png, js)

@@ -52,8 +52,14 @@ class CameraCalibration:
     summary: dict[str, Any]
 
 
-def load_thresholds(state_dir: Path, model_name: str, model_version: str) -> dict[str, CameraCalibration]:
-    """Calibrated thresholds per camera for this model, or {} (none yet, or learnt on another model)."""
+def load_thresholds(
+    state_dir: Path, model_name: str, model_version: str, score_scale: str | None = None
+) -> dict[str, CameraCalibration]:
+    """Calibrated thresholds per camera for this model, or {} (none yet, or learnt on another model).
+
+    A file learnt on another model version still holds when both bundles declare the same
+    ``score_scale`` (the publisher's statement that their scores are comparable).
+    """
     path = thresholds_path(state_dir)
     if not path.is_file():
         return {}
@@ -64,7 +70,9 @@ def load_thresholds(state_dir: Path, model_name: str, model_version: str) -> dic
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.error("calibration file %s is unreadable (%s); cameras are uncalibrated", path, exc)
         return {}
-    if (model.get("name"), model.get("version")) != (model_name, model_version):
+    same_model = (model.get("name"), model.get("version")) == (model_name, model_version)
+    same_scale = score_scale is not None and model.get("score_scale") == score_scale
+    if not (same_model or same_scale):
         log.warning(
             "calibration file %s was learnt on model %s %s, not %s %s: not used (recalibrate)",
             path, model.get("name"), model.get("version"), model_name, model_version,
@@ -74,12 +82,18 @@ def load_thresholds(state_dir: Path, model_name: str, model_version: str) -> dic
 
 
 def save_threshold(
-    state_dir: Path, model_name: str, model_version: str, camera_id: str, summary: dict[str, Any]
+    state_dir: Path,
+    model_name: str,
+    model_version: str,
+    camera_id: str,
+    summary: dict[str, Any],
+    score_scale: str | None = None,
 ) -> Path:
     """Record one camera's calibration (keeping the other cameras' if they belong to the same model)."""
     path = thresholds_path(state_dir)
-    data: dict[str, Any] = {"format": FORMAT, "model": {"name": model_name, "version": model_version}}
-    current = load_thresholds(state_dir, model_name, model_version)
+    model = {"name": model_name, "version": model_version, "score_scale": score_scale}
+    data: dict[str, Any] = {"format": FORMAT, "model": model}
+    current = load_thresholds(state_dir, model_name, model_version, score_scale)
     data["cameras"] = {cam: c.summary for cam, c in current.items()}
     data["cameras"][camera_id] = summary
     write_atomic(path, json.dumps(data, indent=2) + "\n")

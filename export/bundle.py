@@ -148,6 +148,7 @@ def build_bundle(
     dataset: str,
     force: bool = False,
     log=print,
+    score_scale: str | None = None,
 ) -> Path:
     """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
     if not isinstance(model, LSTMVAE):
@@ -234,6 +235,8 @@ def build_bundle(
                 "units": "nats per frame",
                 "higher_is_anomalous": True,
                 "assigned_to": "the last frame of the window",
+                # same id = scores comparable with earlier bundles: site calibrations stay valid
+                **({"scale": score_scale} if score_scale else {}),
             },
             "variants": manifest_variants,
             "files": files,

@@ -187,7 +187,18 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     split, train, val, test = _render_split(args, MapSpec(**ckpt["map_spec"]))
     name = args.name or args.out.name
     build_bundle(
-        model, ckpt, test, val, train, args.out, name, args.version, args.variants, split.name, args.force
+        model,
+        ckpt,
+        test,
+        val,
+        train,
+        args.out,
+        name,
+        args.version,
+        args.variants,
+        split.name,
+        args.force,
+        score_scale=args.score_scale,
     )
     return 0
 
@@ -239,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
     p.add_argument("--variants", nargs="+", default=["onnx-fp32", "onnx-int8"], help="variants to include")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument(
+        "--score-scale",
+        help="declare the scores comparable with earlier bundles of this id (a re-export, or a retrain "
+        "checked to score alike), so calibrated thresholds survive the update; omit when unsure",
+    )
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")

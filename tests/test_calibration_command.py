@@ -130,3 +130,15 @@ def test_too_little_footage_for_the_alarm_rate_is_refused_with_what_to_do(tmp_pa
         and "Record more normal footage" in out.stderr
     )
     assert not (tmp_path / "state" / "calibration" / "thresholds.json").exists()
+
+
+def test_calibration_survives_a_model_update_only_when_both_declare_the_same_score_scale(tmp_path):
+    from calibration.store import load_thresholds, save_threshold
+
+    save_threshold(tmp_path, "line-model", "1.0.0", "cam1", {"threshold": 42.0}, score_scale="line-v1")
+    assert load_thresholds(tmp_path, "line-model", "1.0.0", "line-v1")["cam1"].threshold == 42.0
+    assert load_thresholds(tmp_path, "line-model", "1.1.0", "line-v1")["cam1"].threshold == 42.0  # same scale
+    assert load_thresholds(tmp_path, "line-model", "2.0.0", "line-v2") == {}  # another scale
+    assert load_thresholds(tmp_path, "line-model", "2.0.0", None) == {}  # nothing declared: recalibrate
+    save_threshold(tmp_path, "line-model", "1.0.0", "cam2", {"threshold": 7.0}, score_scale="line-v1")
+    assert set(load_thresholds(tmp_path, "line-model", "1.0.0", "line-v1")) == {"cam1", "cam2"}
