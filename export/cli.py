@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
-    p.add_argument("--video", type=Path, default=Path("../shared/data/cctv-walking/vtest.avi"))
+    p.add_argument("--video", type=Path, required=True, help="walking footage (vtest.avi)")
     p.add_argument("--out", type=Path, default=Path("appliance/assets/starter-walking-lstm-vae.tar"))
     p.add_argument("--work", type=Path, default=Path("runs/starter"), help="skeletons and checkpoint")
     p.add_argument("--epochs", type=int, default=30)
