@@ -91,7 +91,9 @@ def save_threshold(
 ) -> Path:
     """Record one camera's calibration (keeping the other cameras' if they belong to the same model)."""
     path = thresholds_path(state_dir)
-    model = {"name": model_name, "version": model_version, "score_scale": score_scale}
+    model = {"name": model_name, "version": model_version}
+    if score_scale is not None:
+        model["score_scale"] = score_scale
     data: dict[str, Any] = {"format": FORMAT, "model": model}
     current = load_thresholds(state_dir, model_name, model_version, score_scale)
     data["cameras"] = {cam: c.summary for cam, c in current.items()}
