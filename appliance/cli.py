@@ -105,13 +105,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    import logging
+    from appliance.service import setup_logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -124,32 +120,63 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_appliance(cfg, stop_after_s: float | None = None) -> int:
-    """Start the daemon on a validated config and run until its streams end or a signal stops it."""
+def run_appliance(cfg, config_path: Path | None = None) -> int:
+    """Start the daemon on a validated config and run until its streams end or a signal stops it.
+
+    Under systemd: READY=1 once the bundle passed its smoke test, the cameras stream and the broker
+    answered (or is known unreachable, the outbox buffering), watchdog pings while the pipeline
+    turns, STATUS lines, RELOADING/READY around a SIGHUP reload, STOPPING=1 on SIGTERM.
+    """
+    import logging
     import signal
     import threading
+    import time
 
+    from appliance.config import ConfigError, load_config
     from appliance.daemon import Appliance
+    from appliance.service import Notifier
 
-    stop = threading.Event()
+    log = logging.getLogger("appliance")
+    notifier = Notifier()
+    stop, reload_requested = threading.Event(), threading.Event()
 
     def on_signal(signum, _frame) -> None:
-        stop.set()
+        if signum == signal.SIGHUP:
+            reload_requested.set()
+        else:
+            stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     app = Appliance(cfg)
+
+    def reload() -> None:
+        if config_path is None:
+            return
+        notifier.reloading()
+        try:
+            app.reload(load_config(config_path))
+        except ConfigError as exc:  # a bad edit keeps the running configuration
+            log.error("reload refused, running configuration kept: %s", exc)
+        notifier.ready(app.status_line())
+
     try:
         app.start()
-        if stop_after_s is not None:
-            threading.Timer(stop_after_s, stop.set).start()
-        app.wait(stop)
+        links = [s for s in app.sinks if hasattr(s, "connected")]
+        deadline = time.monotonic() + 5.0  # cameras streaming and broker answering, or known not to be
+        while time.monotonic() < deadline and (
+            not all(s.connected.is_set() for s in links) or any(w.state == "starting" for w in app.workers)
+        ):
+            time.sleep(0.1)
+        broker = "" if all(s.connected.is_set() for s in links) else "; broker unreachable, buffering events"
+        notifier.ready(app.status_line() + broker)
+        app.wait(stop, notifier=notifier, reload=reload, reload_requested=reload_requested)
+        notifier.stopping()
     finally:
         app.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    import logging
-
-    logging.getLogger("appliance").info("stopped: %s", app.status_line())
+    log.info("stopped: %s", app.status_line())
     return 0
 
 
@@ -158,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from appliance.config import load_config
 
     _setup_logging(args.verbose)
-    return run_appliance(load_config(args.config))
+    return run_appliance(load_config(args.config), args.config)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

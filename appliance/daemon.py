@@ -31,6 +31,7 @@ from appliance.pipeline import CameraPipeline, FrameResult
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
 from appliance.scorer import MultiTrackScorer
+from appliance.service import Notifier
 from appliance.sinks import EventSink, open_sinks
 from appliance.tracker import Tracker
 from calibration.store import load_thresholds, thresholds_path
@@ -122,6 +123,7 @@ class CameraWorker:
         self.image_size = image_size
         self.stats = CameraStats()
         self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
+        self.heartbeat = time.monotonic()
         self._stop = threading.Event()
         self._lost = False
         self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
@@ -138,6 +140,7 @@ class CameraWorker:
         reason = "shutdown"
         try:
             while not self._stop.is_set():
+                self.heartbeat = time.monotonic()  # the watchdog checks the loop turns, not just the process
                 frame = self.source.read(timeout=0.5)
                 if frame is None:
                     state = self.source.state
@@ -359,15 +362,41 @@ class Appliance:
                     except Exception as exc:  # one failing sink must not stop the others or the camera
                         log.error("sink %s failed on event %s: %s", type(sink).__name__, event.event_id, exc)
 
-    def wait(self, stop: threading.Event, status_interval_s: float = 30.0) -> None:
-        """Block until every camera's stream ended or ``stop`` is set, logging status periodically."""
+    def wait(
+        self,
+        stop: threading.Event,
+        status_interval_s: float = 30.0,
+        notifier: Notifier | None = None,
+        reload: Callable[[], None] | None = None,
+        reload_requested: threading.Event | None = None,
+    ) -> None:
+        """Block until every camera's stream ended or ``stop`` is set: status lines, watchdog pings
+        (only while every camera's processing loop keeps turning), reloads on request."""
         next_status = time.monotonic() + status_interval_s
         next_check = time.monotonic() + CALIBRATION_POLL_S
+        ping_every = notifier.watchdog_interval_s if notifier is not None else None
+        next_ping = time.monotonic()
+        stalled_logged = False
         while any(w.thread.is_alive() for w in self.workers):
             if stop.wait(0.2):
                 break
-            if time.monotonic() >= next_status:
+            now = time.monotonic()
+            if reload_requested is not None and reload_requested.is_set() and reload is not None:
+                reload_requested.clear()
+                reload()
+            if ping_every is not None and now >= next_ping:
+                next_ping = now + ping_every
+                stalled = self.stalled_cameras(max_age_s=max(2.0, 2 * ping_every))
+                if not stalled:
+                    notifier.watchdog()
+                    stalled_logged = False
+                elif not stalled_logged:
+                    log.error("pipeline stalled on camera(s) %s: watchdog pings withheld", ", ".join(stalled))
+                    stalled_logged = True
+            if now >= next_status:
                 log.info("status %s", self.status_line())
+                if notifier is not None:
+                    notifier.status(self.status_line())
                 next_status += status_interval_s
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + CALIBRATION_POLL_S
@@ -462,6 +491,40 @@ class Appliance:
                 log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
         self.status_changed()
         return True
+
+    def stalled_cameras(self, max_age_s: float) -> list[str]:
+        """Cameras whose processing loop has not turned for ``max_age_s`` (a hung pose or scorer call)."""
+        now = time.monotonic()
+        return [w.cfg.id for w in self.workers if w.thread.is_alive() and now - w.heartbeat > max_age_s]
+
+    def reload(self, new: ApplianceConfig) -> None:
+        """SIGHUP: apply thresholds and hysteresis from a re-read config and the calibration file,
+        between frames, keeping cameras, tracks and the MQTT session; say what needs a restart."""
+        old = self.cfg
+        restart = [
+            key
+            for key in ("appliance_id", "state_dir", "model", "pose", "tracking", "sinks")
+            if getattr(new, key) != getattr(old, key)
+        ]
+        old_cams = {c.id: c.model_copy(update={"threshold": None}) for c in old.cameras}
+        new_cams = {c.id: c.model_copy(update={"threshold": None}) for c in new.cameras}
+        if old_cams != new_cams:
+            restart.append("cameras (other than their thresholds)")
+        thresholds = {c.id: c.threshold for c in new.cameras}
+        cameras = [c.model_copy(update={"threshold": thresholds.get(c.id)}) for c in old.cameras]
+        self.cfg = old.model_copy(update={"detector": new.detector, "cameras": cameras})
+        for w in self.workers:
+            w.cfg = next(c for c in cameras if c.id == w.cfg.id)
+            d = self.cfg.detector
+            w.pipeline.rule = HysteresisRule(
+                w.pipeline.rule.threshold, d.start_windows, d.end_windows, d.update_interval_s
+            )
+        self._calibration_stamp = -1  # force: re-read the calibration file and apply every threshold
+        self.reload_calibration_if_changed()
+        if restart:
+            log.warning("reloaded thresholds; changes to %s take effect after a restart", ", ".join(restart))
+        else:
+            log.info("reloaded thresholds and detector settings")
 
     def status_line(self) -> str:
         parts = []

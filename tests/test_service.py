@@ -1,0 +1,133 @@
+"""The daemon under a service manager: the sd_notify protocol for real, SIGHUP reload, SIGTERM.
+
+The test plays systemd's part: it binds the ``$NOTIFY_SOCKET`` datagram socket and sets
+``$WATCHDOG_USEC``, runs ``appliance run`` on a real clip, and reads what the daemon sends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from appliance.demo import SQUATS_CLIP, STARTER_BUNDLE
+
+from .conftest import ROOT, Broker
+
+
+def write_config(path: Path, **overrides) -> Path:
+    cfg = {
+        "schema_version": 1,
+        "appliance_id": "test-box",
+        "state_dir": str(path.parent / "state"),
+        "model": {"bundle": str(STARTER_BUNDLE)},
+        "cameras": [
+            {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}
+        ],
+        "sinks": [{"type": "jsonl", "path": str(path.parent / "events.jsonl")}],
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class FakeSystemd:
+    """The receiving end of sd_notify: a datagram socket, every message kept with its arrival time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "notify.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+
+    def collect_until(self, text: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.collect(0.2)
+            if any(text in m for _, m in self.messages):
+                return True
+        return False
+
+    def count(self, text: str) -> int:
+        return sum(text in m for _, m in self.messages)
+
+
+def start(config: Path, systemd: FakeSystemd, watchdog_s: float = 1.0) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(systemd.path),
+        "WATCHDOG_USEC": str(int(watchdog_s * 1e6)),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "run", "--config", str(config)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_ready_after_start_watchdog_pings_while_running_and_stopping_on_sigterm(tmp_path):
+    systemd = FakeSystemd(tmp_path)
+    proc = start(write_config(tmp_path / "c.yaml"), systemd)
+    try:
+        assert systemd.collect_until("READY=1", timeout=60), systemd.messages
+        ready_at = next(t for t, m in systemd.messages if "READY=1" in m)
+        ready = next(m for _, m in systemd.messages if "READY=1" in m)
+        assert "STATUS=workcell: streaming" in ready
+        systemd.collect(4.0)
+        pings = [t for t, m in systemd.messages if m == "WATCHDOG=1" and t > ready_at]
+        assert len(pings) >= 5  # every 0.5 s (half of WatchdogSec=1 s)
+        assert max(b - a for a, b in itertools.pairwise(pings)) < 1.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    systemd.collect(0.5)
+    assert proc.returncode == 0, err
+    assert systemd.count("STOPPING=1") == 1
+    assert "smoke test passed" in err
+
+
+def test_sighup_reloads_thresholds_without_reconnecting_the_broker(tmp_path, broker: Broker):
+    systemd = FakeSystemd(tmp_path)
+    mqtt = {"type": "mqtt", "host": broker.host, "port": broker.port}
+    cfg = write_config(tmp_path / "c.yaml", detector={"threshold": 80.0}, sinks=[mqtt])
+    proc = start(cfg, systemd)
+    try:
+        assert systemd.collect_until("READY=1", timeout=60)
+        write_config(
+            tmp_path / "c.yaml",
+            detector={"threshold": 80.0, "start_windows": 3},
+            cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True,
+                      "realtime": True, "threshold": 120.0}],
+            sinks=[mqtt],
+        )  # fmt: skip
+        proc.send_signal(signal.SIGHUP)
+        assert systemd.collect_until("RELOADING=1", timeout=10)
+        assert systemd.collect_until("READY=1\nSTATUS", timeout=10)
+        assert systemd.count("READY=1") == 2
+        time.sleep(1)
+        (tmp_path / "c.yaml").write_text("schema_version: 1\nappliance_id: [broken\n")
+        proc.send_signal(signal.SIGHUP)  # a bad edit is refused; the running configuration stays
+        assert systemd.collect_until("RELOADING=1", timeout=10)
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "camera workcell: threshold now 120.00 (camera)" in err
+    assert "reload refused, running configuration kept" in err and "not valid YAML" in err
+    connects = broker.log.read_text().count("as appliance-test-box")
+    assert connects == 1  # one MQTT session from start to stop: the reload kept it
