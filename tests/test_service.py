@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from appliance.demo import SQUATS_CLIP, STARTER_BUNDLE
@@ -131,3 +132,62 @@ def test_sighup_reloads_thresholds_without_reconnecting_the_broker(tmp_path, bro
     assert "reload refused, running configuration kept" in err and "not valid YAML" in err
     connects = broker.log.read_text().count("as appliance-test-box")
     assert connects == 1  # one MQTT session from start to stop: the reload kept it
+
+
+def heavy_pose_model(path: Path, matmuls: int = 80, size: int = 2000) -> None:
+    """A pose model far too heavy for the device: the onnx backend's contract, but each frame costs
+    ~600 GFLOP of matrix products, about 10 s here (a real stall of the pipeline, not a fake)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    table = np.zeros((1, 56, 1), np.float32)
+    nodes = [
+        helper.make_node("ReduceSum", ["images"], ["s"], keepdims=0),
+        helper.make_node("Mul", ["s", "zero"], ["s0"]),
+        helper.make_node("Add", ["s0", "unit"], ["u"]),
+        helper.make_node("Expand", ["u", "shape"], ["m0"]),
+    ]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "m0"], [f"m{i + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"m{matmuls}"], ["r"], keepdims=0),
+        helper.make_node("Mul", ["r", "zero"], ["r0"]),
+        helper.make_node("Add", ["table", "r0"], ["output0"]),
+    ]
+    inits = [
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("unit", TensorProto.FLOAT, [], [1.0 / size]),
+        helper.make_tensor("shape", TensorProto.INT64, [2], [size, size]),
+        helper.make_tensor("table", TensorProto.FLOAT, table.shape, table.ravel()),
+    ]
+    graph = helper.make_graph(
+        nodes, "heavy", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 56, 1])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_a_stalled_pipeline_stops_the_watchdog_pings(tmp_path):
+    """With a pose model that takes seconds per frame the process lives on, but its camera loop stops
+    turning: the pings stop, so systemd's WatchdogSec would restart the service."""
+    pytest.importorskip("onnx", reason="building the heavy model needs the onnx package ([export] extra)")
+    heavy_pose_model(tmp_path / "heavy.onnx")
+    systemd = FakeSystemd(tmp_path)
+    cfg = write_config(tmp_path / "c.yaml", pose={"type": "onnx", "model": str(tmp_path / "heavy.onnx")})
+    proc = start(cfg, systemd)
+    try:
+        assert systemd.collect_until("READY=1", timeout=60)
+        systemd.collect(1.0)
+        mark = time.monotonic()
+        systemd.collect(4.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    late_pings = [t for t, m in systemd.messages if m == "WATCHDOG=1" and t > mark]
+    # healthy: a ping every 0.5 s (8 in 4 s); stalled: at most the one when a 10 s frame finally ends,
+    # so systemd's WatchdogSec=1s would have restarted the service
+    assert len(late_pings) <= 1
+    assert "pipeline stalled on camera(s) workcell: watchdog pings withheld" in err
