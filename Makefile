@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
+	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,systemd,dev]'
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
 
