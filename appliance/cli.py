@@ -259,6 +259,17 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """Install the systemd units, sysusers/tmpfiles files and a config skeleton (never overwritten)."""
+    from appliance.install_service import install_service
+
+    for path in install_service(args.root, args.prefix):
+        print(f"installed {path}")
+    print("next: systemd-sysusers; systemd-tmpfiles --create; edit /etc/appliance/appliance.yaml; "
+          "systemctl daemon-reload; systemctl enable --now appliance")  # fmt: skip
+    return 0
+
+
 def cmd_install_models(args: argparse.Namespace) -> int:
     """Extract the BlazePose model files from the pinned mediapipe wheel (setup time, not run time)."""
     from appliance.pose.model_files import install_pose_models
@@ -334,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schemas", help="write the JSON Schemas of the MQTT payloads")
     p.add_argument("--out", type=Path, default=Path("docs/schemas"))
     p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser("install-service", help="install the systemd units and a configuration skeleton")
+    p.add_argument("--root", type=Path, default=Path("/"), help="install into this root (packaging, tests)")
+    p.add_argument("--prefix", default="/usr/local", help="where bin/appliance lives")
+    p.set_defaults(func=cmd_install_service)
 
     p = sub.add_parser("install-models", help="install the BlazePose model files from the mediapipe wheel")
     p.add_argument("--dest", type=Path, help="model folder (default: inside the package)")
