@@ -177,6 +177,10 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped: %s", app.status_line())
+    failed = [w.cfg.id for w in app.workers if w.failed]
+    if failed:  # Restart=on-failure restarts it; the journal holds the traceback above
+        log.error("camera processing failed on %s: exiting with status 1", ", ".join(failed))
+        return 1
     return 0
 
 

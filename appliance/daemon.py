@@ -124,6 +124,7 @@ class CameraWorker:
         self.stats = CameraStats()
         self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
         self.heartbeat = time.monotonic()
+        self.failed = False  # the processing loop died on an unexpected error
         self._stop = threading.Event()
         self._lost = False
         self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
@@ -157,7 +158,8 @@ class CameraWorker:
                 self._lost = False
                 self.process(frame)
         except Exception:
-            log.exception("camera %s: processing failed", self.cfg.id)
+            log.exception("camera %s: processing failed; the appliance exits with an error", self.cfg.id)
+            self.failed = True
             reason = "shutdown"
         finally:
             self.emit(self.pipeline.end_all(time.time(), reason))
@@ -356,6 +358,11 @@ class Appliance:
         with self._emit_lock:
             for event in events:
                 self.events_emitted += 1
+                log.info(
+                    "%s anomaly %s on camera %s track %d (score %.1f, threshold %.1f)",
+                    event.type, event.event_id, event.camera_id, event.track_id, event.score, event.threshold,
+                    extra={"CAMERA": event.camera_id, "TRACK": event.track_id, "EVENT_ID": event.event_id},
+                )  # fmt: skip
                 for sink in self.sinks:
                     try:
                         sink.publish(event)
