@@ -191,3 +191,26 @@ def test_a_stalled_pipeline_stops_the_watchdog_pings(tmp_path):
     # so systemd's WatchdogSec=1s would have restarted the service
     assert len(late_pings) <= 1
     assert "pipeline stalled on camera(s) workcell: watchdog pings withheld" in err
+
+
+def test_sigterm_with_the_broker_away_exits_0_and_keeps_the_events_on_disk(tmp_path):
+    from appliance.outbox import Outbox
+
+    from .conftest import free_port
+
+    systemd = FakeSystemd(tmp_path)
+    mqtt = {"type": "mqtt", "host": "127.0.0.1", "port": free_port()}  # nobody listens there
+    cfg = write_config(tmp_path / "c.yaml", detector={"threshold": 0.0, "start_windows": 1}, sinks=[mqtt])
+    proc = start(cfg, systemd)
+    try:
+        assert systemd.collect_until("READY=1", timeout=60)
+        ready = next(m for _, m in systemd.messages if "READY=1" in m)
+        assert "broker unreachable, buffering events" in ready
+        time.sleep(6)  # squats above a zero threshold: a start event at least
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    kept = Outbox(tmp_path / "state" / "outbox.sqlite").after(0, 100)
+    assert kept and kept[0].kind == "start" and kept[-1].kind == "end"  # the shutdown end too
+    assert "stay in the outbox for the next start" in err
