@@ -20,6 +20,26 @@ MOSQUITTO = shutil.which("mosquitto") or next(
 )
 
 
+def write_appliance_config(path: Path, camera: dict, **overrides) -> Path:
+    """A daemon config for tests: the shipped starter bundle, one camera, events to a JSON-lines file."""
+    import yaml
+
+    from appliance.demo import STARTER_BUNDLE
+
+    cfg = {
+        "schema_version": 1,
+        "appliance_id": "test-box",
+        "state_dir": str(path.parent / "state"),
+        "model": {"bundle": str(STARTER_BUNDLE)},
+        "pose": {"type": "blazepose"},
+        "cameras": [camera],
+        "sinks": [{"type": "jsonl", "path": str(path.parent / "events.jsonl")}],
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,31 +12,19 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE
 from appliance.events import SCHEMAS, AnomalyEvent
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.model_files import find_model_files
 
-from .conftest import DATA, ROOT, Broker
+from .conftest import DATA, ROOT, Broker, write_appliance_config
 
 URFD = DATA / "urfd-falls" / "pose_urfd_3classes.csv"
 
 
 def write_config(path: Path, **overrides) -> Path:
-    cfg = {
-        "schema_version": 1,
-        "appliance_id": "test-box",
-        "state_dir": str(path.parent / "state"),
-        "model": {"bundle": str(STARTER_BUNDLE)},
-        "pose": {"type": "blazepose"},
-        "cameras": [{"id": "walkway", "source": str(DEMO_CLIP), "fps": None}],
-        "sinks": [{"type": "jsonl", "path": str(path.parent / "events.jsonl")}],
-    }
-    cfg.update(overrides)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_appliance_config(path, {"id": "walkway", "source": str(DEMO_CLIP), "fps": None}, **overrides)
 
 
 def appliance(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

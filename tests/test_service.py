@@ -17,27 +17,18 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from appliance.demo import SQUATS_CLIP, STARTER_BUNDLE
+from appliance.demo import SQUATS_CLIP
 
-from .conftest import ROOT, Broker
+from .conftest import ROOT, Broker, write_appliance_config
 
 
 def write_config(path: Path, **overrides) -> Path:
-    cfg = {
-        "schema_version": 1,
-        "appliance_id": "test-box",
-        "state_dir": str(path.parent / "state"),
-        "model": {"bundle": str(STARTER_BUNDLE)},
-        "cameras": [
-            {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}
-        ],
-        "sinks": [{"type": "jsonl", "path": str(path.parent / "events.jsonl")}],
-    }
-    cfg.update(overrides)
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_appliance_config(
+        path,
+        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        **overrides,
+    )
 
 
 class FakeSystemd:
