@@ -10,7 +10,8 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,systemd,dev]'
+	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
+	$(PY) -m pip install --quiet -e '.[systemd]' || echo "note: systemd-python not built (needs libsystemd-dev and pkg-config); the appliance speaks sd_notify itself"
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
 
