@@ -430,7 +430,7 @@ class Appliance:
 
     def recalibrate(self, camera_id: str, minutes: float, target: float, accept_drift: bool = False) -> dict:
         """Calibrate one camera from the running pipeline (no second capture, no restart); blocks."""
-        from calibration.run import CalibrationAborted, fit_and_save
+        from calibration.run import CalibrationAborted, ScoreCollector, fit_and_save
 
         worker = next((w for w in self.workers if w.cfg.id == camera_id), None)
         if worker is None:
@@ -439,17 +439,9 @@ class Appliance:
             )
         if worker.on_result is not None:
             raise CalibrationAborted(f"camera {camera_id} is already being calibrated")
-        tracks: dict[int, list[float]] = {}
-        people = 0
-
-        def on_result(result) -> None:
-            nonlocal people
-            people = max(people, result.people)
-            for tid, score in result.scores.items():
-                tracks.setdefault(tid, []).append(score)
-
+        collected = ScoreCollector()
         frames0, t0 = worker.stats.frames, time.monotonic()
-        worker.on_result = on_result
+        worker.on_result = collected
         log.info("camera %s: recalibrating from %.1f min of live footage", camera_id, minutes)
         try:
             while time.monotonic() - t0 < minutes * 60:
@@ -462,19 +454,13 @@ class Appliance:
             worker.on_result = None
         elapsed = time.monotonic() - t0
         frames = worker.stats.frames - frames0
-        if people == 0:
+        if collected.people == 0:
             raise CalibrationAborted(f"no person was seen on camera {camera_id} in {elapsed / 60:.1f} min")
-        info = {
-            "footage_minutes": round(elapsed / 60, 2),
-            "frames": frames,
-            "fps": frames / elapsed if elapsed > 0 else 30.0,
-            "people_seen_max": people,
-            "tracks": len(tracks),
-            "windows": sum(len(v) for v in tracks.values()),
-            "source": f"live camera {camera_id} (recalibrate command)",
-        }
-        sequences = [np.asarray(v, dtype=np.float64) for v in tracks.values() if v]
-        summary = fit_and_save(self.cfg, camera_id, sequences, info, minutes, target, accept_drift)
+        info = collected.info(elapsed / 60, frames, frames / elapsed if elapsed > 0 else 30.0)
+        info["source"] = f"live camera {camera_id} (recalibrate command)"
+        summary = fit_and_save(
+            self.cfg, camera_id, collected.sequences(), info, minutes, target, accept_drift
+        )
         self.reload_calibration_if_changed()
         return summary
 

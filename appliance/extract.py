@@ -52,7 +52,7 @@ def extract_tracks(
         camera.stop()
     if size is None:
         return []
-    fps = _file_fps(source)
+    fps = video_fps(source)
     stem = name or Path(str(source)).stem
     out = []
     for tid, track_rows in sorted(rows.items()):
@@ -72,7 +72,8 @@ def extract_tracks(
     return out
 
 
-def _file_fps(source: str | Path) -> float:
+def video_fps(source: str | Path) -> float:
+    """The frame rate a video file declares (30 if it declares none)."""
     import cv2
 
     cap = cv2.VideoCapture(str(source))

@@ -63,6 +63,33 @@ def calibration_config(cfg: ApplianceConfig, camera_id: str | None, source: Path
     return cfg.model_copy(update={"cameras": [cam], "pose": pose, "sinks": [], "detector": detector})
 
 
+class ScoreCollector:
+    """A camera worker's ``on_result`` hook: every track's window scores in time order."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[int, list[float]] = {}
+        self.people = 0  # most people seen in one frame
+
+    def __call__(self, result) -> None:
+        self.people = max(self.people, result.people)
+        for tid, score in result.scores.items():
+            self.tracks.setdefault(tid, []).append(score)
+
+    def sequences(self) -> list[np.ndarray]:
+        return [np.asarray(v, dtype=np.float64) for v in self.tracks.values() if v]
+
+    def info(self, footage_minutes: float, frames: int, fps: float) -> dict:
+        """What the calibration summary records about the collected footage."""
+        return {
+            "footage_minutes": round(footage_minutes, 2),
+            "frames": frames,
+            "fps": fps,
+            "people_seen_max": self.people,
+            "tracks": len(self.tracks),
+            "windows": sum(len(v) for v in self.tracks.values()),
+        }
+
+
 def collect_scores(
     cfg: ApplianceConfig, minutes: float, progress: bool = True
 ) -> tuple[list[np.ndarray], dict]:
@@ -70,19 +97,11 @@ def collect_scores(
     from appliance.daemon import Appliance
 
     app = Appliance(cfg)
-    tracks: dict[int, list[float]] = {}
-    seen_people = 0
+    collected = ScoreCollector()
     lost = threading.Event()
-
-    def on_result(result) -> None:
-        nonlocal seen_people
-        seen_people = max(seen_people, result.people)
-        for tid, score in result.scores.items():
-            tracks.setdefault(tid, []).append(score)
-
     app.start()
     worker = app.workers[0]
-    worker.on_result = on_result
+    worker.on_result = collected
     fps = _source_fps(worker)
     frames_wanted = round(minutes * 60 * fps)
     stop = threading.Event()
@@ -99,7 +118,9 @@ def collect_scores(
                 break
             now = time.monotonic()
             if progress and now >= next_line:
-                line = _progress_line(done, frames_wanted, fps, worker.stats.people, tracks, now - started)
+                line = _progress_line(
+                    done, frames_wanted, fps, worker.stats.people, collected.tracks, now - started
+                )
                 print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
                 next_line = now + (0.5 if tty else 10.0)
             stop.wait(0.2)
@@ -113,21 +134,14 @@ def collect_scores(
             "calibration (state reconnecting/failed); nothing was saved: fix the camera and calibrate again"
         )
     footage_min = worker.stats.frames / fps / 60
-    if seen_people == 0:
+    if collected.people == 0:
         raise CalibrationAborted(
             f"no person was seen in {footage_min:.1f} min of footage from camera {cfg.cameras[0].id}: "
             "calibrate while people do their normal work in view (check the camera view and pose backend)"
         )
-    info = {
-        "footage_minutes": round(footage_min, 2),
-        "frames": worker.stats.frames,
-        "fps": fps,
-        "people_seen_max": seen_people,
-        "tracks": len(tracks),
-        "windows": sum(len(v) for v in tracks.values()),
-        "short_of_requested": footage_min < minutes * 0.99,
-    }
-    return [np.asarray(v, dtype=np.float64) for v in tracks.values() if v], info
+    info = collected.info(footage_min, worker.stats.frames, fps)
+    info["short_of_requested"] = footage_min < minutes * 0.99
+    return collected.sequences(), info
 
 
 def _source_fps(worker) -> float:
@@ -137,12 +151,9 @@ def _source_fps(worker) -> float:
         return float(fps)
     if cfg_fps:
         return float(cfg_fps)
-    import cv2
+    from appliance.extract import video_fps
 
-    cap = cv2.VideoCapture(str(worker.cfg.source))
-    rate = cap.get(cv2.CAP_PROP_FPS)
-    cap.release()
-    return float(rate) if rate and rate > 0 else 30.0
+    return video_fps(worker.cfg.source)
 
 
 def _progress_line(done: int, wanted: int, fps: float, people: int, tracks: dict, elapsed: float) -> str:
