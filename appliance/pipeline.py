@@ -58,25 +58,30 @@ class CameraPipeline:
         """Run one frame's people (from the pose stage) through tracking, scoring and detection."""
         result = FrameResult(people=len(people))
         if self.whole_frame:
-            drawn = self._whole_frame_map(people, image_size, index)
-            maps, skeletons = (
+            drawn = self._whole_frame_map(people, image_size)
+            maps, persons = (
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
         else:
             update = self.tracker.update(people)
             for tid in update.closed:
                 result.events += self.end_track(tid, when, "track_lost")
-            maps, skeletons = {}, {}
+            maps, persons = {}, {}
             for track in update.seen:
                 m = self._track_map(track.track_id, track.person, image_size)
                 if m is not None:
                     maps[track.track_id] = m
-                    skeletons[track.track_id] = _skeleton(track.person, image_size, index)
+                    persons[track.track_id] = track.person
         for tid, score in self.scorer.push(maps).items():
             if score is None:
                 continue
             result.scores[tid] = score
-            result.events += self._detector(tid).observe(score, when, skeletons[tid])
+            detector = self._detector(tid)
+            # the detector keeps a skeleton only from windows above threshold (anomaly peaks): build it
+            # for those alone, not for every track on every frame
+            above = score > detector.rule.threshold
+            skeleton = _skeleton(persons[tid], image_size, index) if above else None
+            result.events += detector.observe(score, when, skeleton)
         return result
 
     def end_track(self, track_id: int, when: float, reason: str) -> list[AnomalyEvent]:
@@ -118,19 +123,21 @@ class CameraPipeline:
         return render_map(body, neck, image_size, self.map_spec)
 
     def _whole_frame_map(
-        self, people: list[Person], image_size: tuple[int, int], index: int
-    ) -> tuple[np.ndarray, Skeleton] | None:
+        self, people: list[Person], image_size: tuple[int, int]
+    ) -> tuple[np.ndarray, Person] | None:
+        """All people drawn in one map centred on the largest one's neck; returns it and that person."""
         if not people:
             return None  # nobody in view: nothing to judge, the window waits
-        main = max(people, key=lambda p: (p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
+        areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in people]
+        main = int(np.argmax(areas))
         bodies = np.stack([to_body_graph(p.keypoints, p.layout) for p in people])
-        neck = neck_of(to_body_graph(main.keypoints, main.layout), self.map_spec.min_confidence)
+        neck = neck_of(bodies[main], self.map_spec.min_confidence)
         if neck is None:
             neck = self._last_neck.get(WHOLE_FRAME_TRACK)
             if neck is None:
                 return None
         self._last_neck[WHOLE_FRAME_TRACK] = neck
-        return render_map(bodies, neck, image_size, self.map_spec), _skeleton(main, image_size, index)
+        return render_map(bodies, neck, image_size, self.map_spec), people[main]
 
 
 def _skeleton(person: Person, image_size: tuple[int, int], index: int) -> Skeleton:
