@@ -25,6 +25,7 @@ import numpy as np
 
 from appliance.errors import ApplianceError, ModelError
 from appliance.runtimes import RUNTIMES, ScoringRuntime, open_runtime
+from appliance.signing import SIGNATURE_FILE, SignaturePolicy, Signer
 from appliance.skeleton_map import MapSpec
 
 SCHEMA_VERSION = 1
@@ -137,6 +138,29 @@ def safe_extract(tar_path: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) 
     return dest
 
 
+def safe_copy_dir(src: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> Path:
+    """Copy a bundle directory, refusing links, devices and oversized content (like :func:`safe_extract`)."""
+    total = 0
+    files: list[Path] = []
+    for path in sorted(src.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise BundleError(
+                f"{src}: {path.relative_to(src)} is a link or device; bundles hold regular files only"
+            )
+        if path.is_file():
+            total += path.stat().st_size
+            if total > max_bytes:
+                raise BundleError(f"{src}: more than {max_bytes // 2**20} MiB of content")
+            files.append(path)
+    for path in files:
+        target = dest / path.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as fin, target.open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+    return dest
+
+
 @dataclass
 class Bundle:
     """A verified bundle on disk (files checked against the manifest's hashes)."""
@@ -144,6 +168,7 @@ class Bundle:
     root: Path
     manifest: dict
     contract: InputContract
+    signer: Signer | None = None  # verified signer (None: unsigned, or signature not checked)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
     @property
@@ -225,8 +250,13 @@ class Bundle:
         return score
 
 
-def open_bundle(path: str | Path, expected_contract: InputContract | None = None) -> Bundle:
-    """Verify a bundle directory or tar (schema, files, hashes, contract) and return it."""
+def open_bundle(
+    path: str | Path,
+    expected_contract: InputContract | None = None,
+    signatures: SignaturePolicy | None = None,
+) -> Bundle:
+    """Verify a bundle directory or tar (signature when a policy is given, schema, files, hashes,
+    contract) and return it."""
     path = Path(path)
     tmp = None
     if not path.exists():
@@ -236,12 +266,15 @@ def open_bundle(path: str | Path, expected_contract: InputContract | None = None
         root = safe_extract(path, Path(tmp.name))
     else:
         root = path
+    if not (root / MANIFEST).is_file():
+        raise BundleError(f"{path}: no {MANIFEST}; not a model bundle")
+    signer = signatures.verify(root) if signatures is not None else None  # before trusting any content
     manifest = _read_manifest(root)
     _verify_files(root, manifest)
     contract = InputContract.from_dict(manifest["input_contract"])
     if expected_contract is not None and (diff := contract.differences(expected_contract)):
         raise BundleError(f"{path}: input contract mismatch: " + "; ".join(diff))
-    return Bundle(root, manifest, contract, tmp)
+    return Bundle(root, manifest, contract, signer, tmp)
 
 
 def _read_manifest(root: Path) -> dict:
@@ -283,7 +316,7 @@ def _verify_files(root: Path, manifest: dict) -> None:
                 f"{root}: {rel} does not match its SHA-256 in the manifest (corrupt or altered)"
             )
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
-    extra = sorted(present - set(listed) - {MANIFEST})
+    extra = sorted(present - set(listed) - {MANIFEST, SIGNATURE_FILE})
     if extra:
         raise BundleError(f"{root}: files not listed in the manifest: {', '.join(extra[:5])}")
     for variant, spec in manifest["variants"].items():

@@ -283,6 +283,78 @@ def cmd_install_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_store_log() -> None:
+    """The CLI prints the outcome once; the update log file keeps the record."""
+    import logging
+
+    logging.getLogger("appliance.model_store").addHandler(logging.NullHandler())
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    """Install a model bundle as a field update; the running daemon switches to it between frames."""
+    from appliance.config import load_config
+    from appliance.model_store import ModelStore
+
+    _quiet_store_log()
+    cfg = load_config(args.config)
+    result = ModelStore(cfg.state_dir).install(args.bundle, cfg)
+    signer = f"signed by {result.signer}" if result.signer else "UNSIGNED (model.allow_unsigned is set)"
+    again = " (already installed)" if result.already_installed else ""
+    print(
+        f"installed {result.bundle_name} as {result.version_id}{again}, {signer}; smoke test score "
+        f"{result.smoke_score:.4f}. It is now the active model: a running appliance switches to it "
+        "within a few seconds (`appliance models` shows it; `appliance rollback` undoes it)."
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Make the previous model version (or --to VERSION) active again."""
+    from appliance.config import load_config
+    from appliance.model_store import ModelStore
+
+    _quiet_store_log()
+    cfg = load_config(args.config)
+    target = ModelStore(cfg.state_dir).rollback(cfg, to=args.to)
+    what = f"the configured bundle ({cfg.model.bundle})" if target == "factory" else target
+    print(f"rolled back: {what} is the active model; a running appliance switches within a few seconds")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List installed model versions, the active one, who signed each, and recent updates."""
+    import json
+    from dataclasses import asdict
+
+    from appliance.config import load_config
+    from appliance.model_store import ModelStore
+
+    cfg = load_config(args.config)
+    store = ModelStore(cfg.state_dir)
+    state, versions, updates = store.state(), store.installed(), store.updates(args.updates)
+    if args.json:
+        print(json.dumps({"active": state.active or "factory", "history": state.history,
+                          "versions": [asdict(v) for v in versions], "factory": str(cfg.model.bundle),
+                          "updates": updates}, indent=2))  # fmt: skip
+        return 0
+    print(f"{'':2}{'version':34} {'model':32} {'signed by':28} installed")
+    for v in versions:
+        signer = f"{v.signer['name']} ({v.signer['key_id']})" if v.signer else "unsigned"
+        mark = "* " if v.active else "  "
+        print(f"{mark}{v.id:34} {v.name + ' ' + v.version:32} {signer:28} {v.installed_at}")
+    mark = "* " if state.active is None else "  "
+    print(f"{mark}{'factory':34} {'(the bundle in the configuration)':32} {'':28} {cfg.model.bundle}")
+    if updates:
+        print("\nrecent updates:")
+        for u in updates:
+            model = u.get("model") or {}
+            what = u.get("version") or u.get("source", "")
+            name = f" {model.get('name')} {model.get('version')}" if model else ""
+            note = f": {u['message']}" if u.get("message") else ""
+            print(f"  {u['time']} {u['action']:13} {u['result']:8} {what}{name}{note}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
@@ -338,6 +410,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_calibrate)
+
+    config_help = "appliance configuration (for its state_dir, trusted keys and runtime)"
+    default_config = Path("/etc/appliance/appliance.yaml")
+    p = sub.add_parser("update", help="install a signed model bundle (.tar or folder) and make it active")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--config", type=Path, default=default_config, help=config_help)
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("rollback", help="make the previous model version active again")
+    p.add_argument("--to", help="a version id from `appliance models` (or 'factory')")
+    p.add_argument("--config", type=Path, default=default_config, help=config_help)
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("models", help="installed model versions, the active one, signers, recent updates")
+    p.add_argument("--config", type=Path, default=default_config, help=config_help)
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.add_argument("--updates", type=int, default=10, help="how many recent updates to show")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("extract", help="skeletons of a video file, tracked per person, to a keypoint CSV")
     p.add_argument("--video", type=Path, required=True)

@@ -58,6 +58,29 @@ class ModelConfig(_Section):
         None, description="Bundle variant (e.g. onnx-int8); default: the int8 variant for the runtime."
     )
     threads: int = Field(1, ge=1, le=16, description="Inference threads of the scorer.")
+    trusted_keys: Path | None = Field(
+        None,
+        description="Folder of the Ed25519 public keys (*.pub) whose signed bundles this appliance accepts "
+        "as field updates (default: 'trusted-keys' beside this config file).",
+    )
+    allow_unsigned: bool = Field(
+        False,
+        description="Development only: accept unsigned bundles and bundles signed by unknown keys. "
+        "The status reports it.",
+    )
+    keep_versions: int = Field(
+        3, ge=2, le=20, description="Installed model versions kept for rollback (the active one included)."
+    )
+    health_window_s: float = Field(
+        300.0,
+        ge=0,
+        description="After a model switch, a scoring error within this many seconds rolls back to the "
+        "previous version.",
+    )
+    watch_inbox: bool = Field(
+        True,
+        description="Install bundles (.tar) dropped into <state_dir>/inbox (a USB automount or a share).",
+    )
 
 
 class BlazePoseConfig(_Section):
@@ -387,10 +410,13 @@ def _resolve_paths(config: ApplianceConfig, base: Path) -> ApplianceConfig:
         if isinstance(src, str) and _looks_like_relative_file(src) and (base / src).exists():
             cam = cam.model_copy(update={"source": str(base / src)})
         cameras.append(cam)
+    model = fix_model(config.model)
+    if model.trusted_keys is None:
+        model = model.model_copy(update={"trusted_keys": base / "trusted-keys"})
     return config.model_copy(
         update={
             "state_dir": fix(config.state_dir) or config.state_dir,
-            "model": fix_model(config.model),
+            "model": model,
             "pose": fix_model(config.pose),
             "sinks": [fix_model(s) for s in config.sinks],
             "cameras": cameras,

@@ -5,6 +5,11 @@ test, pose model files, sinks, cameras) and fails with one clear message and an 
 2 configuration, 3 model, 4 camera. Each camera then runs in its own thread with its own pose
 backend (pose tracking state is per stream); the scorer runtime and the sinks are shared.
 A camera that drops is reopened by the capture stage; its open tracks end with ``camera_lost``.
+
+The model is the active version of the model store (field updates, ``appliance/model_store.py``),
+else the bundle named in the configuration. A new active version is loaded beside the running one
+and handed to every camera between two frames; one that fails to load, or raises a scoring error in
+its first ``model.health_window_s``, is rolled back automatically.
 """
 
 from __future__ import annotations
@@ -26,12 +31,25 @@ from appliance.capture import Camera, CameraState, Frame
 from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
 from appliance.detector import HysteresisRule
 from appliance.errors import ApplianceError, ModelError
-from appliance.events import AnomalyEvent, ApplianceStatus, CameraStatus, ModelRef, ScoreTelemetry, iso_utc
+from appliance.events import (
+    ActiveModel,
+    AnomalyEvent,
+    ApplianceStatus,
+    CameraStatus,
+    ModelRef,
+    ModelUpdate,
+    ScoreTelemetry,
+    iso_utc,
+)
+from appliance.inbox import Inbox
+from appliance.model_store import FACTORY, ModelStore, UpdateRefused, compatibility_problems, policy_for
 from appliance.pipeline import CameraPipeline, FrameResult
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
+from appliance.runtimes import ScoringRuntime
 from appliance.scorer import MultiTrackScorer
 from appliance.service import Notifier
+from appliance.signing import SignaturePolicy
 from appliance.sinks import EventSink, open_sinks
 from appliance.tracker import Tracker
 from calibration.store import load_thresholds, thresholds_path
@@ -45,6 +63,33 @@ REPLAY_SOURCE = "replay"
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+class ScoringFailure(ApplianceError):
+    """The scoring stage raised, or gave a non-finite score (a model fault, not a camera one)."""
+
+
+@dataclass
+class LoadedModel:
+    """A verified, smoke-tested bundle with its runtime open, ready to hand to the cameras."""
+
+    bundle: Bundle
+    runtime: ScoringRuntime
+    variant: str
+    version_id: str  # installed version id, or FACTORY (the configured bundle)
+
+    @property
+    def ref(self) -> ModelRef:
+        m = self.bundle.manifest["model"]
+        return ModelRef(name=str(m["name"]), version=str(m["version"]))
+
+    @property
+    def score_scale(self) -> str | None:
+        return self.bundle.manifest["score"].get("scale")
+
+    def scorer(self) -> MultiTrackScorer:
+        c = self.bundle.contract
+        return MultiTrackScorer(self.runtime, c.window, c.feature_dim, c.map_spec.map_size)
 
 
 class ReplayFrames:
@@ -123,6 +168,14 @@ class CameraWorker:
         self.image_size = image_size
         self.stats = CameraStats()
         self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
+        # a scoring failure is offered here first: True = handled (a rollback is coming), go on
+        self.on_scoring_error: Callable[[CameraWorker, Exception], bool] | None = None
+        self.pending_model: tuple[MultiTrackScorer, Any, ModelRef, float] | None = (
+            None  # applied between frames
+        )
+        self.scoring_errors = 0
+        self.pending_version: str | None = None
+        self.running_version: str | None = None  # the model version this camera's scorer runs
         self.heartbeat = time.monotonic()
         self.failed = False  # the processing loop died on an unexpected error
         self._stop = threading.Event()
@@ -132,6 +185,12 @@ class CameraWorker:
     @property
     def state(self) -> str:
         return self.source.state.value
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in force, or the one a model switch waiting for the next frame brings."""
+        pending = self.pending_model
+        return pending[3] if pending is not None else self.pipeline.rule.threshold
 
     def emit(self, events: list[AnomalyEvent]) -> None:
         self.stats.events += len(events)
@@ -156,7 +215,12 @@ class CameraWorker:
                         self.backend.reset()
                     continue
                 self._lost = False
-                self.process(frame)
+                try:
+                    self.process(frame)
+                except ScoringFailure as exc:
+                    if self.on_scoring_error is None or not self.on_scoring_error(self, exc):
+                        raise
+                    self.scoring_errors += 1
         except Exception:
             log.exception("camera %s: processing failed; the appliance exits with an error", self.cfg.id)
             self.failed = True
@@ -165,17 +229,27 @@ class CameraWorker:
             self.emit(self.pipeline.end_all(time.time(), reason))
 
     def process(self, frame: Frame) -> None:
+        if (swap := self.pending_model) is not None:  # a new model takes over between two frames
+            self.pending_model = None
+            self.running_version = self.pending_version
+            self.emit(self.pipeline.swap_model(*swap, when=frame.wall_time))
         t0 = time.perf_counter()
         people = self.backend.infer(frame.image)
         t1 = time.perf_counter()
         h, w = frame.image.shape[:2]
         size = self.image_size or (w, h)
-        result = self.pipeline.process(people, size, frame.wall_time, frame.index)
+        try:
+            result = self.pipeline.process(people, size, frame.wall_time, frame.index)
+        except Exception as exc:
+            raise ScoringFailure(f"scoring failed on frame {frame.index}: {exc}") from exc
         if self.on_result is not None:
             self.on_result(result)
         t2 = time.perf_counter()
         self.emit(result.events)
         t3 = time.perf_counter()
+        bad = [tid for tid, v in result.scores.items() if not math.isfinite(v)]
+        if bad:
+            raise ScoringFailure(f"non-finite score for track(s) {bad} on frame {frame.index}")
         s = self.stats
         s.frames += 1
         s.people += result.people
@@ -209,25 +283,32 @@ class Appliance:
         self.started_at = time.monotonic()
         self._emit_lock = threading.Lock()
         self.events_emitted = 0
+        self.store = ModelStore(cfg.state_dir)
+        self.loaded: LoadedModel | None = None
+        self.last_update: dict[str, Any] | None = None
+        self._health: tuple[str, float] | None = None  # (version, monotonic deadline) after a switch
+        self._health_failure: tuple[str, str] | None = None  # (version that failed, why)
+        self._updates_stamp: int | None = None
+        self.inbox: Inbox | None = None
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        self.bundle = open_bundle(cfg.model.bundle)
-        runtime, variant = self.bundle.open(cfg.model.runtime, cfg.model.variant, cfg.model.threads)
-        self.variant = variant
-        contract = self.bundle.contract
-        model = ModelRef(
-            name=str(self.bundle.manifest["model"]["name"]),
-            version=str(self.bundle.manifest["model"]["version"]),
-        )
-        log.info("model %s (%s on %s), smoke test passed", self.bundle.name, variant, runtime.name)
-        self.model = model
-        self.score_scale = self.bundle.manifest["score"].get("scale")
+        if cfg.model.allow_unsigned:
+            log.warning("model.allow_unsigned is set: unsigned model bundles are accepted (development only)")
+        loaded = self._load_initial_model()
+        self._use(loaded)
+        log.info(
+            "model %s (%s, %s on %s), smoke test passed",
+            loaded.bundle.name, loaded.version_id, loaded.variant, loaded.runtime.name,
+        )  # fmt: skip
+        model = self.model
         path = thresholds_path(cfg.state_dir)
         self._calibration_stamp = path.stat().st_mtime_ns if path.exists() else None
         self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version, self.score_scale)
-        self.runtime_name = f"{runtime.name} {variant}"
+        self._refresh_last_update()
+        if cfg.model.watch_inbox:
+            self.inbox = Inbox(cfg.state_dir / "inbox", self._install_from_inbox)
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.sinks = open_sinks(
             cfg.sinks,
@@ -246,10 +327,8 @@ class Appliance:
                 pipeline = CameraPipeline(
                     appliance_id=cfg.appliance_id,
                     camera_id=cam.id,
-                    scorer=MultiTrackScorer(
-                        runtime, contract.window, contract.feature_dim, contract.map_spec.map_size
-                    ),
-                    map_spec=contract.map_spec,
+                    scorer=loaded.scorer(),
+                    map_spec=loaded.bundle.contract.map_spec,
                     model=model,
                     rule=HysteresisRule(
                         threshold,
@@ -263,7 +342,10 @@ class Appliance:
                     whole_frame=cam.whole_frame,
                 )
                 source, size = self._source(cam, backend)
-                self.workers.append(CameraWorker(cam, source, backend, pipeline, self.emit, size))
+                worker = CameraWorker(cam, source, backend, pipeline, self.emit, size)
+                worker.on_scoring_error = self._on_scoring_error
+                worker.running_version = loaded.version_id
+                self.workers.append(worker)
                 if math.isfinite(threshold):
                     log.info("camera %s: %s, threshold %.2f", cam.id, cam.source, threshold)
                 else:
@@ -279,6 +361,133 @@ class Appliance:
         for w in self.workers:
             w.start()
         self.status_changed()
+
+    # -- models -----------------------------------------------------------------------------------
+    def _load_version(self, version_id: str) -> LoadedModel:
+        cfg = self.cfg
+        if version_id == FACTORY:
+            # the configured bundle is trusted like the configuration itself; a signature it carries
+            # is still checked, so a tampered factory bundle is refused
+            policy = SignaturePolicy(cfg.model.trusted_keys, allow_unsigned=True)
+            bundle = open_bundle(cfg.model.bundle, signatures=policy)
+        else:
+            bundle = self.store.open_version(version_id, policy_for(cfg))
+            if problems := compatibility_problems(bundle, cfg):
+                raise UpdateRefused(f"version {version_id}: " + "; ".join(problems))
+        runtime, variant = bundle.open(cfg.model.runtime, cfg.model.variant, cfg.model.threads)
+        return LoadedModel(bundle, runtime, variant, version_id)
+
+    def _load_initial_model(self) -> LoadedModel:
+        """The active installed version; if it cannot load, roll back until one does (else the factory)."""
+        state = self.store.state()
+        while state.active is not None:
+            try:
+                loaded = self._load_version(state.active)
+            except ModelError as exc:
+                self._auto_rollback(state.active, f"failed to load at start: {exc}")
+                if self.store.state().active == state.active:
+                    break  # could not roll back: run the configured bundle
+                state = self.store.state()
+                continue
+            if state.switched_at and self.cfg.model.health_window_s > 0:
+                age = time.time() - _epoch(state.switched_at)
+                if age < self.cfg.model.health_window_s:  # restarted soon after a switch: still on probation
+                    self._health = (state.active, time.monotonic() + self.cfg.model.health_window_s - age)
+            return loaded
+        return self._load_version(FACTORY)
+
+    def _use(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.bundle = loaded.bundle
+        self.variant = loaded.variant
+        self.model = loaded.ref
+        self.score_scale = loaded.score_scale
+        self.runtime_name = f"{loaded.runtime.name} {loaded.variant}"
+
+    def _auto_rollback(self, version_id: str, why: str) -> None:
+        log.error("model version %s: %s; rolling back", version_id, why)
+        try:
+            self.store.rollback(self.cfg, reason="auto_rollback", message=f"{version_id} {why}")
+        except UpdateRefused as exc:
+            log.error("automatic rollback impossible: %s", exc)
+        self._refresh_last_update()
+
+    def _on_scoring_error(self, worker: CameraWorker, exc: Exception) -> bool:
+        """Called from a camera thread: a scoring failure soon after a switch rolls the model back."""
+        health, running = self._health, worker.running_version
+        if self.loaded is not None and running != self.loaded.version_id:
+            return True  # this camera still runs a model being replaced: skip the frame
+        if health is None or time.monotonic() > health[1] or running != health[0]:
+            return False
+        if self._health_failure is None:
+            self._health_failure = (running, f"scoring error on camera {worker.cfg.id} ({exc})")
+        return True
+
+    def switch_model(self, target: str) -> bool:
+        """Load ``target`` beside the running model and hand it to every camera between frames."""
+        current = self.loaded.version_id if self.loaded else None
+        try:
+            new = self._load_version(target)
+        except ModelError as exc:
+            self.store.record("load", "failed", version=target, message=str(exc))
+            if (self.store.state().active or FACTORY) == target:
+                self._auto_rollback(target, f"failed to load: {exc}")
+            self.status_changed()
+            return False
+        self._use(new)
+        self.calibrations = load_thresholds(
+            self.cfg.state_dir, self.model.name, self.model.version, self.score_scale
+        )
+        for w in self.workers:
+            threshold, source = self.threshold_and_source(w.cfg)
+            w.pending_version = target
+            w.pending_model = (new.scorer(), new.bundle.contract.map_spec, new.ref, threshold)
+            if source == "uncalibrated":
+                log.warning(
+                    "camera %s: model %s has another score scale: uncalibrated until recalibrated",
+                    w.cfg.id, new.bundle.name,
+                )  # fmt: skip
+        health_s = self.cfg.model.health_window_s
+        on_probation = target != FACTORY and health_s > 0 and self.store.state().reason == "install"
+        self._health = (target, time.monotonic() + health_s) if on_probation else None  # not after a rollback
+        self._health_failure = None
+        self.store.record("load", "ok", version=target, bundle=new.bundle, message=f"was {current}")
+        self._refresh_last_update()
+        for sink in self.sinks:
+            set_version = getattr(sink, "set_model_version", None)
+            if set_version is not None:
+                set_version(self.model.version)
+        self.status_changed()
+        return True
+
+    def poll_model_store(self) -> None:
+        """Between frames, from the main loop: health rollbacks, a new active version, the update log."""
+        if (failure := self._health_failure) is not None and self.loaded is not None:
+            self._health_failure = None
+            if failure[0] == self.loaded.version_id:  # (not one already replaced)
+                self._auto_rollback(*failure)
+        target = self.store.state().active or FACTORY
+        if self.loaded is not None and target != self.loaded.version_id:
+            self.switch_model(target)
+        if self._refresh_last_update():
+            self.status_changed()
+        if self.inbox is not None:
+            self.inbox.poll()
+
+    def _refresh_last_update(self) -> bool:
+        path = self.store.log_path
+        stamp = path.stat().st_mtime_ns if path.exists() else None
+        if stamp == self._updates_stamp:
+            return False
+        self._updates_stamp = stamp
+        last = self.store.updates(1)
+        self.last_update = last[-1] if last else None
+        return True
+
+    def _install_from_inbox(self, path) -> str:
+        result = self.store.install(path, self.cfg)
+        signer = f", signed by {result.signer}" if result.signer else ", unsigned"
+        return f"installed as {result.version_id}: {result.bundle_name}{signer}"
 
     def _backend(self) -> PoseBackend:
         try:
@@ -318,7 +527,7 @@ class Appliance:
                     time=iso_utc(now),
                     time_ms=round(now * 1000),
                     interval_s=interval_s,
-                    threshold=_finite(w.pipeline.rule.threshold),
+                    threshold=_finite(w.threshold),
                     tracks={str(t): round(v, 3) for t, v in peaks.items()},
                     max_score=round(max(peaks.values()), 3) if peaks else None,
                 ).model_dump()
@@ -405,9 +614,10 @@ class Appliance:
                 if notifier is not None:
                     notifier.status(self.status_line())
                 next_status += status_interval_s
-            if time.monotonic() >= next_check:
+            if time.monotonic() >= next_check or self._health_failure is not None:
                 next_check = time.monotonic() + CALIBRATION_POLL_S
                 self.reload_calibration_if_changed()
+                self.poll_model_store()
 
     def command(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """An operator command (MQTT ``cmd/<name>`` when enabled); returns the answer to publish."""
@@ -458,6 +668,7 @@ class Appliance:
             raise CalibrationAborted(f"no person was seen on camera {camera_id} in {elapsed / 60:.1f} min")
         info = collected.info(elapsed / 60, frames, frames / elapsed if elapsed > 0 else 30.0)
         info["source"] = f"live camera {camera_id} (recalibrate command)"
+        info["model"] = {**self.model.model_dump(), "score_scale": self.score_scale}
         summary = fit_and_save(
             self.cfg, camera_id, collected.sequences(), info, minutes, target, accept_drift
         )
@@ -479,6 +690,8 @@ class Appliance:
         )
         for w in self.workers:
             threshold, source = self.threshold_and_source(w.cfg)
+            if (pending := w.pending_model) is not None:
+                w.pending_model = (*pending[:3], threshold)
             if threshold != w.pipeline.rule.threshold:
                 w.pipeline.set_threshold(threshold)
                 log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
@@ -541,7 +754,7 @@ class Appliance:
                 windows=w.stats.windows,
                 events=w.stats.events,
                 active_anomalies=sum(d.active for d in list(w.pipeline.detectors.values())),
-                threshold=_finite(w.pipeline.rule.threshold),
+                threshold=_finite(w.threshold),
                 threshold_source=source,
             )
         status = ApplianceStatus(
@@ -550,12 +763,27 @@ class Appliance:
             time=iso_utc(time.time()),
             uptime_s=round(time.monotonic() - self.started_at, 1),
             model=self.model,
+            model_install=self._model_install(),
+            last_model_update=_model_update(self.last_update),
             runtime=self.runtime_name,
             cameras=cameras,
         )
         return status.model_dump(exclude_none=True)
 
+    def _model_install(self) -> ActiveModel | None:
+        if self.loaded is None:
+            return None
+        signer = self.loaded.bundle.signer
+        return ActiveModel(
+            version_id=self.loaded.version_id,
+            signer=signer.__dict__ if signer else None,
+            allow_unsigned=self.cfg.model.allow_unsigned,
+            variant=self.loaded.variant,
+        )
+
     def stop(self) -> None:
+        if self.inbox is not None:
+            self.inbox.wait(60.0)  # an install in progress finishes (or is refused) before exit
         for w in self.workers:
             w.stop()
         for w in self.workers:
@@ -571,3 +799,21 @@ class Appliance:
             except Exception as exc:
                 log.warning("closing sink %s: %s", type(sink).__name__, exc)
         self.sinks = []
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _model_update(record: dict[str, Any] | None) -> ModelUpdate | None:
+    if not record:
+        return None
+    try:
+        return ModelUpdate.model_validate(record)
+    except ValueError:
+        return None

@@ -62,11 +62,13 @@ class AnomalyEvent(BaseModel):
     started_at_ms: int
     ended_at: str | None = Field(None, description="Set on 'end'.")
     ended_at_ms: int | None = None
-    end_reason: Literal["below_threshold", "track_lost", "stream_ended", "camera_lost", "shutdown"] | None = (
-        Field(
-            None,
-            description="Why an 'end' ended: back below threshold, person lost, stream or camera gone, stop.",
-        )
+    end_reason: (
+        Literal["below_threshold", "track_lost", "stream_ended", "camera_lost", "shutdown", "model_changed"]
+        | None
+    ) = Field(
+        None,
+        description="Why an 'end' ended: back below threshold, person lost, stream or camera gone, stop, "
+        "or a new model version took over (its scores are not comparable).",
     )
     score: float = Field(description="Score of the latest window (reconstruction error, nats per frame).")
     peak_score: float = Field(description="Highest window score of this anomaly so far.")
@@ -106,6 +108,46 @@ class OutboxStatus(BaseModel):
     dropped: int = Field(description="Updates dropped since start because the outbox was full or too old.")
 
 
+class Signer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str = Field(description="First 16 hex digits of the SHA-256 of the Ed25519 public key.")
+    name: str = Field(description="Name of the trusted key file that verified the signature.")
+
+
+class ModelUpdate(BaseModel):
+    """The latest model install, refusal or rollback (from the appliance's update log)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    time: str = Field(description="When it happened, ISO-8601 UTC.")
+    action: Literal["install", "rollback", "auto_rollback", "load"] = Field(
+        description="install (appliance update or the inbox), rollback (by a technician), auto_rollback "
+        "(the new model failed to load or to score), load (the daemon switching models)."
+    )
+    result: Literal["ok", "refused", "failed"]
+    version: str | None = Field(
+        None, description="Installed version id, or 'factory' (the configured bundle)."
+    )
+    model: ModelRef | None = None
+    signer: Signer | None = Field(None, description="Who signed the bundle (None: unsigned).")
+    source: str | None = Field(None, description="The file or folder installed from.")
+    message: str | None = Field(None, description="Why it was refused or rolled back.")
+
+
+class ActiveModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version_id: str = Field(
+        description="Installed version id, or 'factory' (the bundle in the configuration)."
+    )
+    signer: Signer | None = Field(
+        None, description="Verified signer (None: unsigned or not signed by a trusted key)."
+    )
+    allow_unsigned: bool = Field(description="Development setting: unsigned bundles are accepted.")
+    variant: str = Field(description="Bundle variant in use, e.g. onnx-int8.")
+
+
 class ApplianceStatus(BaseModel):
     """Retained status message: everything a SCADA screen shows about the appliance."""
 
@@ -117,6 +159,10 @@ class ApplianceStatus(BaseModel):
     time: str = Field(description="When this status was made, ISO-8601 UTC.")
     uptime_s: float
     model: ModelRef
+    model_install: ActiveModel | None = Field(None, description="Where the running model came from.")
+    last_model_update: ModelUpdate | None = Field(
+        None, description="The latest model install, refusal or rollback on this appliance."
+    )
     runtime: str = Field(description="Scorer runtime and bundle variant, e.g. 'onnxruntime onnx-int8'.")
     cameras: dict[str, CameraStatus]
     outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")

@@ -100,6 +100,29 @@ class CameraPipeline:
         self.scorer.clear()
         return events
 
+    def swap_model(
+        self, scorer: MultiTrackScorer, map_spec: MapSpec, model: ModelRef, threshold: float, when: float
+    ) -> list[AnomalyEvent]:
+        """Score with another model from the next frame on; tracks are kept.
+
+        Open anomalies end (``model_changed``: the new model's scores are on its own scale) and every
+        track's detector starts afresh. With the same map definition the new scorer takes over the
+        tracks' recent maps, so scoring continues without a gap; otherwise windows refill (T frames).
+        """
+        events = []
+        for tid in sorted(self.detectors):
+            det = self.detectors[tid]
+            if det.active:
+                events.append(det.close(when, "model_changed"))
+        self.detectors.clear()
+        if map_spec == self.map_spec:
+            scorer.take_over(self.scorer)
+        self.scorer, self.map_spec, self.model = scorer, map_spec, model
+        self.rule = HysteresisRule(
+            threshold, self.rule.start_windows, self.rule.end_windows, self.rule.update_interval_s
+        )
+        return events
+
     def set_threshold(self, threshold: float) -> None:
         self.rule = HysteresisRule(
             threshold, self.rule.start_windows, self.rule.end_windows, self.rule.update_interval_s

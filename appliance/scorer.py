@@ -66,6 +66,23 @@ class MultiTrackScorer:
             out.update({tid: float(s) for tid, s in zip(ready, scores, strict=True)})
         return out
 
+    def take_over(self, old: MultiTrackScorer) -> None:
+        """Continue another model's tracks: re-encode their recent maps with this model, so the first
+        window after a model switch is scored on the next frame instead of T frames later."""
+        if old.map_size != self.map_size:
+            return
+        for tid, (_, old_maps) in old._buffers.items():
+            maps = old_maps.items()[-(self.window - 1) :] if self.window > 1 else old_maps.items()[:0]
+            buffers = (
+                WindowBuffer(self.window, (self.feature_dim,), np.float32),
+                WindowBuffer(self.window, (self.map_size, self.map_size), np.float32),
+            )
+            if len(maps):
+                for f, m in zip(self.runtime.encode(maps), maps, strict=True):
+                    buffers[0].push(f)
+                    buffers[1].push(m)
+            self._buffers[tid] = buffers
+
     def drop(self, track_id: int) -> None:
         """Forget a track's window (it was lost, or the stream restarted)."""
         self._buffers.pop(track_id, None)

@@ -49,6 +49,12 @@ class WindowBuffer:
         view.flags.writeable = False
         return view
 
+    def items(self) -> np.ndarray:
+        """A copy of the items held, oldest first (fewer than ``length`` before the window is full)."""
+        if self.full:
+            return self._buf[self._pos : self._pos + self.length].copy()
+        return self._buf[: self._count].copy()
+
     def clear(self) -> None:
         """Forget everything (a track was lost, or the stream restarted)."""
         self._pos = 0

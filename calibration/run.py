@@ -141,6 +141,7 @@ def collect_scores(
         )
     info = collected.info(footage_min, worker.stats.frames, fps)
     info["short_of_requested"] = footage_min < minutes * 0.99
+    info["model"] = {**app.model.model_dump(), "score_scale": app.score_scale}  # the model that scored
     return collected.sequences(), info
 
 
@@ -196,7 +197,6 @@ def fit_and_save(
     accept_drift: bool = False,
 ) -> dict:
     """Threshold from collected per-track scores, saved for the active model with its report."""
-    from appliance.bundle import open_bundle
     from calibration.report import write_report
     from calibration.store import save_threshold, thresholds_path
     from calibration.thresholds import drift_check, fit_threshold
@@ -214,12 +214,12 @@ def fit_and_save(
         sequences, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
         footage_hours=info["footage_minutes"] / 60,
     )  # fmt: skip
-    manifest = open_bundle(cfg.model.bundle).manifest
-    scale = manifest["score"].get("scale")
-    manifest = manifest["model"]
+    model = info[
+        "model"
+    ]  # the model whose scores these are (the active version, not necessarily the config's)
     summary = {
         **result.to_dict(),
-        **{k: v for k, v in info.items() if k not in result.to_dict()},
+        **{k: v for k, v in info.items() if k not in result.to_dict() and k != "model"},
         "camera": camera_id,
         "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "start_windows": det.start_windows,
@@ -232,7 +232,7 @@ def fit_and_save(
             f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
         )
     path = save_threshold(
-        cfg.state_dir, manifest["name"], str(manifest["version"]), camera_id, summary, scale
+        cfg.state_dir, model["name"], str(model["version"]), camera_id, summary, model.get("score_scale")
     )
     report_dir = thresholds_path(cfg.state_dir).parent
     png, js = report_dir / f"{camera_id}-report.png", report_dir / f"{camera_id}-report.json"

@@ -25,6 +25,7 @@ from appliance.metrics import auroc
 from appliance.pose.layouts import LAYOUTS
 from appliance.runtimes import open_runtime
 from appliance.scorer import score_map_sequence
+from appliance.signing import sign_manifest
 from appliance.skeleton_map import MapSpec
 from appliance.window import sliding_windows, window_scores_to_frames
 from export.datasets import RenderedSequence
@@ -149,6 +150,7 @@ def build_bundle(
     force: bool = False,
     log=print,
     score_scale: str | None = None,
+    sign_key: Path | None = None,
 ) -> Path:
     """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
     if not isinstance(model, LSTMVAE):
@@ -274,14 +276,57 @@ def build_bundle(
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / rel, stage / rel)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if sign_key is not None:
+            key_id = sign_manifest(stage, sign_key)
+            log(f"signed with key {key_id}")
     if out.exists():
         shutil.rmtree(out)
     stage.rename(out)
-    tar_path = out.with_name(out.name + ".tar")
-    with tarfile.open(tar_path, "w") as tar:
-        tar.add(out, arcname=out.name)
+    tar_path = write_tar(out)
     log(
         f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
         f"default threshold {threshold:.2f}"
     )
     return out
+
+
+def write_tar(bundle_dir: Path, tar_path: Path | None = None) -> Path:
+    """``bundle_dir`` as ``<bundle_dir>.tar`` (one top-level folder, regular files only)."""
+    tar_path = tar_path or bundle_dir.with_name(bundle_dir.name + ".tar")
+    tmp = tar_path.with_name(tar_path.name + ".partial")
+    with tarfile.open(tmp, "w") as tar:
+        tar.add(bundle_dir, arcname=bundle_dir.name)
+    tmp.replace(tar_path)
+    return tar_path
+
+
+def sign_bundle(
+    source: Path, key: Path, out: Path | None = None, model_version: str | None = None
+) -> tuple[Path, str]:
+    """Sign a bundle (folder or .tar) in place or into ``out``, optionally as ``model_version``.
+
+    Hashes are checked first: a signature vouches for the files the manifest lists.
+    """
+    from appliance.bundle import open_bundle, safe_copy_dir, safe_extract
+
+    with tempfile.TemporaryDirectory(prefix="sign-") as tmp:
+        work = Path(tmp) / "in"
+        work.mkdir()
+        root = safe_copy_dir(source, work / source.name) if source.is_dir() else safe_extract(source, work)
+        open_bundle(root)  # refuse to sign a bundle whose files do not match its manifest
+        if model_version is not None:
+            manifest = json.loads((root / MANIFEST).read_text())
+            manifest["model"]["version"] = model_version
+            (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        key_id = sign_manifest(root, key)
+        target = out or source
+        if target.suffix == ".tar":
+            named = Path(tmp) / target.stem
+            if root != named:
+                root.rename(named)
+            write_tar(named, target)
+        else:
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(root, target)
+    return target, key_id

@@ -199,7 +199,25 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         split.name,
         args.force,
         score_scale=args.score_scale,
+        sign_key=args.sign,
     )
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from appliance.signing import generate_key_pair
+
+    private, public, key_id = generate_key_pair(args.out, args.force)
+    print(f"key id {key_id}\nprivate key {private} (keep it on the build server, never on a device)")
+    print(f"public key  {public} (copy it to each appliance's trusted-keys folder)")
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from export.bundle import sign_bundle
+
+    target, key_id = sign_bundle(args.bundle, args.key, args.out, args.model_version)
+    print(f"signed {target} with key {key_id}")
     return 0
 
 
@@ -256,6 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
         "checked to score alike), so calibrated thresholds survive the update; omit when unsure",
     )
     p.set_defaults(func=cmd_bundle)
+
+    p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (OUT.key, OUT.pub)")
+    p.add_argument("--out", type=Path, required=True, help="path without suffix, e.g. keys/acme-models")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign an existing bundle (.tar or folder) with an Ed25519 private key")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--key", type=Path, required=True, help="private key from appliance-export keygen")
+    p.add_argument("--out", type=Path, help="write the signed bundle here (default: in place)")
+    p.add_argument(
+        "--model-version", help="re-release the same model files under this version (set before signing)"
+    )
+    p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
     p.add_argument("--video", type=Path, required=True, help="walking footage (vtest.avi)")
