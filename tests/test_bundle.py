@@ -19,6 +19,7 @@ from appliance.bundle import SCHEMA_VERSION, BundleError, InputContract, open_bu
 from appliance.keypoints.table import write_keypoints_csv  # noqa: E402
 from appliance.metrics import auroc  # noqa: E402
 from appliance.scorer import StreamingScorer, score_map_sequence  # noqa: E402
+from appliance.signing import SignatureError, SignaturePolicy, generate_key_pair  # noqa: E402
 from appliance.skeleton_map import MapSpec  # noqa: E402
 from appliance.window import window_scores_to_frames  # noqa: E402
 from export.bundle import VARIANT_BUILDERS, ParityError, Variant, build_bundle, buildable_variants  # noqa: E402
@@ -54,9 +55,11 @@ VARIANTS = buildable_variants()  # ONNX, and TFLite where the [tflite-export] ex
 def bundle_dir(trained, tmp_path_factory):
     model, ckpt, _, train, val, test = trained
     out = tmp_path_factory.mktemp("bundles") / "urfd-test"
+    key = generate_key_pair(out.parent / "keys" / "publisher")[0]  # signed, as a release would be
     build_bundle(
-        model, ckpt, test, val, train, out, "urfd-test", "1.2.3", VARIANTS, "urfd", log=lambda *_: None
-    )
+        model, ckpt, test, val, train, out, "urfd-test", "1.2.3", VARIANTS, "urfd", log=lambda *_: None,
+        sign_key=key,
+    )  # fmt: skip
     return out
 
 
@@ -94,12 +97,23 @@ def test_bundle_manifest_holds_the_contract_hashes_variants_threshold_and_refere
     assert contract["binarize_threshold"] == 0.2 and "blazepose33" in contract["joint_layouts"]
     assert set(manifest["variants"]) == set(VARIANTS)
     on_disk = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()}
-    assert on_disk == set(manifest["files"]) | {"manifest.json"}
+    assert on_disk == set(manifest["files"]) | {"manifest.json", "manifest.sig"}
     assert all(len(h) == 64 for h in manifest["files"].values())
     assert manifest["threshold"]["default"] > 0
     assert manifest["training"]["data"]["sample_kind"] == "windows"
     assert all(row["passed"] for row in manifest["evaluation"]["parity"])
     assert (bundle_dir.parent / "urfd-test.tar").is_file()
+
+
+def test_a_bundle_built_with_sign_verifies_against_the_publishers_key_only(bundle_dir, tmp_path):
+    trusted = bundle_dir.parent / "keys"
+    keys_dir = tmp_path / "trusted"
+    keys_dir.mkdir()
+    shutil.copy(trusted / "publisher.pub", keys_dir)
+    bundle = open_bundle(bundle_dir.parent / "urfd-test.tar", signatures=SignaturePolicy(keys_dir))
+    assert bundle.signer is not None and bundle.signer.name == "publisher"
+    with pytest.raises(SignatureError, match="not trusted here"):
+        open_bundle(bundle_dir, signatures=SignaturePolicy(tmp_path / "no-keys"))
 
 
 def test_int8_variant_keeps_auroc_within_001_and_ranks_like_pytorch(bundle_dir):

@@ -25,6 +25,7 @@ def test_edge_modules_import_and_render_with_torch_unimportable(tmp_path):
 import numpy as np
 import appliance.cli, appliance.keypoints.readers, appliance.skeleton_map, appliance.window
 import appliance.keypoints.ceiling_camera, appliance.bundle, appliance.scorer, appliance.runtimes
+import appliance.model_store, appliance.signing, appliance.inbox, appliance.daemon
 from appliance.pose.layouts import COCO17
 from appliance.skeleton_map import render_keypoints
 kp = np.zeros((3, 17, 3), np.float32)
