@@ -24,7 +24,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from appliance.errors import ApplianceError, ModelError
-from appliance.runtimes import RUNTIMES, ScoringRuntime, open_runtime
+from appliance.motion_features import model_input, normalise_window
+from appliance.runtimes import RUNTIMES, ScoringRuntime, WindowRuntime, open_runtime, open_window_runtime
 from appliance.signing import SIGNATURE_FILE, SignaturePolicy, Signer
 from appliance.skeleton_map import MapSpec
 
@@ -49,26 +50,33 @@ class BundleError(ModelError):
 
 @dataclass(frozen=True)
 class InputContract:
-    """What the model expects: T maps of ``map_spec`` per window and F features per frame."""
+    """What the model expects per window of T frames: skeleton maps of ``map_spec`` (LSTM-VAE, F
+    encoder features per frame), or the body features named by ``features`` (F per frame)."""
 
     window: int
     feature_dim: int
-    map_spec: MapSpec
+    map_spec: MapSpec | None
     joint_layouts: tuple[str, ...]
+    features: str | None = None  # e.g. "posture-motion-v1" (appliance.motion_features)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "window": self.window,
             "feature_dim": self.feature_dim,
             "joint_layouts": list(self.joint_layouts),
-            **self.map_spec.to_dict(),
         }
+        if self.features is not None:
+            d["features"] = self.features
+        return {**d, **(self.map_spec.to_dict() if self.map_spec is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> InputContract:
         try:
-            spec = MapSpec(**{k: d[k] for k in MapSpec.__dataclass_fields__})
-            return cls(int(d["window"]), int(d["feature_dim"]), spec, tuple(d["joint_layouts"]))
+            spec = MapSpec(**{k: d[k] for k in MapSpec.__dataclass_fields__}) if "map_size" in d else None
+            features = str(d["features"]) if "features" in d else None
+            if spec is None and features is None:
+                raise KeyError("map_size or features")
+            return cls(int(d["window"]), int(d["feature_dim"]), spec, tuple(d["joint_layouts"]), features)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"input contract is incomplete or malformed ({exc!r})") from None
 
@@ -200,8 +208,16 @@ class Bundle:
             )
         return sorted(available, key=lambda v: ("int8" not in v, v))[0]
 
+    @property
+    def model_type(self) -> str:
+        return str(self.manifest["model"].get("type", "lstm_vae"))
+
     def reference_window(self) -> np.ndarray:
+        """The smoke test's input: (T, S, S) maps, or (T, RAW_DIM) raw body features."""
         ref = self.manifest["reference"]
+        if self.model_type == "posture_motion":
+            raw = np.frombuffer(base64.b64decode(ref["features"]), dtype="<f4")
+            return raw.reshape(self.contract.window, -1).copy()
         return unpack_maps(
             ref["maps"],
             (self.contract.window, self.contract.map_spec.map_size, self.contract.map_spec.map_size),
@@ -209,19 +225,26 @@ class Bundle:
 
     def open(
         self, runtime: str = "onnxruntime", variant: str | None = None, threads: int = 1
-    ) -> tuple[ScoringRuntime, str]:
+    ) -> tuple[ScoringRuntime | WindowRuntime, str]:
         """Open a runtime on a variant, check its input shapes against the contract, run the smoke test."""
         variant = self.choose_variant(runtime, variant)
         spec = self.manifest["variants"][variant]
-        rt = open_runtime(runtime, self.root / spec["encoder"], self.root / spec["sequence"], threads)
+        if self.model_type == "posture_motion":
+            rt = open_window_runtime(runtime, self.root / spec["model"], threads)
+        else:
+            rt = open_runtime(runtime, self.root / spec["encoder"], self.root / spec["sequence"], threads)
         self._check_shapes(rt, variant)
         self.smoke_test(rt, variant)
         return rt, variant
 
-    def _check_shapes(self, rt: ScoringRuntime, variant: str) -> None:
+    def _check_shapes(self, rt: ScoringRuntime | WindowRuntime, variant: str) -> None:
         shapes = getattr(rt, "input_shapes", lambda: {})()
-        s, t, f = self.contract.map_spec.map_size, self.contract.window, self.contract.feature_dim
-        want = {"maps": [s, s], "features": [t, f]}
+        t, f = self.contract.window, self.contract.feature_dim
+        if self.contract.map_spec is None:
+            want = {"window": [t, f]}
+        else:
+            s = self.contract.map_spec.map_size
+            want = {"maps": [s, s], "features": [t, f]}
         for name, expected in want.items():
             got = shapes.get(name)
             if got is not None and list(got[-len(expected) :]) != expected:
@@ -234,8 +257,11 @@ class Bundle:
         """Score the reference window; refuse the bundle if it is off the manifest's expected score."""
         window = self.reference_window().astype(np.float32)
         try:
-            features = rt.encode(window)
-            score = float(rt.score(features[None], window[None])[0])
+            if self.model_type == "posture_motion":
+                score = float(rt.score_windows(model_input(normalise_window(window))[None])[0])
+            else:
+                features = rt.encode(window)
+                score = float(rt.score(features[None], window[None])[0])
         except ApplianceError:
             raise
         except Exception as exc:  # a runtime failing on its own model is a bundle fault
@@ -319,7 +345,8 @@ def _verify_files(root: Path, manifest: dict) -> None:
     extra = sorted(present - set(listed) - {MANIFEST, SIGNATURE_FILE})
     if extra:
         raise BundleError(f"{root}: files not listed in the manifest: {', '.join(extra[:5])}")
+    graphs = ("model",) if manifest["model"].get("type") == "posture_motion" else ("encoder", "sequence")
     for variant, spec in manifest["variants"].items():
-        for key in ("encoder", "sequence"):
+        for key in graphs:
             if spec.get(key) not in listed:
                 raise BundleError(f"{root}: variant {variant}: {key} {spec.get(key)!r} is not in the bundle")

@@ -43,10 +43,11 @@ from appliance.events import (
 )
 from appliance.inbox import Inbox
 from appliance.model_store import FACTORY, ModelStore, UpdateRefused, compatibility_problems, policy_for
+from appliance.motion_scorer import PostureMotionScorer
 from appliance.pipeline import CameraPipeline, FrameResult
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
-from appliance.runtimes import ScoringRuntime
+from appliance.runtimes import ScoringRuntime, WindowRuntime
 from appliance.scorer import MultiTrackScorer
 from appliance.service import Notifier
 from appliance.signing import SignaturePolicy
@@ -74,7 +75,7 @@ class LoadedModel:
     """A verified, smoke-tested bundle with its runtime open, ready to hand to the cameras."""
 
     bundle: Bundle
-    runtime: ScoringRuntime
+    runtime: ScoringRuntime | WindowRuntime
     variant: str
     version_id: str  # installed version id, or FACTORY (the configured bundle)
 
@@ -87,8 +88,10 @@ class LoadedModel:
     def score_scale(self) -> str | None:
         return self.bundle.manifest["score"].get("scale")
 
-    def scorer(self) -> MultiTrackScorer:
+    def scorer(self) -> MultiTrackScorer | PostureMotionScorer:
         c = self.bundle.contract
+        if self.bundle.model_type == "posture_motion":
+            return PostureMotionScorer(self.runtime, c.window)
         return MultiTrackScorer(self.runtime, c.window, c.feature_dim, c.map_spec.map_size)
 
 

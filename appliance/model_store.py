@@ -48,7 +48,8 @@ from appliance.signing import SignaturePolicy, Signer
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("lstm_vae",)  # model types this appliance can feed and score
+MODEL_TYPES = ("lstm_vae", "posture_motion")  # model types this appliance can feed and score
+FEATURE_SETS = ("posture-motion-v1",)  # body feature definitions it computes (appliance.motion_features)
 CONTRACT_KEYS = {
     "window",
     "feature_dim",
@@ -58,6 +59,7 @@ CONTRACT_KEYS = {
     "limb_thickness",
     "binarize_threshold",
     "min_confidence",
+    "features",
 }
 FACTORY = "factory"  # the configured bundle, active when no installed version is
 UPDATE_LOG_MAX_LINES = 1000
@@ -98,8 +100,12 @@ def compatibility_problems(bundle: Bundle, cfg: ApplianceConfig) -> list[str]:
     c = bundle.contract
     if not 2 <= c.window <= 300:
         problems.append(f"input contract window {c.window} is outside 2-300 frames")
-    if not 8 <= c.map_spec.map_size <= 128:
+    if c.map_spec is not None and not 8 <= c.map_spec.map_size <= 128:
         problems.append(f"input contract map_size {c.map_spec.map_size} is outside 8-128")
+    if c.features is not None and c.features not in FEATURE_SETS:
+        problems.append(
+            f"input features {c.features!r} are unknown to this appliance software ({FEATURE_SETS})"
+        )
     layout = pose_layout(cfg)
     if layout is not None and layout not in c.joint_layouts:
         problems.append(

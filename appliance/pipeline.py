@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.detector import HysteresisRule, TrackDetector
 from appliance.events import AnomalyEvent, ModelRef, Skeleton
+from appliance.motion_scorer import PostureMotionScorer
 from appliance.pose.base import Person
 from appliance.pose.layouts import to_body_graph
 from appliance.scorer import MultiTrackScorer
@@ -39,8 +40,8 @@ class CameraPipeline:
         *,
         appliance_id: str,
         camera_id: str,
-        scorer: MultiTrackScorer,
-        map_spec: MapSpec,
+        scorer: MultiTrackScorer | PostureMotionScorer,
+        map_spec: MapSpec | None,
         model: ModelRef,
         rule: HysteresisRule,
         tracker: Tracker,
@@ -57,22 +58,28 @@ class CameraPipeline:
     ) -> FrameResult:
         """Run one frame's people (from the pose stage) through tracking, scoring and detection."""
         result = FrameResult(people=len(people))
+        bodies = getattr(self.scorer, "input_kind", "maps") == "body"  # posture-motion model
         if self.whole_frame:
-            drawn = self._whole_frame_map(people, image_size)
-            maps, persons = (
+            drawn = self._whole_frame_body(people) if bodies else self._whole_frame_map(people, image_size)
+            inputs, persons = (
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
         else:
             update = self.tracker.update(people)
             for tid in update.closed:
                 result.events += self.end_track(tid, when, "track_lost")
-            maps, persons = {}, {}
+            inputs, persons = {}, {}
             for track in update.seen:
-                m = self._track_map(track.track_id, track.person, image_size)
+                p = track.person
+                m = (
+                    to_body_graph(p.keypoints, p.layout)
+                    if bodies
+                    else self._track_map(track.track_id, p, image_size)
+                )
                 if m is not None:
-                    maps[track.track_id] = m
-                    persons[track.track_id] = track.person
-        for tid, score in self.scorer.push(maps).items():
+                    inputs[track.track_id] = m
+                    persons[track.track_id] = p
+        for tid, score in self.scorer.push(inputs).items():
             if score is None:
                 continue
             result.scores[tid] = score
@@ -101,7 +108,12 @@ class CameraPipeline:
         return events
 
     def swap_model(
-        self, scorer: MultiTrackScorer, map_spec: MapSpec, model: ModelRef, threshold: float, when: float
+        self,
+        scorer: MultiTrackScorer | PostureMotionScorer,
+        map_spec: MapSpec | None,
+        model: ModelRef,
+        threshold: float,
+        when: float,
     ) -> list[AnomalyEvent]:
         """Score with another model from the next frame on; tracks are kept.
 
@@ -144,6 +156,13 @@ class CameraPipeline:
                 return None  # not drawable until its neck has been seen once
         self._last_neck[tid] = neck
         return render_map(body, neck, image_size, self.map_spec)
+
+    def _whole_frame_body(self, people: list[Person]) -> tuple[np.ndarray, Person] | None:
+        """Whole-frame mode for the posture-motion model: the largest person's body."""
+        if not people:
+            return None
+        main = people[int(np.argmax([(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in people]))]
+        return to_body_graph(main.keypoints, main.layout), main
 
     def _whole_frame_map(
         self, people: list[Person], image_size: tuple[int, int]

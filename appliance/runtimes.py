@@ -1,7 +1,9 @@
 """Inference runtimes for the exported scorer graphs (no torch): onnxruntime and LiteRT (TFLite).
 
-Each runtime runs the two graphs of a bundle variant: ``encode`` (maps -> per-frame features) and
-``score`` (a window's features and maps -> anomaly score). Optional runtimes import lazily.
+Each LSTM-VAE runtime runs the two graphs of a bundle variant: ``encode`` (maps -> per-frame
+features) and ``score`` (a window's features and maps -> anomaly score). A window runtime runs the
+one graph of a posture-motion variant (a window of body features -> score). Optional runtimes
+import lazily.
 """
 
 from __future__ import annotations
@@ -106,6 +108,54 @@ class TfliteScoringRuntime:
             self._sequence.invoke()
             out[i] = self._sequence.get_tensor(self._seq_out).reshape(-1)[0]
         return out
+
+
+class WindowRuntime(Protocol):
+    name: str
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """(B, T, F) float32 feature windows -> (B,) scores."""
+
+
+def _onnx_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad models
+        raise ApplianceError(f"onnxruntime cannot load the model: {exc}") from None
+
+
+class OnnxWindowRuntime:
+    """One onnxruntime session scoring whole windows; one window per run, as measured for parity
+    (dynamically quantised graphs quantise activations per call, so a batch would change scores)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: Path, threads: int = 1) -> None:
+        self._session = _onnx_session(model, threads)
+        self._input = self._session.get_inputs()[0].name
+
+    def input_shapes(self) -> dict[str, list]:
+        return {"window": self._session.get_inputs()[0].shape}
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        return np.array(
+            [self._session.run(None, {self._input: windows[i : i + 1]})[0][0] for i in range(len(windows))],
+            dtype=np.float32,
+        )
+
+
+def open_window_runtime(kind: str, model: Path, threads: int = 1) -> WindowRuntime:
+    if kind == "onnxruntime":
+        return OnnxWindowRuntime(model, threads)
+    raise RuntimeUnavailable(f"posture-motion models run on onnxruntime; runtime {kind!r} has no variant")
 
 
 def _tflite_interpreter():

@@ -34,6 +34,8 @@ class MultiTrackScorer:
     products; measured 1.8x the windows/s of one call per track at 16 tracks (README, benchmark).
     """
 
+    input_kind = "maps"
+
     def __init__(self, runtime: ScoringRuntime, window: int, feature_dim: int, map_size: int) -> None:
         self.runtime = runtime
         self.window, self.feature_dim, self.map_size = window, feature_dim, map_size
@@ -66,10 +68,10 @@ class MultiTrackScorer:
             out.update({tid: float(s) for tid, s in zip(ready, scores, strict=True)})
         return out
 
-    def take_over(self, old: MultiTrackScorer) -> None:
+    def take_over(self, old: object) -> None:
         """Continue another model's tracks: re-encode their recent maps with this model, so the first
         window after a model switch is scored on the next frame instead of T frames later."""
-        if old.map_size != self.map_size:
+        if not isinstance(old, MultiTrackScorer) or old.map_size != self.map_size:
             return
         for tid, (_, old_maps) in old._buffers.items():
             maps = old_maps.items()[-(self.window - 1) :] if self.window > 1 else old_maps.items()[:0]

@@ -204,6 +204,29 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_posture_motion(args: argparse.Namespace) -> int:
+    from export.motion_eval import feature_sequences, normal_windows
+    from export.posture_motion import fit_posture_motion
+    from export.posture_motion_bundle import build_posture_motion_bundle
+
+    split = _load_source(args)
+    train, val, test = (feature_sequences(p) for p in (split.train, split.val, split.test))
+    model, info = fit_posture_motion(normal_windows(train), normal_windows(val or train))
+    print(f"fitted on {info['train_windows']} normal windows; calibrated on {info['val_windows']}")
+    build_posture_motion_bundle(
+        model, info, train, val, test, args.out, args.name or args.out.name, args.version, split.name,
+        force=args.force, sign_key=args.sign, score_scale=args.score_scale,
+    )  # fmt: skip
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from export.motion_eval import compare
+
+    compare(args.data, args.datasets, args.out, args.paper)
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from appliance.signing import generate_key_pair
 
@@ -224,7 +247,16 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_starter(args: argparse.Namespace) -> int:
     from export.starter import build_starter
 
-    build_starter(args.video, args.out, args.work, epochs=args.epochs, seed=args.seed)
+    out = args.out or Path(f"appliance/assets/starter-walking-{args.model.replace('_', '-')}.tar")
+    build_starter(
+        args.video,
+        out,
+        args.work,
+        epochs=args.epochs,
+        seed=args.seed,
+        model=args.model,
+        skeletons=args.skeletons,
+    )
     return 0
 
 
@@ -278,6 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
     p.set_defaults(func=cmd_bundle)
 
+    p = sub.add_parser(
+        "posture-motion", help="fit the posture-motion model on normal data and package it as a bundle"
+    )
+    _add_source_options(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle directory; a .tar of it is written beside")
+    p.add_argument("--name", help="model name (default: the --out folder name)")
+    p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--score-scale", help="declare scores comparable with earlier bundles of this id")
+    p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
+    p.set_defaults(func=cmd_posture_motion)
+
+    p = sub.add_parser(
+        "compare", help="posture-motion model vs the speed rule (and the paper model's reports) on both sets"
+    )
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument("--out", type=Path, default=Path("runs/compare"))
+    p.add_argument(
+        "--paper", type=Path, nargs="*", default=[], help="reproduce output folders (one per seed)"
+    )
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (OUT.key, OUT.pub)")
     p.add_argument("--out", type=Path, required=True, help="path without suffix, e.g. keys/acme-models")
     p.add_argument("--force", action="store_true", help="replace existing key files")
@@ -294,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
     p.add_argument("--video", type=Path, required=True, help="walking footage (vtest.avi)")
-    p.add_argument("--out", type=Path, default=Path("appliance/assets/starter-walking-lstm-vae.tar"))
+    p.add_argument("--model", choices=["posture_motion", "lstm_vae"], default="posture_motion")
+    p.add_argument("--out", type=Path, help="default: appliance/assets/starter-walking-<model>.tar")
+    p.add_argument("--skeletons", type=Path, help="reuse a vtest-skeletons.csv from an earlier run")
     p.add_argument("--work", type=Path, default=Path("runs/starter"), help="skeletons and checkpoint")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)

@@ -1,4 +1,7 @@
-"""The starter bundle shipped with the appliance: an LSTM-VAE of people walking, from real footage.
+"""The starter bundles shipped with the appliance: models of people walking, from real footage.
+
+The default is the posture-motion model (``starter-walking-posture-motion``); the paper's LSTM-VAE
+(``starter-walking-lstm-vae``) stays selectable with ``--model lstm_vae``.
 
 Built from OpenCV's ``vtest.avi`` sample (real CCTV of a walkway, elevated camera; shippable, unlike
 the research sets), frames 0-599, with the appliance's own pose backend and tracker, so the model
@@ -31,6 +34,7 @@ from export.models import ModelConfig
 from export.train import TrainConfig, save_checkpoint, train_model
 
 NAME = "starter-walking-lstm-vae"
+POSTURE_MOTION_NAME = "starter-walking-posture-motion"
 
 
 def split_in_time(seqs: list[KeypointSequence], boundary: int, min_len: int) -> tuple[list, list]:
@@ -54,15 +58,24 @@ def build_starter(
     boundary: int = 500,
     epochs: int = 30,
     seed: int = 0,
+    model: str = "posture_motion",
+    skeletons: Path | None = None,
 ) -> Path:
     work.mkdir(parents=True, exist_ok=True)
-    seqs = extract_tracks(video, create_backend(BlazePoseConfig()), frames=frames, name="vtest")
-    write_keypoints_csv(work / "vtest-skeletons.csv", seqs)
+    if skeletons is not None:  # skeletons an earlier run extracted (the pose stage takes minutes)
+        from appliance.keypoints.readers import read_keypoints
+
+        seqs = read_keypoints(skeletons)
+    else:
+        seqs = extract_tracks(video, create_backend(BlazePoseConfig()), frames=frames, name="vtest")
+        write_keypoints_csv(work / "vtest-skeletons.csv", seqs)
     train_seqs, val_seqs = split_in_time(seqs, boundary, 30)
     print(
         f"{len(seqs)} tracks from frames 0-{frames - 1}: {sum(map(len, train_seqs))} training frames "
         f"({len(train_seqs)} pieces), {sum(map(len, val_seqs))} validation frames ({len(val_seqs)} pieces)"
     )
+    if model == "posture_motion":
+        return _posture_motion_starter(train_seqs, val_seqs, out_tar, video, frames)
     spec = MapSpec()
     train, val = render_sequences(train_seqs, spec), render_sequences(val_seqs, spec)
     result = train_model(ModelConfig(), TrainConfig(epochs=epochs, seed=seed), train, val, description=NAME)
@@ -82,6 +95,25 @@ def build_starter(
             "1.0.0",
             ["onnx-fp32", "onnx-int8"],
             "vtest-walking",
+        )
+        out_tar.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
+    print(f"starter bundle written to {out_tar} ({out_tar.stat().st_size // 1024} KiB)")
+    return out_tar
+
+
+def _posture_motion_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int) -> Path:
+    from export.motion_eval import feature_sequences, normal_windows
+    from export.posture_motion import fit_posture_motion
+    from export.posture_motion_bundle import build_posture_motion_bundle
+
+    train, val = feature_sequences(train_seqs), feature_sequences(val_seqs)
+    model, info = fit_posture_motion(normal_windows(train), normal_windows(val))
+    info["source"] = f"{video.name} frames 0-{frames - 1}, blazepose"
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle_dir = Path(tmp) / POSTURE_MOTION_NAME
+        build_posture_motion_bundle(
+            model, info, train, val, val, bundle_dir, POSTURE_MOTION_NAME, "2.0.0", "vtest-walking"
         )
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)

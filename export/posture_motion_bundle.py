@@ -1,0 +1,176 @@
+"""Package a posture-motion model as a bundle: ONNX fp32 and int8, the same parity gate, the same
+manifest schema as the LSTM-VAE (``model.type: posture_motion``; input contract = the body
+features ``posture-motion-v1`` instead of skeleton maps; the reference window is raw features)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from appliance.bundle import MANIFEST, SCHEMA_VERSION, InputContract, sha256_file
+from appliance.errors import ApplianceError
+from appliance.metrics import auroc
+from appliance.motion_features import FEATURE_DIM, model_input, normalise_window
+from appliance.pose.layouts import LAYOUTS
+from appliance.runtimes import OnnxWindowRuntime
+from appliance.signing import sign_manifest
+from appliance.window import sliding_windows, window_scores_to_frames
+from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, write_tar
+from export.motion_eval import FeatureSequence
+from export.parity import check_variant, format_parity_table
+from export.posture_motion import PostureMotionModel, export_onnx
+
+FEATURES = "posture-motion-v1"
+VARIANTS = ("onnx-fp32", "onnx-int8")
+SCORE_DEFINITION = (
+    "largest of three z-scored log Mahalanobis distances of the window's body-normalised posture and "
+    "motion statistics (speed; motion; posture and motion) to the normal windows' Gaussians; z-scores "
+    "from normal validation windows; higher is more anomalous"
+)
+
+
+def _windows(seq: FeatureSequence, window: int) -> np.ndarray:
+    return model_input(normalise_window(sliding_windows(seq.raw, window)))
+
+
+def build_posture_motion_bundle(
+    model: PostureMotionModel,
+    fit_info: dict,
+    train: list[FeatureSequence],
+    val: list[FeatureSequence],
+    test: list[FeatureSequence],
+    out: Path,
+    name: str,
+    version: str,
+    dataset: str,
+    window: int = 30,
+    force: bool = False,
+    sign_key: Path | None = None,
+    score_scale: str | None = None,
+    log=print,
+) -> Path:
+    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
+    if out.exists() and not force:
+        raise ApplianceError(f"{out} exists; pass --force to replace it")
+    scored = [s for s in test if len(s.labels) >= window]
+    ref = [model.score(_windows(s, window)) for s in scored]
+    ref_flat = np.concatenate(ref)
+    frames = np.concatenate(
+        [window_scores_to_frames(r, len(s.labels), window) for r, s in zip(ref, scored, strict=True)]
+    )
+    positive = np.concatenate([s.labels for s in scored]) > 0
+    ref_auroc = auroc(frames, positive)
+
+    pool = val if any(len(s.labels) >= window for s in val) else train
+    normal = [
+        (i, j)
+        for i, s in enumerate(pool)
+        if len(s.labels) >= window
+        for j in np.flatnonzero(sliding_windows(s.labels == 0, window).all(axis=1))
+    ]
+    if not normal:
+        raise ApplianceError("no normal window in the validation or training data for the threshold")
+    pool_scores = {i: model.score(_windows(pool[i], window)) for i in {i for i, _ in normal}}
+    normal_scores = np.array([pool_scores[i][j] for i, j in normal])
+    threshold = float(np.quantile(normal_scores, THRESHOLD_QUANTILE))
+    ref_i, ref_j = normal[int(np.argsort(normal_scores)[len(normal_scores) // 2])]  # a median normal window
+    reference_raw = np.ascontiguousarray(pool[ref_i].raw[ref_j : ref_j + window], dtype="<f4")
+
+    with tempfile.TemporaryDirectory(prefix="bundle-build-") as tmp:
+        work = Path(tmp)
+        graphs = {"onnx-fp32": work / "onnx-fp32" / "posture_motion.onnx"}
+        graphs["onnx-fp32"].parent.mkdir(parents=True)
+        export_onnx(model, graphs["onnx-fp32"], window)
+        if "onnx-int8" in VARIANTS:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            graphs["onnx-int8"] = work / "onnx-int8" / "posture_motion.onnx"
+            graphs["onnx-int8"].parent.mkdir(parents=True)
+            quantize_dynamic(str(graphs["onnx-fp32"]), str(graphs["onnx-int8"]), weight_type=QuantType.QInt8)
+        rows, manifest_variants = [], {}
+        for variant, path in graphs.items():
+            rt = OnnxWindowRuntime(path, threads=1)
+            scores = [rt.score_windows(_windows(s, window)).astype(np.float64) for s in scored]
+            vframes = np.concatenate(
+                [
+                    window_scores_to_frames(r, len(s.labels), window)
+                    for r, s in zip(scores, scored, strict=True)
+                ]
+            )
+            rows.append(
+                check_variant(variant, ref_flat, np.concatenate(scores), ref_auroc, vframes, positive)
+            )
+            ref_score = float(rt.score_windows(model_input(normalise_window(reference_raw))[None])[0])
+            manifest_variants[variant] = {
+                "runtime": "onnxruntime",
+                "model": path.relative_to(work).as_posix(),
+                "reference_score": ref_score,
+                "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in variant else "fp32"],
+                "auroc": rows[-1].auroc,
+            }
+        log(f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split):\n"
+            + format_parity_table(ref_auroc, rows))  # fmt: skip
+        if failed := [r.variant for r in rows if not r.passed]:
+            raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+        files = {p.relative_to(work).as_posix(): sha256_file(p) for p in graphs.values()}
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "model": {
+                "name": name,
+                "version": version,
+                "type": "posture_motion",
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "architecture": {"model_type": "posture_motion", "window": window, **fit_info},
+            },
+            "input_contract": InputContract(window, FEATURE_DIM, None, tuple(LAYOUTS), FEATURES).to_dict(),
+            "score": {
+                "definition": SCORE_DEFINITION,
+                "units": "z (normal validation windows)",
+                "higher_is_anomalous": True,
+                "assigned_to": "the last frame of the window",
+                **({"scale": score_scale} if score_scale else {}),
+            },
+            "variants": manifest_variants,
+            "files": files,
+            "training": {"dataset": dataset, "sequences": [s.name for s in train], **fit_info},
+            "evaluation": {
+                "dataset": dataset,
+                "split": "test",
+                "frames": len(frames),
+                "pytorch_auroc": ref_auroc,
+                "parity": [r.to_dict() for r in rows],
+            },
+            "threshold": {
+                "default": threshold,
+                "method": f"{THRESHOLD_QUANTILE:.1%} quantile of scores on {len(normal_scores)} normal "
+                f"{'validation' if pool is val else 'training'} windows; calibration replaces it",
+                "normal_quantiles": {
+                    f"{q:g}": float(np.quantile(normal_scores, q)) for q in (0.5, 0.9, 0.95, 0.99, 0.995, 1.0)
+                },
+            },
+            "reference": {
+                "features": base64.b64encode(reference_raw.tobytes()).decode("ascii"),
+                "source": f"{pool[ref_i].name} frames {ref_j}..{ref_j + window - 1}",
+            },
+        }
+        stage = out.with_name(out.name + ".partial")
+        shutil.rmtree(stage, ignore_errors=True)
+        for rel in files:
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(work / rel, stage / rel)
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if sign_key is not None:
+            log(f"signed with key {sign_manifest(stage, sign_key)}")
+    if out.exists():
+        shutil.rmtree(out)
+    stage.rename(out)
+    tar_path = write_tar(out)
+    log(f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
+        f"default threshold {threshold:.2f}")  # fmt: skip
+    return out
