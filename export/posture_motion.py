@@ -8,7 +8,11 @@ Mahalanobis distance to the normal windows (closed form, no random element):
 - ``speed``: mean and spread of the mean joint speed (catches running, dashing, falling);
 - ``motion``: per-joint speed, centre velocity, speed and per-joint acceleration (kicks, punches);
 - ``all``: posture (mean and spread of each joint relative to the hip) and motion statistics together
-  (crouching, lying, reaching).
+  (crouching, lying, reaching);
+
+and the one-sided speed rule (mean joint speed over the window; faster than normal only), which the
+Gaussians, being two-sided, weigh less sharply (added on validation: URFD 0.957 -> 0.971, mocap
+unchanged at 0.920).
 
 Each covariance is shrunk towards the identity by the amount that maximises the likelihood of the
 normal validation windows; each component's log score is z-scored on those windows, and the window
@@ -115,11 +119,18 @@ def choose_shrink(train: np.ndarray, val: np.ndarray, groups: tuple[str, ...]) -
     return best
 
 
+class SpeedRuleScorer(nn.Module):
+    """The one-sided speed rule as a component: mean joint speed / body scale over the window."""
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(w, nan=0.0)[..., SPEED].mean(1)
+
+
 class PostureMotionModel(nn.Module):
     """(B, T, FEATURE_DIM) normalised windows (NaN allowed) -> (B,) anomaly scores: the largest of the
     components' z-scored log Mahalanobis distances (z-scored on normal validation windows)."""
 
-    def __init__(self, names: list[str], scorers: list[GaussianWindowScorer]) -> None:
+    def __init__(self, names: list[str], scorers: list[nn.Module]) -> None:
         super().__init__()
         self.names = list(names)
         self.scorers = nn.ModuleList(scorers)
@@ -147,12 +158,15 @@ def fit_posture_motion(train: np.ndarray, val: np.ndarray) -> tuple[PostureMotio
     """Fit on normal training windows; shrinkage and score calibration on normal validation windows."""
     train = np.nan_to_num(np.asarray(train, np.float32), nan=0.0)
     val = np.nan_to_num(np.asarray(val, np.float32), nan=0.0)
-    scorers, info = [], {"components": list(COMPONENTS), "fusion": "max of z-scored log distances"}
+    names = [*COMPONENTS, "speed_rule"]
+    scorers: list[nn.Module] = []
+    info: dict = {"components": names, "fusion": "max of z-scored log scores"}
     for name, groups in COMPONENTS.items():
         shrink = choose_shrink(train, val, groups)
         scorers.append(GaussianWindowScorer.fit(train, shrink, groups))
         info[f"shrink_{name}"] = shrink
-    model = PostureMotionModel(list(COMPONENTS), scorers)
+    scorers.append(SpeedRuleScorer())
+    model = PostureMotionModel(names, scorers)
     with torch.no_grad():
         logs = torch.stack([torch.log(s(torch.from_numpy(val)) + 1e-9) for s in scorers], dim=1)
         model.loc.copy_(logs.mean(0))

@@ -1,0 +1,80 @@
+"""Edge cost of the posture-motion model, measured in one run: per new frame and track, the body
+features (streamed, cached) plus the exported graph on the 30-frame window, fp32 and int8, one
+thread; and int8's AUROC against fp32 on the URFD test split.
+
+    python benchmarks/posture_motion.py [--data ../shared/data] [--frames 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from appliance.bundle import open_bundle  # noqa: E402
+from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
+from appliance.pose.layouts import to_body_graph  # noqa: E402
+from export.motion_eval import fit_dataset  # noqa: E402
+from export.posture_motion_bundle import build_posture_motion_bundle  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--frames", type=int, default=3000)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    model, info, d = fit_dataset("urfd", args.data)
+    parts = d["parts"]
+    print(f"fit: {info['fit_seconds']} s on {info['train_windows']} normal windows (closed form, one core)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "urfd-pm"
+        build_posture_motion_bundle(
+            model,
+            info,
+            parts["train"],
+            parts["val"],
+            parts["test"],
+            out,
+            "bench",
+            "0",
+            "urfd",
+            log=lambda *_: None,
+        )
+        bundle = open_bundle(out)
+        rows = {r["variant"]: r for r in bundle.manifest["evaluation"]["parity"]}
+        from export.datasets import load_split
+
+        seqs = load_split("urfd", args.data).test
+        bodies = np.concatenate([to_body_graph(s.keypoints, s.layout) for s in seqs])[: args.frames]
+        for variant in ("onnx-fp32", "onnx-int8"):
+            runtime, _ = bundle.open("onnxruntime", variant, threads=1)
+            scorer = PostureMotionScorer(runtime, 30)
+            times = []
+            for body in bodies:
+                t0 = time.perf_counter()
+                scorer.push({1: body})
+                times.append(time.perf_counter() - t0)
+            ms = np.array(times[30:]) * 1e3
+            size = (out / bundle.manifest["variants"][variant]["model"]).stat().st_size / 1024
+            print(
+                f"{variant}: {np.median(ms):.3f} ms per new frame and track (features + window score), "
+                f"p99 {np.percentile(ms, 99):.3f} ms, {size:.0f} KiB; budget 3 ms: "
+                f"{3.0 / np.median(ms):.1f}x headroom; AUROC {rows[variant]['auroc']:.4f} "
+                f"({rows[variant]['auroc_diff']:+.4f} vs PyTorch)"
+            )
+
+
+if __name__ == "__main__":
+    main()
