@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from appliance.errors import ApplianceError, ModelError
+from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration
 from appliance.motion_features import model_input, normalise_window
 from appliance.runtimes import RUNTIMES, ScoringRuntime, WindowRuntime, open_runtime, open_window_runtime
 from appliance.signing import SIGNATURE_FILE, SignaturePolicy, Signer
@@ -216,19 +217,34 @@ class Bundle:
         """The smoke test's input: (T, S, S) maps, or (T, RAW_DIM) raw body features."""
         ref = self.manifest["reference"]
         if self.model_type == "posture_motion":
-            raw = np.frombuffer(base64.b64decode(ref["features"]), dtype="<f4")
-            return raw.reshape(self.contract.window, -1).copy()
+            return self.reference_features()
         return unpack_maps(
             ref["maps"],
             (self.contract.window, self.contract.map_spec.map_size, self.contract.map_spec.map_size),
         )
 
+    def reference_features(self) -> np.ndarray:
+        raw = np.frombuffer(base64.b64decode(self.manifest["reference"]["features"]), dtype="<f4")
+        return raw.reshape(self.contract.window, -1).copy()
+
+    def part(self, name: str) -> Bundle:
+        """A fused bundle's part (a complete bundle in a sub-folder), verified on its own."""
+        rel = self.manifest["parts"][name]
+        return open_bundle(self.root / rel)
+
     def open(
         self, runtime: str = "onnxruntime", variant: str | None = None, threads: int = 1
-    ) -> tuple[ScoringRuntime | WindowRuntime, str]:
+    ) -> tuple[ScoringRuntime | WindowRuntime | FusedRuntime, str]:
         """Open a runtime on a variant, check its input shapes against the contract, run the smoke test."""
         variant = self.choose_variant(runtime, variant)
         spec = self.manifest["variants"][variant]
+        if self.model_type == "fused":
+            maps_rt, _ = self.part(MAP_PART).open(runtime, spec["parts"][MAP_PART], threads)
+            motion_rt, _ = self.part(MOTION_PART).open(runtime, spec["parts"][MOTION_PART], threads)
+            cal = self.manifest["fusion"][MAP_PART]
+            rt = FusedRuntime(maps_rt, motion_rt, MapCalibration(cal["loc"], cal["scale"]))
+            self.smoke_test(rt, variant)
+            return rt, variant
         if self.model_type == "posture_motion":
             rt = open_window_runtime(runtime, self.root / spec["model"], threads)
         else:
@@ -236,6 +252,10 @@ class Bundle:
         self._check_shapes(rt, variant)
         self.smoke_test(rt, variant)
         return rt, variant
+
+    def _map_shape(self) -> tuple[int, int]:
+        s = self.contract.map_spec.map_size
+        return s, s
 
     def _check_shapes(self, rt: ScoringRuntime | WindowRuntime, variant: str) -> None:
         shapes = getattr(rt, "input_shapes", lambda: {})()
@@ -255,11 +275,17 @@ class Bundle:
 
     def smoke_test(self, rt: ScoringRuntime, variant: str) -> float:
         """Score the reference window; refuse the bundle if it is off the manifest's expected score."""
-        window = self.reference_window().astype(np.float32)
         try:
-            if self.model_type == "posture_motion":
+            if self.model_type == "fused":
+                maps = unpack_maps(
+                    self.manifest["reference"]["maps"], (self.contract.window, *self._map_shape())
+                )
+                score = rt.score_window(maps.astype(np.float32), self.reference_features())
+            elif self.model_type == "posture_motion":
+                window = self.reference_window().astype(np.float32)
                 score = float(rt.score_windows(model_input(normalise_window(window))[None])[0])
             else:
+                window = self.reference_window().astype(np.float32)
                 features = rt.encode(window)
                 score = float(rt.score(features[None], window[None])[0])
         except ApplianceError:
@@ -345,7 +371,9 @@ def _verify_files(root: Path, manifest: dict) -> None:
     extra = sorted(present - set(listed) - {MANIFEST, SIGNATURE_FILE})
     if extra:
         raise BundleError(f"{root}: files not listed in the manifest: {', '.join(extra[:5])}")
-    graphs = ("model",) if manifest["model"].get("type") == "posture_motion" else ("encoder", "sequence")
+    graphs = {"posture_motion": ("model",), "fused": ()}.get(
+        manifest["model"].get("type"), ("encoder", "sequence")
+    )
     for variant, spec in manifest["variants"].items():
         for key in graphs:
             if spec.get(key) not in listed:

@@ -41,6 +41,7 @@ from appliance.events import (
     ScoreTelemetry,
     iso_utc,
 )
+from appliance.fused import MAP_PART, FusedScorer
 from appliance.inbox import Inbox
 from appliance.model_store import FACTORY, ModelStore, UpdateRefused, compatibility_problems, policy_for
 from appliance.motion_scorer import PostureMotionScorer
@@ -88,10 +89,13 @@ class LoadedModel:
     def score_scale(self) -> str | None:
         return self.bundle.manifest["score"].get("scale")
 
-    def scorer(self) -> MultiTrackScorer | PostureMotionScorer:
+    def scorer(self) -> MultiTrackScorer | PostureMotionScorer | FusedScorer:
         c = self.bundle.contract
         if self.bundle.model_type == "posture_motion":
             return PostureMotionScorer(self.runtime, c.window)
+        if self.bundle.model_type == "fused":
+            maps = self.bundle.part(MAP_PART).contract
+            return FusedScorer(self.runtime, c.window, maps.feature_dim, maps.map_spec.map_size)
         return MultiTrackScorer(self.runtime, c.window, c.feature_dim, c.map_spec.map_size)
 
 

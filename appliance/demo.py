@@ -23,7 +23,8 @@ from appliance.errors import ApplianceError
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "demo-walking.mp4"
 SQUATS_CLIP = ASSETS / "demo-squats.mp4"
-STARTER_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"
+STARTER_BUNDLE = ASSETS / "starter-walking-fused.tar"  # the default: map model + posture-motion
+STARTER_LSTM_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"  # the paper's model alone
 
 
 def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = False) -> ApplianceConfig:

@@ -48,7 +48,7 @@ from appliance.signing import SignaturePolicy, Signer
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("lstm_vae", "posture_motion")  # model types this appliance can feed and score
+MODEL_TYPES = ("lstm_vae", "posture_motion", "fused")  # model types this appliance can feed and score
 FEATURE_SETS = ("posture-motion-v1",)  # body feature definitions it computes (appliance.motion_features)
 CONTRACT_KEYS = {
     "window",

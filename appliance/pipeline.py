@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.detector import HysteresisRule, TrackDetector
 from appliance.events import AnomalyEvent, ModelRef, Skeleton
+from appliance.fused import FusedScorer
 from appliance.motion_scorer import PostureMotionScorer
 from appliance.pose.base import Person
 from appliance.pose.layouts import to_body_graph
@@ -40,7 +41,7 @@ class CameraPipeline:
         *,
         appliance_id: str,
         camera_id: str,
-        scorer: MultiTrackScorer | PostureMotionScorer,
+        scorer: MultiTrackScorer | PostureMotionScorer | FusedScorer,
         map_spec: MapSpec | None,
         model: ModelRef,
         rule: HysteresisRule,
@@ -58,9 +59,15 @@ class CameraPipeline:
     ) -> FrameResult:
         """Run one frame's people (from the pose stage) through tracking, scoring and detection."""
         result = FrameResult(people=len(people))
-        bodies = getattr(self.scorer, "input_kind", "maps") == "body"  # posture-motion model
+        kind = getattr(self.scorer, "input_kind", "maps")  # maps, body (posture-motion) or both (fused)
         if self.whole_frame:
-            drawn = self._whole_frame_body(people) if bodies else self._whole_frame_map(people, image_size)
+            drawn = (
+                self._whole_frame_body(people)
+                if kind == "body"
+                else self._whole_frame_map(people, image_size)
+            )
+            if drawn is not None and kind == "both":
+                drawn = ((drawn[0], to_body_graph(drawn[1].keypoints, drawn[1].layout)), drawn[1])
             inputs, persons = (
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
@@ -71,11 +78,7 @@ class CameraPipeline:
             inputs, persons = {}, {}
             for track in update.seen:
                 p = track.person
-                m = (
-                    to_body_graph(p.keypoints, p.layout)
-                    if bodies
-                    else self._track_map(track.track_id, p, image_size)
-                )
+                m = self._track_input(kind, track.track_id, p, image_size)
                 if m is not None:
                     inputs[track.track_id] = m
                     persons[track.track_id] = p
@@ -109,7 +112,7 @@ class CameraPipeline:
 
     def swap_model(
         self,
-        scorer: MultiTrackScorer | PostureMotionScorer,
+        scorer: MultiTrackScorer | PostureMotionScorer | FusedScorer,
         map_spec: MapSpec | None,
         model: ModelRef,
         threshold: float,
@@ -156,6 +159,14 @@ class CameraPipeline:
                 return None  # not drawable until its neck has been seen once
         self._last_neck[tid] = neck
         return render_map(body, neck, image_size, self.map_spec)
+
+    def _track_input(self, kind: str, tid: int, person: Person, image_size: tuple[int, int]):
+        if kind == "body":
+            return to_body_graph(person.keypoints, person.layout)
+        drawn = self._track_map(tid, person, image_size)
+        if kind == "maps" or drawn is None:
+            return drawn
+        return drawn, to_body_graph(person.keypoints, person.layout)
 
     def _whole_frame_body(self, people: list[Person]) -> tuple[np.ndarray, Person] | None:
         """Whole-frame mode for the posture-motion model: the largest person's body."""

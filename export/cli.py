@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
     p.add_argument("--video", type=Path, required=True, help="walking footage (vtest.avi)")
-    p.add_argument("--model", choices=["posture_motion", "lstm_vae"], default="posture_motion")
+    p.add_argument("--model", choices=["fused", "posture_motion", "lstm_vae"], default="fused")
     p.add_argument("--out", type=Path, help="default: appliance/assets/starter-walking-<model>.tar")
     p.add_argument("--skeletons", type=Path, help="reuse a vtest-skeletons.csv from an earlier run")
     p.add_argument("--work", type=Path, default=Path("runs/starter"), help="skeletons and checkpoint")

@@ -87,14 +87,53 @@ def fit_dataset(name: str, data_dir: Path) -> tuple[PostureMotionModel, dict, di
     return model, info, {"parts": parts, "classes": split.classes}
 
 
-def evaluate_dataset(name: str, data_dir: Path) -> dict:
+def evaluate_dataset(name: str, data_dir: Path, map_checkpoints: list[Path] = ()) -> dict:
+    """Posture-motion model and speed rule on one set; with LSTM-VAE checkpoints (one per seed), also
+    their fusion with the posture-motion model as the fused bundle computes it."""
     model, info, d = fit_dataset(name, data_dir)
     parts, classes = d["parts"], d["classes"]
-    out = {"fit": info}
+    out: dict = {"fit": info}
     for label, fn in (("posture_motion", model.score), ("speed_rule", speed_rule)):
         out[label] = {
             p: metrics(label, parts[p], frame_scores(parts[p], fn), classes) for p in ("val", "test")
         }
+    if map_checkpoints:
+        motion = {p: frame_scores(parts[p], model.score) for p in ("val", "test")}
+        out["fused"] = [_fused_metrics(name, data_dir, ck, parts, motion, classes) for ck in map_checkpoints]
+    return out
+
+
+def _z(window_scores: np.ndarray, loc: float, scale: float) -> np.ndarray:
+    return (np.log(np.maximum(window_scores, 1e-9)) - loc) / scale
+
+
+def _fused_metrics(name, data_dir, checkpoint: Path, parts, motion, classes) -> dict:
+    from appliance.skeleton_map import MapSpec
+    from export.datasets import render_sequences
+    from export.evaluate import score_windows
+    from export.train import load_checkpoint
+
+    lstm, ckpt = load_checkpoint(checkpoint)
+    split = load_split(name, data_dir)
+    rendered = {p: render_sequences(getattr(split, p), MapSpec(**ckpt["map_spec"])) for p in ("val", "test")}
+    window_scores = {
+        p: [score_windows(lstm, r.maps) if len(r.maps) >= WINDOW else np.zeros(0) for r in rendered[p]]
+        for p in rendered
+    }
+    normal = np.concatenate([
+        w[sliding_windows(r.labels == 0, WINDOW).all(axis=1)]
+        for w, r in zip(window_scores["val"], rendered["val"], strict=True) if len(w)
+    ])  # fmt: skip
+    logs = np.log(np.maximum(normal, 1e-9))
+    loc, scale = logs.mean(), logs.std() + 1e-6
+    out = {"checkpoint": str(checkpoint)}
+    for p in ("val", "test"):
+        fused = [
+            np.maximum(m, window_scores_to_frames(_z(w, loc, scale), len(r.labels), WINDOW))
+            if len(w) else m
+            for m, w, r in zip(motion[p], window_scores[p], rendered[p], strict=True)
+        ]  # fmt: skip
+        out[p] = metrics("fused", parts[p], fused, classes)
     return out
 
 
@@ -143,6 +182,12 @@ def format_tables(report: dict) -> str:
             m = r[key]["test"]
             cells = [f"{m['auroc_per_class'][t]:.3f}" for t in types]
             lines.append(f"| {label} | {m['auroc']:.3f} | " + " | ".join(cells) + " |")
+        if r.get("fused"):
+            fused = [f["test"] for f in r["fused"]]
+            n = len(fused)
+            cells = [_cell([f["auroc_per_class"][t] for f in fused]) for t in types]
+            label = f"posture-motion + LSTM-VAE, fused ({n} seed{'s' * (n > 1)})"
+            lines.append(f"| {label} | {_cell([f['auroc'] for f in fused])} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -150,7 +195,10 @@ def format_tables(report: dict) -> str:
 def compare(data_dir: Path, datasets: list[str], out: Path, paper_reports: list[Path], log=print) -> dict:
     report = {"datasets": {}, "paper": paper_results(paper_reports)}
     for name in datasets:
-        report["datasets"][name] = evaluate_dataset(name, data_dir)
+        checkpoints = [
+            p / name / "lstm_vae.pt" for p in paper_reports if (p / name / "lstm_vae.pt").is_file()
+        ]
+        report["datasets"][name] = evaluate_dataset(name, data_dir, checkpoints)
         r = report["datasets"][name]
         pm, rule = r["posture_motion"], r["speed_rule"]
         log(

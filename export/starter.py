@@ -1,7 +1,8 @@
 """The starter bundles shipped with the appliance: models of people walking, from real footage.
 
-The default is the posture-motion model (``starter-walking-posture-motion``); the paper's LSTM-VAE
-(``starter-walking-lstm-vae``) stays selectable with ``--model lstm_vae``.
+The default (``--model fused``, ``starter-walking-fused``) joins the paper's LSTM-VAE
+(``starter-walking-lstm-vae``, ``--model lstm_vae``) and the posture-motion model
+(``--model posture_motion``) fitted on the same skeletons, in one bundle (:mod:`appliance.fused`).
 
 Built from OpenCV's ``vtest.avi`` sample (real CCTV of a walkway, elevated camera; shippable, unlike
 the research sets), frames 0-599, with the appliance's own pose backend and tracker, so the model
@@ -35,6 +36,8 @@ from export.train import TrainConfig, save_checkpoint, train_model
 
 NAME = "starter-walking-lstm-vae"
 POSTURE_MOTION_NAME = "starter-walking-posture-motion"
+FUSED_NAME = "starter-walking-fused"
+LSTM_STARTER = Path(__file__).resolve().parents[1] / "appliance" / "assets" / "starter-walking-lstm-vae.tar"
 
 
 def split_in_time(seqs: list[KeypointSequence], boundary: int, min_len: int) -> tuple[list, list]:
@@ -58,8 +61,9 @@ def build_starter(
     boundary: int = 500,
     epochs: int = 30,
     seed: int = 0,
-    model: str = "posture_motion",
+    model: str = "fused",
     skeletons: Path | None = None,
+    map_bundle: Path = LSTM_STARTER,
 ) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     if skeletons is not None:  # skeletons an earlier run extracted (the pose stage takes minutes)
@@ -76,6 +80,8 @@ def build_starter(
     )
     if model == "posture_motion":
         return _posture_motion_starter(train_seqs, val_seqs, out_tar, video, frames)
+    if model == "fused":
+        return _fused_starter(train_seqs, val_seqs, out_tar, video, frames, map_bundle)
     spec = MapSpec()
     train, val = render_sequences(train_seqs, spec), render_sequences(val_seqs, spec)
     result = train_model(ModelConfig(), TrainConfig(epochs=epochs, seed=seed), train, val, description=NAME)
@@ -102,7 +108,9 @@ def build_starter(
     return out_tar
 
 
-def _posture_motion_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int) -> Path:
+def _posture_motion_starter(
+    train_seqs, val_seqs, out_tar: Path, video: Path, frames: int, name: str = POSTURE_MOTION_NAME
+) -> Path:
     from export.motion_eval import feature_sequences, normal_windows
     from export.posture_motion import fit_posture_motion
     from export.posture_motion_bundle import build_posture_motion_bundle
@@ -111,10 +119,30 @@ def _posture_motion_starter(train_seqs, val_seqs, out_tar: Path, video: Path, fr
     model, info = fit_posture_motion(normal_windows(train), normal_windows(val))
     info["source"] = f"{video.name} frames 0-{frames - 1}, blazepose"
     with tempfile.TemporaryDirectory() as tmp:
-        bundle_dir = Path(tmp) / POSTURE_MOTION_NAME
-        build_posture_motion_bundle(
-            model, info, train, val, val, bundle_dir, POSTURE_MOTION_NAME, "2.0.0", "vtest-walking"
+        bundle_dir = Path(tmp) / name
+        build_posture_motion_bundle(model, info, train, val, val, bundle_dir, name, "2.0.0", "vtest-walking")
+        out_tar.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
+    print(f"starter bundle written to {out_tar} ({out_tar.stat().st_size // 1024} KiB)")
+    return out_tar
+
+
+def _fused_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int, map_bundle: Path) -> Path:
+    from appliance.bundle import open_bundle
+    from export.fused_bundle import FusedSequence, build_fused_bundle
+    from export.motion_eval import feature_sequences
+
+    with tempfile.TemporaryDirectory() as tmp:
+        motion_tar = _posture_motion_starter(
+            train_seqs, val_seqs, Path(tmp) / f"{POSTURE_MOTION_NAME}.tar", video, frames
         )
+        spec = open_bundle(map_bundle).contract.map_spec
+        val = [
+            FusedSequence(r.name, r.maps, f.raw, f.labels)
+            for r, f in zip(render_sequences(val_seqs, spec), feature_sequences(val_seqs), strict=True)
+        ]
+        bundle_dir = Path(tmp) / FUSED_NAME
+        build_fused_bundle(map_bundle, motion_tar, val, val, bundle_dir, FUSED_NAME, "2.0.0", "vtest-walking")
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
     print(f"starter bundle written to {out_tar} ({out_tar.stat().st_size // 1024} KiB)")

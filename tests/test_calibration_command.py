@@ -100,7 +100,7 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     assert 1.2 < summary["footage_minutes"] < 1.4  # vtest holds 79.5 s: said, not hidden
     assert "held only 1.3 of the 3 minutes" in out.stderr
     saved = json.loads((state / "calibration" / "thresholds.json").read_text())
-    assert saved["model"] == {"name": "starter-walking-lstm-vae", "version": "1.0.0"}
+    assert saved["model"] == {"name": "starter-walking-fused", "version": "2.0.0"}
     cam = saved["cameras"]["walkway"]
     assert cam["threshold"] == pytest.approx(summary["threshold"]) and cam["target_alarms_per_hour"] == 30.0
     png = cv2.imread(str(state / "calibration" / "walkway-report.png"))
@@ -116,13 +116,13 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     cfg = demo_config(tmp_path / "e.jsonl").model_copy(update={"state_dir": state})
     app = Appliance(cfg)
     app.bundle = open_bundle(STARTER_BUNDLE)
-    app.calibrations = load_thresholds(state, "starter-walking-lstm-vae", "1.0.0")
+    app.calibrations = load_thresholds(state, "starter-walking-fused", "2.0.0")
     assert app.threshold_and_source(cfg.cameras[0]) == (pytest.approx(cam["threshold"]), "calibration")
 
 
 @pytest.mark.skipif(not VTEST.is_file(), reason="real data not found")
 def test_too_little_footage_for_the_alarm_rate_is_refused_with_what_to_do(tmp_path):
-    out = calibrate("--minutes", "0.7", "--from", str(VTEST), "--target-alarms-per-hour", "120",
+    out = calibrate("--minutes", "0.4", "--from", str(VTEST), "--target-alarms-per-hour", "120",
                     "--state-dir", str(tmp_path / "state"))  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert (

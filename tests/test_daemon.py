@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE
+from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE, STARTER_LSTM_BUNDLE
 from appliance.events import SCHEMAS, AnomalyEvent
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.model_files import find_model_files
@@ -126,7 +126,7 @@ def test_run_on_a_video_file_delivers_events_to_a_real_broker(tmp_path, broker: 
     final = statuses[-1]
     assert final["cameras"]["walkway"]["state"] in ("ended", "stopped")
     assert final["cameras"]["walkway"]["frames"] == 195 and final["outbox"]["depth"] == 0
-    assert final["model"]["name"] == "starter-walking-lstm-vae"
+    assert final["model"]["name"] == "starter-walking-fused"
     check_event_sequences(written)
     availability = sub.messages("appliance/test-box/available")
     assert availability[0] == "online" and availability[-1] == "offline"
@@ -213,7 +213,7 @@ def test_whole_frame_mode_scores_all_people_as_one_map():
     from appliance.scorer import MultiTrackScorer
     from appliance.tracker import Tracker
 
-    bundle = open_bundle(STARTER_BUNDLE)
+    bundle = open_bundle(STARTER_LSTM_BUNDLE)
     runtime, _ = bundle.open()
     c = bundle.contract
     seqs = read_urfd_csv(URFD)
@@ -295,16 +295,16 @@ def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path)
         return (read_events(path) if path.exists() else []), out.stderr
 
     events, log = run("uncalibrated")
-    assert events == [] and "uncalibrated for model starter-walking-lstm-vae" in log
+    assert events == [] and "uncalibrated for model starter-walking-fused" in log
     assert "34 windows" in log  # it still scores every window
 
     save_threshold(tmp_path / "state", manifest["name"], "0.0.1-other", "workcell", {"threshold": 1.0})
     events, log = run("other-model")
     assert events == [] and "not used (recalibrate)" in log
 
-    save_threshold(tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 80.0})
+    save_threshold(tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 3.0})
     events, log = run("calibrated")
-    assert events and {e.threshold for e in events} == {80.0}
+    assert events and {e.threshold for e in events} == {3.0}
 
 
 def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
@@ -328,7 +328,7 @@ def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
         time.sleep(12)  # uncalibrated: a minute of squats would raise nothing
         assert not events_file.exists() or events_file.read_text() == ""
         save_threshold(
-            tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 80.0}
+            tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 3.0}
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (events_file.exists() and events_file.read_text().strip()):
@@ -337,9 +337,9 @@ def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "camera workcell: threshold now 80.00 (calibration)" in err
+    assert "camera workcell: threshold now 3.00 (calibration)" in err
     events = read_events(events_file)
-    assert events and events[0].type == "start" and events[0].threshold == 80.0
+    assert events and events[0].type == "start" and events[0].threshold == 3.0
     assert err.count("starting -> streaming") == 1  # the camera was never reopened
 
 

@@ -27,7 +27,8 @@ import yaml
 
 from appliance.bundle import safe_extract, sha256_file
 from appliance.config import load_config
-from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE
+from appliance.demo import DEMO_CLIP, SQUATS_CLIP
+from appliance.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE  # versions 1.0.x of the map model
 from appliance.model_store import ModelStore, UpdateRefused
 from appliance.signing import generate_key_pair, sign_manifest
 from export.bundle import sign_bundle, write_tar
