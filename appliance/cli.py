@@ -55,8 +55,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from appliance.bundle import open_bundle
     from appliance.keypoints.readers import read_keypoints
     from appliance.metrics import auroc
-    from appliance.scorer import score_map_sequence
-    from appliance.skeleton_map import render_keypoints
+    from appliance.sequence_scoring import sequence_window_scores
     from appliance.window import window_scores_to_frames
 
     bundle = open_bundle(args.bundle)
@@ -70,8 +69,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         sequences = [s for s in sequences if s.name in set(args.only)]
     rows, all_scores, all_labels = [], [], []
     for seq in sequences:
-        maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)
-        scores = window_scores_to_frames(score_map_sequence(runtime, maps, window), len(maps), window)
+        scores = window_scores_to_frames(sequence_window_scores(bundle, runtime, seq), len(seq), window)
         labels = seq.labels if seq.labels is not None else np.full(len(seq), -1)
         rows += [
             (seq.name, int(f), s, int(lab)) for f, s, lab in zip(seq.frames, scores, labels, strict=True)
