@@ -45,6 +45,7 @@ from appliance.bundle import (
 from appliance.config import ApplianceConfig, BlazePoseConfig, OnnxPoseConfig
 from appliance.errors import ModelError
 from appliance.signing import SignaturePolicy, Signer
+from calibration.store import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -173,20 +174,6 @@ def _fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         _fsync_dir(Path(dirpath))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _slug(text: str) -> str:
@@ -389,7 +376,7 @@ class ModelStore:
             history.append(state.active or FACTORY)
         self.root.mkdir(parents=True, exist_ok=True)
         new = ActiveState(version_id, history, _now(), reason)
-        _write_atomic(self.pointer, new.to_json())
+        write_atomic(self.pointer, new.to_json())
 
     def rollback(
         self, cfg: ApplianceConfig, to: str | None = None, reason: str = "rollback", message: str = ""
@@ -419,7 +406,7 @@ class ModelStore:
                 if to is not None and previous is not None:
                     history.append(previous)  # an explicit choice can be undone
                 new = ActiveState(None if target == FACTORY else target, history, _now(), reason)
-                _write_atomic(self.pointer, new.to_json())
+                write_atomic(self.pointer, new.to_json())
                 self._match_owner()
                 note = f"from {previous or FACTORY}" + (f": {message}" if message else "")
                 self.record(reason, "ok", version=target, message=note)
@@ -439,7 +426,7 @@ class ModelStore:
                 removed.append(d.name)
         trimmed = [v for v in state.history if v in kept or v == FACTORY][-(keep - 1) :]
         if trimmed != state.history:
-            _write_atomic(
+            write_atomic(
                 self.pointer, ActiveState(state.active, trimmed, state.switched_at, state.reason).to_json()
             )
         return removed
@@ -484,7 +471,7 @@ class ModelStore:
         )
         lines = self.updates(UPDATE_LOG_MAX_LINES - 1) if self.log_path.is_file() else []
         if len(lines) >= UPDATE_LOG_MAX_LINES - 1:  # keep the log bounded
-            _write_atomic(
+            write_atomic(
                 self.log_path, "".join(json.dumps(e) + "\n" for e in lines[-UPDATE_LOG_MAX_LINES // 2 :])
             )
         with self.log_path.open("a", encoding="utf-8") as fh:

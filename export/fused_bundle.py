@@ -31,7 +31,7 @@ from appliance.motion_features import model_input, normalise_window
 from appliance.scorer import score_map_sequence
 from appliance.signing import SIGNATURE_FILE, sign_manifest
 from appliance.window import sliding_windows, window_scores_to_frames
-from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, write_tar
+from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, normal_windows, write_tar
 from export.parity import check_variant, format_parity_table
 
 SCORE_DEFINITION = (
@@ -62,12 +62,6 @@ def part_scores(rt: FusedRuntime, seq: FusedSequence, window: int) -> tuple[np.n
 def fused_scores(rt: FusedRuntime, seq: FusedSequence, window: int) -> np.ndarray:
     maps, motion = part_scores(rt, seq, window)
     return np.maximum(motion, rt.calibration(maps)) if len(maps) else np.zeros(0)
-
-
-def _normal_starts(seq: FusedSequence, window: int) -> np.ndarray:
-    if len(seq.labels) < window:
-        return np.zeros(0, int)
-    return np.flatnonzero(sliding_windows(seq.labels == 0, window).all(axis=1))
 
 
 def _stage_part(src: Path, dest: Path) -> None:
@@ -112,15 +106,13 @@ def build_fused_bundle(
     # calibration of the map model on normal validation windows (fp32)
     probe = runtime("onnx-fp32", MapCalibration(0.0, 1.0))
     val_parts = [part_scores(probe, s, window) for s in val]
-    normal_map = np.concatenate(
-        [m[_normal_starts(s, window)] for (m, _), s in zip(val_parts, val, strict=True)]
-    )
-    if not len(normal_map):
+    normal = normal_windows(val, window)
+    if not normal:
         raise ApplianceError("no normal validation window to calibrate the map model on")
+    normal_map = np.array([val_parts[i][0][j] for i, j in normal])
     logs = np.log(np.maximum(normal_map, 1e-9))
     cal = MapCalibration(float(logs.mean()), float(logs.std() + 1e-6))
     fp32 = FusedRuntime(probe.maps, probe.motion, cal)
-    normal = [(i, j) for i, s in enumerate(val) for j in _normal_starts(s, window)]
     val_fused = {i: np.maximum(val_parts[i][1], cal(val_parts[i][0])) for i in {i for i, _ in normal}}
     normal_scores = np.array([val_fused[i][j] for i, j in normal])
     threshold = float(np.quantile(normal_scores, THRESHOLD_QUANTILE))

@@ -21,7 +21,7 @@ from appliance.pose.layouts import LAYOUTS
 from appliance.runtimes import OnnxWindowRuntime
 from appliance.signing import sign_manifest
 from appliance.window import sliding_windows, window_scores_to_frames
-from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, write_tar
+from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, normal_windows, write_tar
 from export.motion_eval import FeatureSequence
 from export.parity import check_variant, format_parity_table
 from export.posture_motion import PostureMotionModel, export_onnx
@@ -68,12 +68,7 @@ def build_posture_motion_bundle(
     ref_auroc = auroc(frames, positive)
 
     pool = val if any(len(s.labels) >= window for s in val) else train
-    normal = [
-        (i, j)
-        for i, s in enumerate(pool)
-        if len(s.labels) >= window
-        for j in np.flatnonzero(sliding_windows(s.labels == 0, window).all(axis=1))
-    ]
+    normal = normal_windows(pool, window)
     if not normal:
         raise ApplianceError("no normal window in the validation or training data for the threshold")
     pool_scores = {i: model.score(_windows(pool[i], window)) for i in {i for i, _ in normal}}
