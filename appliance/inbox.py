@@ -77,7 +77,11 @@ class Inbox:
         return name.endswith(".tar") and not name.startswith(".") and not name.endswith(IGNORED_SUFFIXES)
 
     def _process(self, path: Path) -> None:
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError:  # taken away again (the stick was pulled) before the install began
+            self._seen.pop(path.name, None)
+            return
         log.info("update inbox: installing %s", path.name)
         try:
             summary, outcome = self.install(path), "installed"
