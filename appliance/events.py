@@ -70,7 +70,11 @@ class AnomalyEvent(BaseModel):
         description="Why an 'end' ended: back below threshold, person lost, stream or camera gone, stop, "
         "or a new model version took over (its scores are not comparable).",
     )
-    score: float = Field(description="Score of the latest window (reconstruction error, nats per frame).")
+    score: float = Field(
+        description="Score of the latest window, higher is more anomalous; its definition is the bundle "
+        "manifest's score section (a z-score on normal windows for the default fused model, "
+        "reconstruction error in nats per frame for the LSTM-VAE)."
+    )
     peak_score: float = Field(description="Highest window score of this anomaly so far.")
     threshold: float = Field(description="Threshold in force for this camera.")
     frames_above: int = Field(description="Windows above threshold in this anomaly so far.")
