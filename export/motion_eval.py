@@ -159,7 +159,7 @@ def _cell(values: list[float] | float | None) -> str:
     if values is None or (isinstance(values, list) and not values):
         return "-"
     v = np.atleast_1d(np.asarray(values, float))
-    return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std():.3f}"
+    return f"{v.mean():.3f}" if len(v) == 1 or v.std() < 5e-4 else f"{v.mean():.3f} ± {v.std():.3f}"
 
 
 def format_tables(report: dict) -> str:
