@@ -210,11 +210,9 @@ def build_bundle(
                 "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in v.name else "fp32"],
                 "auroc": rows[-1].auroc,
             }
-        table = format_parity_table(ref_auroc, rows)
-        log(f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split):\n{table}")
-        failed = [r.variant for r in rows if not r.passed]
-        if failed:
-            raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+        enforce_parity(
+            rows, ref_auroc, f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split)", log
+        )
 
         files = {
             p.relative_to(work).as_posix(): sha256_file(p) for v in built for p in (v.encoder, v.sequence)
@@ -275,16 +273,29 @@ def build_bundle(
         for rel in files:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / rel, stage / rel)
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if sign_key is not None:
-            key_id = sign_manifest(stage, sign_key)
-            log(f"signed with key {key_id}")
+        return publish_bundle(stage, manifest, out, sign_key, log)
+
+
+def enforce_parity(rows: list[VariantParity], reference_auroc: float, heading: str, log=print) -> None:
+    """Log the parity table; refuse (ParityError) when any variant failed the gate."""
+    log(f"{heading}:\n{format_parity_table(reference_auroc, rows)}")
+    if failed := [r.variant for r in rows if not r.passed]:
+        raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+
+
+def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None, log=print) -> Path:
+    """Write the manifest into a staged bundle folder, sign it, move it to ``out`` and tar it."""
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if sign_key is not None:
+        log(f"signed with key {sign_manifest(stage, sign_key)}")
     if out.exists():
         shutil.rmtree(out)
     stage.rename(out)
     tar_path = write_tar(out)
+    model = manifest["model"]
+    size_kib, threshold = tar_path.stat().st_size / 1024, manifest["threshold"]["default"]
     log(
-        f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
+        f"bundle {model['name']} {model['version']}: {out}/ and {tar_path} ({size_kib:.0f} KiB); "
         f"default threshold {threshold:.2f}"
     )
     return out

@@ -29,10 +29,16 @@ from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration
 from appliance.metrics import auroc
 from appliance.motion_features import model_input, normalise_window
 from appliance.scorer import score_map_sequence
-from appliance.signing import SIGNATURE_FILE, sign_manifest
+from appliance.signing import SIGNATURE_FILE
 from appliance.window import sliding_windows, window_scores_to_frames
-from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, normal_windows, write_tar
-from export.parity import check_variant, format_parity_table
+from export.bundle import (
+    REFERENCE_TOLERANCE,
+    THRESHOLD_QUANTILE,
+    enforce_parity,
+    normal_windows,
+    publish_bundle,
+)
+from export.parity import check_variant
 
 SCORE_DEFINITION = (
     "larger of the posture-motion score and the map model's score calibrated onto the same scale "
@@ -140,10 +146,9 @@ def build_fused_bundle(
             "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in v else "fp32"],
             "auroc": rows[-1].auroc,
         }
-    log(f"fused parity on {len(ref_flat)} windows ({dataset}; reference: fp32 parts):\n"
-        + format_parity_table(ref_auroc, rows))  # fmt: skip
-    if failed := [r.variant for r in rows if not r.passed]:
-        raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+    enforce_parity(
+        rows, ref_auroc, f"fused parity on {len(ref_flat)} windows ({dataset}; reference: fp32 parts)", log
+    )
     contract = {**motion_part.manifest["input_contract"], **maps_part.contract.map_spec.to_dict()}
     files = {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
     parts_info = {k: b.manifest["model"] for k, b in ((MAP_PART, maps_part), (MOTION_PART, motion_part))}
@@ -191,13 +196,5 @@ def build_fused_bundle(
         },
     }
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    if sign_key is not None:
-        log(f"signed with key {sign_manifest(stage, sign_key)}")
     open_bundle(stage).open("onnxruntime")  # the written bundle loads and passes its own smoke test
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
-    tar_path = write_tar(out)
-    log(f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
-        f"default threshold {threshold:.2f}")  # fmt: skip
-    return out
+    return publish_bundle(stage, manifest, out, sign_key, log)

@@ -5,7 +5,6 @@ features ``posture-motion-v1`` instead of skeleton maps; the reference window is
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -13,17 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import MANIFEST, SCHEMA_VERSION, InputContract, sha256_file
+from appliance.bundle import SCHEMA_VERSION, InputContract, sha256_file
 from appliance.errors import ApplianceError
 from appliance.metrics import auroc
 from appliance.motion_features import FEATURE_DIM, model_input, normalise_window
 from appliance.pose.layouts import LAYOUTS
 from appliance.runtimes import OnnxWindowRuntime
-from appliance.signing import sign_manifest
 from appliance.window import sliding_windows, window_scores_to_frames
-from export.bundle import REFERENCE_TOLERANCE, THRESHOLD_QUANTILE, ParityError, normal_windows, write_tar
+from export.bundle import (
+    REFERENCE_TOLERANCE,
+    THRESHOLD_QUANTILE,
+    enforce_parity,
+    normal_windows,
+    publish_bundle,
+)
 from export.motion_eval import FeatureSequence
-from export.parity import check_variant, format_parity_table
+from export.parity import check_variant
 from export.posture_motion import PostureMotionModel, export_onnx
 
 FEATURES = "posture-motion-v1"
@@ -109,10 +113,9 @@ def build_posture_motion_bundle(
                 "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in variant else "fp32"],
                 "auroc": rows[-1].auroc,
             }
-        log(f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split):\n"
-            + format_parity_table(ref_auroc, rows))  # fmt: skip
-        if failed := [r.variant for r in rows if not r.passed]:
-            raise ParityError(f"refusing to write a bundle: {', '.join(failed)} failed the parity gate")
+        enforce_parity(
+            rows, ref_auroc, f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split)", log
+        )
         files = {p.relative_to(work).as_posix(): sha256_file(p) for p in graphs.values()}
         manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -159,13 +162,4 @@ def build_posture_motion_bundle(
         for rel in files:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / rel, stage / rel)
-        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if sign_key is not None:
-            log(f"signed with key {sign_manifest(stage, sign_key)}")
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
-    tar_path = write_tar(out)
-    log(f"bundle {name} {version}: {out}/ and {tar_path} ({tar_path.stat().st_size / 1024:.0f} KiB); "
-        f"default threshold {threshold:.2f}")  # fmt: skip
-    return out
+        return publish_bundle(stage, manifest, out, sign_key, log)
