@@ -179,6 +179,7 @@ class Bundle:
     contract: InputContract
     signer: Signer | None = None  # verified signer (None: unsigned, or signature not checked)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+    _parts: dict[str, Bundle] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -228,9 +229,10 @@ class Bundle:
         return raw.reshape(self.contract.window, -1).copy()
 
     def part(self, name: str) -> Bundle:
-        """A fused bundle's part (a complete bundle in a sub-folder), verified on its own."""
-        rel = self.manifest["parts"][name]
-        return open_bundle(self.root / rel)
+        """A fused bundle's part (a complete bundle in a sub-folder), verified on its own, once."""
+        if name not in self._parts:
+            self._parts[name] = open_bundle(self.root / self.manifest["parts"][name])
+        return self._parts[name]
 
     def open(
         self, runtime: str = "onnxruntime", variant: str | None = None, threads: int = 1

@@ -23,8 +23,7 @@ import numpy as np  # noqa: E402
 from appliance.bundle import open_bundle  # noqa: E402
 from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
-from export.motion_eval import fit_dataset  # noqa: E402
-from export.posture_motion_bundle import build_posture_motion_bundle  # noqa: E402
+from export.posture_motion_bundle import bundle_dataset  # noqa: E402
 
 
 def main() -> None:
@@ -35,23 +34,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    model, info, d = fit_dataset("urfd", args.data)
-    parts = d["parts"]
-    print(f"fit: {info['fit_seconds']} s on {info['train_windows']} normal windows (closed form, one core)")
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "urfd-pm"
-        build_posture_motion_bundle(
-            model,
-            info,
-            parts["train"],
-            parts["val"],
-            parts["test"],
-            out,
-            "bench",
-            "0",
-            "urfd",
-            log=lambda *_: None,
+        t0 = time.perf_counter()
+        out, _, _ = bundle_dataset(
+            "urfd", args.data, Path(tmp) / "urfd-pm", "bench", "0", log=lambda *_: None
         )
+        print(f"fit, export, parity and bundle: {time.perf_counter() - t0:.1f} s (closed-form fit, one core)")
         bundle = open_bundle(out)
         rows = {r["variant"]: r for r in bundle.manifest["evaluation"]["parity"]}
         from export.datasets import load_split

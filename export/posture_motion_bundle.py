@@ -26,7 +26,7 @@ from export.bundle import (
     normal_windows,
     publish_bundle,
 )
-from export.motion_eval import FeatureSequence
+from export.motion_eval import FeatureSequence, fit_dataset
 from export.parity import check_variant
 from export.posture_motion import PostureMotionModel, export_onnx
 
@@ -163,3 +163,16 @@ def build_posture_motion_bundle(
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(work / rel, stage / rel)
         return publish_bundle(stage, manifest, out, sign_key, log)
+
+
+def bundle_dataset(
+    dataset: str, data_dir: Path, out: Path, name: str, version: str, log=print
+) -> tuple[Path, PostureMotionModel, dict]:
+    """Fit on one benchmark set (normal train windows, validation calibration) and write its bundle;
+    returns the bundle folder, the model and the set's feature splits."""
+    model, info, d = fit_dataset(dataset, data_dir)
+    parts = d["parts"]
+    build_posture_motion_bundle(
+        model, info, parts["train"], parts["val"], parts["test"], out, name, version, dataset, log=log
+    )
+    return out, model, parts

@@ -63,24 +63,9 @@ def test_streamed_fused_scores_equal_the_offline_ones_on_a_real_sequence():
 def test_building_a_fused_bundle_from_two_real_bundles_passes_the_gate(tmp_path):
     pytest.importorskip("torch", reason="fitting needs the [export] extra")
     from export.fused_bundle import FusedSequence, build_fused_bundle
-    from export.motion_eval import fit_dataset
-    from export.posture_motion_bundle import build_posture_motion_bundle
+    from export.posture_motion_bundle import bundle_dataset
 
-    model, info, d = fit_dataset("urfd", DATA)
-    parts = d["parts"]
-    motion = tmp_path / "urfd-pm"
-    build_posture_motion_bundle(
-        model,
-        info,
-        parts["train"],
-        parts["val"],
-        parts["test"],
-        motion,
-        "urfd-pm",
-        "1",
-        "urfd",
-        log=lambda *_: None,
-    )
+    motion, _, parts = bundle_dataset("urfd", DATA, tmp_path / "urfd-pm", "urfd-pm", "1", log=lambda *_: None)
     from export.datasets import urfd_split
 
     split = urfd_split(DATA)

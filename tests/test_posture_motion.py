@@ -17,29 +17,15 @@ from appliance.motion_features import RAW_DIM, FeatureStream, normalise_window, 
 from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
 from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
-from export.motion_eval import evaluate_dataset, feature_sequences, fit_dataset  # noqa: E402
-from export.posture_motion_bundle import build_posture_motion_bundle  # noqa: E402
+from export.motion_eval import evaluate_dataset, feature_sequences  # noqa: E402
+from export.posture_motion_bundle import bundle_dataset  # noqa: E402
 from tests.conftest import DATA, write_appliance_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def urfd_bundle(tmp_path_factory):
-    model, info, d = fit_dataset("urfd", DATA)
-    parts = d["parts"]
     out = tmp_path_factory.mktemp("pm") / "urfd-pm"
-    build_posture_motion_bundle(
-        model,
-        info,
-        parts["train"],
-        parts["val"],
-        parts["test"],
-        out,
-        "urfd-pm",
-        "1.0.0",
-        "urfd",
-        log=lambda *_: None,
-    )
-    return out, model, parts
+    return bundle_dataset("urfd", DATA, out, "urfd-pm", "1.0.0", log=lambda *_: None)
 
 
 def test_streamed_features_equal_the_offline_ones_on_a_real_fall():
