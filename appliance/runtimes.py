@@ -2,8 +2,8 @@
 
 Each LSTM-VAE runtime runs the two graphs of a bundle variant: ``encode`` (maps -> per-frame
 features) and ``score`` (a window's features and maps -> anomaly score). A window runtime runs the
-one graph of a posture-motion variant (a window of body features -> score). Optional runtimes
-import lazily.
+one graph of a posture-motion variant (a window of body features -> score), on either runtime.
+Optional runtimes import lazily.
 """
 
 from __future__ import annotations
@@ -71,14 +71,8 @@ class TfliteScoringRuntime:
     name = "tflite"
 
     def __init__(self, encoder: Path, sequence: Path, threads: int = 1) -> None:
-        interpreter_cls = _tflite_interpreter()
-        try:
-            self._encoder = interpreter_cls(model_path=str(encoder), num_threads=threads)
-            self._sequence = interpreter_cls(model_path=str(sequence), num_threads=threads)
-            self._encoder.allocate_tensors()
-            self._sequence.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ApplianceError(f"the TFLite runtime cannot load the model: {exc}") from None
+        self._encoder = _tflite_load(encoder, threads)
+        self._sequence = _tflite_load(sequence, threads)
         self._enc_in = self._encoder.get_input_details()[0]["index"]
         self._enc_out = self._encoder.get_output_details()[0]["index"]
         inputs = self._sequence.get_input_details()
@@ -152,10 +146,36 @@ class OnnxWindowRuntime:
         )
 
 
+class TfliteWindowRuntime:
+    """One LiteRT interpreter scoring whole windows (a TFLite graph takes one window per call)."""
+
+    name = "tflite"
+
+    def __init__(self, model: Path, threads: int = 1) -> None:
+        self._interpreter = _tflite_load(model, threads)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+
+    def input_shapes(self) -> dict[str, list]:
+        return {"window": list(self._input["shape"])}
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        out = np.empty(len(windows), dtype=np.float32)
+        for i in range(len(windows)):
+            self._interpreter.set_tensor(
+                self._input["index"], np.ascontiguousarray(windows[i : i + 1], dtype=np.float32)
+            )
+            self._interpreter.invoke()
+            out[i] = self._interpreter.get_tensor(self._output).reshape(-1)[0]
+        return out
+
+
 def open_window_runtime(kind: str, model: Path, threads: int = 1) -> WindowRuntime:
     if kind == "onnxruntime":
         return OnnxWindowRuntime(model, threads)
-    raise RuntimeUnavailable(f"posture-motion models run on onnxruntime; runtime {kind!r} has no variant")
+    if kind == "tflite":
+        return TfliteWindowRuntime(model, threads)
+    raise RuntimeUnavailable(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")
 
 
 def _tflite_interpreter():
@@ -170,6 +190,16 @@ def _tflite_interpreter():
                 "or tflite-runtime; use runtime 'onnxruntime' otherwise"
             ) from None
     return Interpreter
+
+
+def _tflite_load(path: Path, threads: int):
+    interpreter_cls = _tflite_interpreter()
+    try:
+        interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ApplianceError(f"the TFLite runtime cannot load the model: {exc}") from None
+    return interpreter
 
 
 def open_runtime(kind: str, encoder: Path, sequence: Path, threads: int = 1) -> ScoringRuntime:

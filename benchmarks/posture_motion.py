@@ -1,6 +1,7 @@
 """Edge cost of the posture-motion model, measured in one run: per new frame and track, the body
-features (streamed, cached) plus the exported graph on the 30-frame window, fp32 and int8, one
-thread; and int8's AUROC against fp32 on the URFD test split.
+features (streamed, cached) plus the exported graph on the 30-frame window, ONNX and TFLite (where
+the [tflite-export] extra is installed), fp32 and int8, one thread; and each variant's AUROC against
+PyTorch on the URFD test split.
 
     python benchmarks/posture_motion.py [--data ../shared/data] [--frames 3000]
 """
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 from appliance.bundle import open_bundle  # noqa: E402
 from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
+from export.bundle import buildable_variants  # noqa: E402
 from export.posture_motion_bundle import bundle_dataset  # noqa: E402
 
 
@@ -37,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         out, _, _ = bundle_dataset(
-            "urfd", args.data, Path(tmp) / "urfd-pm", "bench", "0", log=lambda *_: None
+            "urfd", args.data, Path(tmp) / "urfd-pm", "bench", "0", buildable_variants(), log=lambda *_: None
         )
         print(f"fit, export, parity and bundle: {time.perf_counter() - t0:.1f} s (closed-form fit, one core)")
         bundle = open_bundle(out)
@@ -46,8 +48,9 @@ def main() -> None:
 
         seqs = load_split("urfd", args.data).test
         bodies = np.concatenate([to_body_graph(s.keypoints, s.layout) for s in seqs])[: args.frames]
-        for variant in ("onnx-fp32", "onnx-int8"):
-            runtime, _ = bundle.open("onnxruntime", variant, threads=1)
+        medians = {}
+        for variant, spec in bundle.manifest["variants"].items():
+            runtime, _ = bundle.open(spec["runtime"], variant, threads=1)
             scorer = PostureMotionScorer(runtime, 30)
             times = []
             for body in bodies:
@@ -55,6 +58,7 @@ def main() -> None:
                 scorer.push({1: body})
                 times.append(time.perf_counter() - t0)
             ms = np.array(times[30:]) * 1e3
+            medians[variant] = float(np.median(ms))
             size = (out / bundle.manifest["variants"][variant]["model"]).stat().st_size / 1024
             print(
                 f"{variant}: {np.median(ms):.3f} ms per new frame and track (features + window score), "
@@ -62,6 +66,8 @@ def main() -> None:
                 f"{3.0 / np.median(ms):.1f}x headroom; AUROC {rows[variant]['auroc']:.4f} "
                 f"({rows[variant]['auroc_diff']:+.4f} vs PyTorch)"
             )
+        if "tflite-fp32" in medians:
+            print(f"ratio onnx-fp32 / tflite-fp32: {medians['onnx-fp32'] / medians['tflite-fp32']:.2f}x")
 
 
 if __name__ == "__main__":

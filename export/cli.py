@@ -215,7 +215,7 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
     print(f"fitted on {info['train_windows']} normal windows; calibrated on {info['val_windows']}")
     build_posture_motion_bundle(
         model, info, train, val, test, args.out, args.name or args.out.name, args.version, split.name,
-        force=args.force, sign_key=args.sign, score_scale=args.score_scale,
+        force=args.force, sign_key=args.sign, score_scale=args.score_scale, variants=args.variants,
     )  # fmt: skip
     return 0
 
@@ -319,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--score-scale", help="declare scores comparable with earlier bundles of this id")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"],
+        default=["onnx-fp32", "onnx-int8"],
+        help="variants to include (TFLite needs the [tflite-export] extra)",
+    )
     p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
     p.set_defaults(func=cmd_posture_motion)
 

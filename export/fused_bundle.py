@@ -102,11 +102,14 @@ def build_fused_bundle(
     window = motion_part.contract.window
     if maps_part.contract.window != window:
         raise ApplianceError("the two parts score windows of different lengths")
-    variants = [v for v in motion_part.variants("onnxruntime") if v in maps_part.variants("onnxruntime")]
+    runs_on = {v: d["runtime"] for v, d in motion_part.manifest["variants"].items()}
+    variants = [v for v, d in maps_part.manifest["variants"].items() if runs_on.get(v) == d["runtime"]]
+    if "onnx-fp32" not in variants:
+        raise ApplianceError("both parts need an onnx-fp32 variant (the fused model's reference)")
 
     def runtime(variant: str, cal: MapCalibration) -> FusedRuntime:
-        m, _ = maps_part.open("onnxruntime", variant)
-        p, _ = motion_part.open("onnxruntime", variant)
+        m, _ = maps_part.open(runs_on[variant], variant)
+        p, _ = motion_part.open(runs_on[variant], variant)
         return FusedRuntime(m, p, cal)
 
     # calibration of the map model on normal validation windows (fp32)
@@ -140,7 +143,7 @@ def build_fused_bundle(
         scores = reference if v == "onnx-fp32" else [fused_scores(rt, s, window) for s in scored]
         rows.append(check_variant(v, ref_flat, np.concatenate(scores), ref_auroc, frames(scores), positive))
         manifest_variants[v] = {
-            "runtime": "onnxruntime",
+            "runtime": runs_on[v],
             "parts": {MAP_PART: v, MOTION_PART: v},
             "reference_score": rt.score_window(ref_maps.astype(np.float32), ref_raw),
             "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in v else "fp32"],

@@ -1,4 +1,4 @@
-"""Package a posture-motion model as a bundle: ONNX fp32 and int8, the same parity gate, the same
+"""Package a posture-motion model as a bundle: ONNX and TFLite, fp32 and int8, the same parity gate, the same
 manifest schema as the LSTM-VAE (``model.type: posture_motion``; input contract = the body
 features ``posture-motion-v1`` instead of skeleton maps; the reference window is raw features)."""
 
@@ -11,13 +11,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from appliance.bundle import SCHEMA_VERSION, InputContract, sha256_file
 from appliance.errors import ApplianceError
 from appliance.metrics import auroc
 from appliance.motion_features import FEATURE_DIM, model_input, normalise_window
 from appliance.pose.layouts import LAYOUTS
-from appliance.runtimes import OnnxWindowRuntime
+from appliance.runtimes import open_window_runtime
 from appliance.window import sliding_windows, window_scores_to_frames
 from export.bundle import (
     REFERENCE_TOLERANCE,
@@ -31,7 +32,8 @@ from export.parity import check_variant
 from export.posture_motion import PostureMotionModel, export_onnx
 
 FEATURES = "posture-motion-v1"
-VARIANTS = ("onnx-fp32", "onnx-int8")
+VARIANTS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")
+DEFAULT_VARIANTS = ("onnx-fp32", "onnx-int8")
 SCORE_DEFINITION = (
     "largest of three z-scored log Mahalanobis distances of the window's body-normalised posture and "
     "motion statistics (speed; motion; posture and motion) to the normal windows' Gaussians; z-scores "
@@ -41,6 +43,40 @@ SCORE_DEFINITION = (
 
 def _windows(seq: FeatureSequence, window: int) -> np.ndarray:
     return model_input(normalise_window(sliding_windows(seq.raw, window)))
+
+
+def export_variants(
+    model: PostureMotionModel, work: Path, window: int, variants: tuple[str, ...] | list[str]
+) -> dict[str, tuple[str, Path]]:
+    """Write each variant's graph under ``work``; returns variant -> (runtime, graph path).
+
+    ONNX int8 is dynamically quantised by onnxruntime; TFLite (litert-torch, batch of one) is converted
+    from the same module, its int8 with int8 weights and run-time quantised activations."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ApplianceError(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    graphs: dict[str, tuple[str, Path]] = {}
+    onnx_fp32 = work / "onnx-fp32" / "posture_motion.onnx"
+    if {"onnx-fp32", "onnx-int8"} & set(variants):
+        onnx_fp32.parent.mkdir(parents=True)
+        export_onnx(model, onnx_fp32, window)
+    for variant in variants:
+        runtime, suffix = ("onnxruntime", "onnx") if variant.startswith("onnx") else ("tflite", "tflite")
+        path = work / variant / f"posture_motion.{suffix}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if variant == "onnx-int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(onnx_fp32), str(path), weight_type=QuantType.QInt8)
+        elif variant.startswith("tflite"):
+            from export.tflite_export import convert_dynamic_int8, convert_fp32
+
+            convert = convert_dynamic_int8 if variant.endswith("int8") else convert_fp32
+            convert(model, (torch.zeros(1, window, FEATURE_DIM),), path)
+        graphs[variant] = (runtime, path)
+    if "onnx-fp32" not in variants:
+        shutil.rmtree(onnx_fp32.parent, ignore_errors=True)
+    return graphs
 
 
 def build_posture_motion_bundle(
@@ -57,6 +93,7 @@ def build_posture_motion_bundle(
     force: bool = False,
     sign_key: Path | None = None,
     score_scale: str | None = None,
+    variants: tuple[str, ...] | list[str] = DEFAULT_VARIANTS,
     log=print,
 ) -> Path:
     """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
@@ -83,18 +120,10 @@ def build_posture_motion_bundle(
 
     with tempfile.TemporaryDirectory(prefix="bundle-build-") as tmp:
         work = Path(tmp)
-        graphs = {"onnx-fp32": work / "onnx-fp32" / "posture_motion.onnx"}
-        graphs["onnx-fp32"].parent.mkdir(parents=True)
-        export_onnx(model, graphs["onnx-fp32"], window)
-        if "onnx-int8" in VARIANTS:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            graphs["onnx-int8"] = work / "onnx-int8" / "posture_motion.onnx"
-            graphs["onnx-int8"].parent.mkdir(parents=True)
-            quantize_dynamic(str(graphs["onnx-fp32"]), str(graphs["onnx-int8"]), weight_type=QuantType.QInt8)
+        graphs = export_variants(model, work, window, variants)
         rows, manifest_variants = [], {}
-        for variant, path in graphs.items():
-            rt = OnnxWindowRuntime(path, threads=1)
+        for variant, (runtime, path) in graphs.items():
+            rt = open_window_runtime(runtime, path, threads=1)
             scores = [rt.score_windows(_windows(s, window)).astype(np.float64) for s in scored]
             vframes = np.concatenate(
                 [
@@ -107,7 +136,7 @@ def build_posture_motion_bundle(
             )
             ref_score = float(rt.score_windows(model_input(normalise_window(reference_raw))[None])[0])
             manifest_variants[variant] = {
-                "runtime": "onnxruntime",
+                "runtime": runtime,
                 "model": path.relative_to(work).as_posix(),
                 "reference_score": ref_score,
                 "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in variant else "fp32"],
@@ -116,7 +145,7 @@ def build_posture_motion_bundle(
         enforce_parity(
             rows, ref_auroc, f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split)", log
         )
-        files = {p.relative_to(work).as_posix(): sha256_file(p) for p in graphs.values()}
+        files = {p.relative_to(work).as_posix(): sha256_file(p) for _, p in graphs.values()}
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "model": {
@@ -166,13 +195,20 @@ def build_posture_motion_bundle(
 
 
 def bundle_dataset(
-    dataset: str, data_dir: Path, out: Path, name: str, version: str, log=print
+    dataset: str,
+    data_dir: Path,
+    out: Path,
+    name: str,
+    version: str,
+    variants: tuple[str, ...] | list[str] = DEFAULT_VARIANTS,
+    log=print,
 ) -> tuple[Path, PostureMotionModel, dict]:
     """Fit on one benchmark set (normal train windows, validation calibration) and write its bundle;
     returns the bundle folder, the model and the set's feature splits."""
     model, info, d = fit_dataset(dataset, data_dir)
     parts = d["parts"]
     build_posture_motion_bundle(
-        model, info, parts["train"], parts["val"], parts["test"], out, name, version, dataset, log=log
-    )
+        model, info, parts["train"], parts["val"], parts["test"], out, name, version, dataset,
+        variants=variants, log=log,
+    )  # fmt: skip
     return out, model, parts

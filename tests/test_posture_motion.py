@@ -17,6 +17,7 @@ from appliance.motion_features import RAW_DIM, FeatureStream, normalise_window, 
 from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
 from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
+from export.bundle import buildable_variants  # noqa: E402
 from export.motion_eval import evaluate_dataset, feature_sequences  # noqa: E402
 from export.posture_motion_bundle import bundle_dataset  # noqa: E402
 from tests.conftest import DATA, write_appliance_config  # noqa: E402
@@ -25,7 +26,8 @@ from tests.conftest import DATA, write_appliance_config  # noqa: E402
 @pytest.fixture(scope="module")
 def urfd_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("pm") / "urfd-pm"
-    return bundle_dataset("urfd", DATA, out, "urfd-pm", "1.0.0", log=lambda *_: None)
+    variants = buildable_variants()  # ONNX, and TFLite where the [tflite-export] extra is installed
+    return bundle_dataset("urfd", DATA, out, "urfd-pm", "1.0.0", variants, log=lambda *_: None)
 
 
 def test_streamed_features_equal_the_offline_ones_on_a_real_fall():
@@ -68,6 +70,29 @@ def test_exported_variants_pass_parity_and_int8_stays_within_001_auroc(urfd_bund
     assert rows["onnx-fp32"]["max_rel_diff"] < 1e-4 and rows["onnx-fp32"]["passed"]
     assert abs(rows["onnx-int8"]["auroc_diff"]) <= 0.01 and rows["onnx-int8"]["passed"]
     assert manifest["evaluation"]["pytorch_auroc"] > 0.9
+
+
+def test_tflite_variants_pass_parity_and_stream_the_onnx_scores_on_litert(urfd_bundle):
+    pytest.importorskip("litert_torch", reason="TFLite conversion needs the [tflite-export] extra")
+    out, _, _ = urfd_bundle
+    rows = {r["variant"]: r for r in json.loads((out / "manifest.json").read_text())["evaluation"]["parity"]}
+    assert rows["tflite-fp32"]["max_rel_diff"] < 1e-4 and rows["tflite-fp32"]["passed"]
+    assert abs(rows["tflite-int8"]["auroc_diff"]) <= 0.01 and rows["tflite-int8"]["spearman"] >= 0.99
+    bundle = open_bundle(Path(str(out) + ".tar"))
+    tfl, variant = bundle.open("tflite")
+    assert variant == "tflite-int8" and tfl.name == "tflite"
+    tfl32, _ = bundle.open("tflite", "tflite-fp32")
+    onnx32, _ = bundle.open("onnxruntime", "onnx-fp32")
+    seq = read_urfd_csv(DATA / "urfd-falls" / "pose_urfd_3classes.csv")[2]
+    body = to_body_graph(seq.keypoints, seq.layout)
+    runtimes = {"tflite-fp32": tfl32, "onnx-fp32": onnx32, "tflite-int8": tfl}
+    live = {}
+    for name, rt in runtimes.items():
+        scorer = PostureMotionScorer(rt, 30)
+        live[name] = [s for frame in body if (s := scorer.push({1: frame})[1]) is not None]
+    assert len(live["tflite-fp32"]) == len(body) - 29
+    np.testing.assert_allclose(live["tflite-fp32"], live["onnx-fp32"], rtol=1e-4, atol=1e-4)
+    assert np.corrcoef(live["tflite-int8"], live["tflite-fp32"])[0, 1] > 0.99  # int8 follows fp32
 
 
 def test_the_streaming_scorer_gives_the_offline_scores_frame_by_frame(urfd_bundle):
