@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from appliance.skeleton_map import MapSpec
 from export.datasets import DATASETS, Split
 from export.models import MODEL_TYPES
 from export.train import TrainConfig
+
+DATA_ENV = "APPLIANCE_DATA"  # where the benchmark sets live, when --data is not given
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -42,16 +45,32 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=DATASETS, help="a built-in real benchmark set (needs --data)")
     src.add_argument("--keypoints", type=Path, nargs="+", help="keypoint files in any supported format")
+    _add_data_option(p)
+
+
+def _add_data_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data", type=Path, default=Path("../shared/data"), help="folder holding the benchmark sets"
+        "--data",
+        type=Path,
+        default=os.environ.get(DATA_ENV),
+        help=f"folder holding the benchmark sets (urfd-falls/, mocap-bandai/); default: ${DATA_ENV}",
     )
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    if args.data is None:
+        raise ApplianceError(
+            f"no benchmark data folder: pass --data FOLDER (holding urfd-falls/ and mocap-bandai/) "
+            f"or set {DATA_ENV}"
+        )
+    return args.data
 
 
 def _load_source(args: argparse.Namespace) -> Split:
     if args.dataset:
         from export.datasets import load_split
 
-        return load_split(args.dataset, args.data)
+        return load_split(args.dataset, _data_dir(args))
     from appliance.keypoints.readers import read_keypoints
 
     sequences = [seq for path in args.keypoints for seq in read_keypoints(path)]
@@ -115,11 +134,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from export.reproduce import reproduce
 
-    if not args.data.is_dir():
-        raise ApplianceError(
-            f"data folder {args.data} not found (expected urfd-falls/ and mocap-bandai/ inside)"
-        )
-    reproduce(args.data, args.out, args.datasets, args.models, _train_config(args), progress=not args.quiet)
+    data = _data_dir(args)
+    if not data.is_dir():
+        raise ApplianceError(f"data folder {data} not found (expected urfd-falls/ and mocap-bandai/ inside)")
+    reproduce(data, args.out, args.datasets, args.models, _train_config(args), progress=not args.quiet)
     return 0
 
 
@@ -223,7 +241,7 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from export.motion_eval import compare
 
-    compare(args.data, args.datasets, args.out, args.paper)
+    compare(_data_dir(args), args.datasets, args.out, args.paper)
     return 0
 
 
@@ -283,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=DATASETS, help="check fp32 parity on this set's test split")
     src.add_argument("--keypoints", type=Path, nargs="+", help="check fp32 parity on these labelled files")
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    _add_data_option(p)
     p.set_defaults(func=cmd_onnx)
 
     p = sub.add_parser("tflite", help="convert an LSTM-VAE checkpoint to TFLite fp32/int8 (no TensorFlow)")
@@ -332,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare", help="posture-motion model vs the speed rule (and the paper model's reports) on both sets"
     )
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    _add_data_option(p)
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("--out", type=Path, default=Path("runs/compare"))
     p.add_argument(
@@ -367,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce", help="train and evaluate LSTM-VAE, AE and VAE on the real sets (the README table)"
     )
-    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    _add_data_option(p)
     p.add_argument("--out", type=Path, default=Path("runs/paper"))
     p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("--models", nargs="+", choices=MODEL_TYPES, default=list(MODEL_TYPES))

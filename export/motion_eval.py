@@ -1,6 +1,6 @@
 """Posture-motion model against the paper's LSTM-VAE and the speed rule, on both real sets.
 
-    appliance-export compare --data ../shared/data --paper runs/seeds/s0 runs/seeds/s1 runs/seeds/s2
+    appliance-export compare --data DATA --paper runs/seeds/s0 runs/seeds/s1 runs/seeds/s2
 
 Same protocol as ``appliance-export reproduce`` (:mod:`export.evaluate`): stride-1 windows of 30
 frames, a window's score on its last frame (the first 29 frames take the first window's score),

@@ -11,7 +11,7 @@ sees exactly the skeletons the device will draw. Tracks are split in time: frame
 600-794, which the model never saw. It is a starting point that makes the product work out of the
 box; a site trains on its own normal work (``appliance extract`` + ``appliance-export train``).
 
-    appliance-export starter --video ../shared/data/cctv-walking/vtest.avi
+    appliance-export starter --video DATA/cctv-walking/vtest.avi
 """
 
 from __future__ import annotations

@@ -133,3 +133,15 @@ def test_export_tflite_writes_fp32_graphs_that_litert_loads(tmp_path):
         shapes[name] = sorted(list(d["shape"]) for d in it.get_input_details())
     assert shapes == {"frame_encoder": [[1, 28, 28]], "sequence": [[1, 30, 28, 28], [1, 30, 64]]}
     assert not (tmp_path / "t" / "int8").exists()
+
+
+def test_export_cli_without_a_data_folder_says_how_to_name_one(tmp_path):
+    pytest.importorskip("torch")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "APPLIANCE_DATA"}
+    cmd = [sys.executable, "-m", "export", "train", "--dataset", "urfd", "--out", str(tmp_path / "m.pt")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--data FOLDER" in out.stderr and "APPLIANCE_DATA" in out.stderr
+    assert not (tmp_path / "m.pt").exists()
