@@ -177,11 +177,12 @@ class CameraWorker:
         self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
         # a scoring failure is offered here first: True = handled (a rollback is coming), go on
         self.on_scoring_error: Callable[[CameraWorker, Exception], bool] | None = None
-        self.pending_model: tuple[MultiTrackScorer, Any, ModelRef, float] | None = (
-            None  # applied between frames
-        )
-        self.scoring_errors = 0
+        # a model switch waiting for the next frame (scorer, map spec, model, threshold), and its version;
+        # written by the main thread, taken by this one, both under the lock
+        self.pending_model: tuple[MultiTrackScorer, Any, ModelRef, float] | None = None
         self.pending_version: str | None = None
+        self._pending_lock = threading.Lock()
+        self.scoring_errors = 0
         self.running_version: str | None = None  # the model version this camera's scorer runs
         self.heartbeat = time.monotonic()
         self.failed = False  # the processing loop died on an unexpected error
@@ -198,6 +199,32 @@ class CameraWorker:
         """The threshold in force, or the one a model switch waiting for the next frame brings."""
         pending = self.pending_model
         return pending[3] if pending is not None else self.pipeline.rule.threshold
+
+    def offer_model(self, version: str, model: tuple[MultiTrackScorer, Any, ModelRef, float]) -> None:
+        """Queue a model for this camera's next frame (replacing one not yet taken)."""
+        with self._pending_lock:
+            self.pending_version, self.pending_model = version, model
+
+    def retarget_pending(self, threshold: float) -> None:
+        """A recalibration while a switch waits: the switch brings the new threshold."""
+        with self._pending_lock:
+            if self.pending_model is not None:
+                self.pending_model = (*self.pending_model[:3], threshold)
+
+    def _take_pending_model(self, when: float) -> None:
+        with self._pending_lock:
+            swap, version = self.pending_model, self.pending_version
+        if swap is None:
+            return
+        self.running_version = version  # errors from here on are the new model's
+        # the status keeps reporting the pending threshold until the switch is complete
+        self.emit(self.pipeline.swap_model(*swap, when=when))
+        with self._pending_lock:
+            left = self.pending_model
+            if left is not None and left[0] is swap[0]:  # not replaced by another model meanwhile
+                self.pending_model = None
+                if left[3] != swap[3]:  # recalibrated during the switch
+                    self.pipeline.set_threshold(left[3])
 
     def emit(self, events: list[AnomalyEvent]) -> None:
         self.stats.events += len(events)
@@ -236,10 +263,7 @@ class CameraWorker:
             self.emit(self.pipeline.end_all(time.time(), reason))
 
     def process(self, frame: Frame) -> None:
-        if (swap := self.pending_model) is not None:  # a new model takes over between two frames
-            self.pending_model = None
-            self.running_version = self.pending_version
-            self.emit(self.pipeline.swap_model(*swap, when=frame.wall_time))
+        self._take_pending_model(frame.wall_time)  # a new model takes over between two frames
         t0 = time.perf_counter()
         people = self.backend.infer(frame.image)
         t1 = time.perf_counter()
@@ -447,8 +471,7 @@ class Appliance:
         )
         for w in self.workers:
             threshold, source = self.threshold_and_source(w.cfg)
-            w.pending_version = target
-            w.pending_model = (new.scorer(), new.bundle.contract.map_spec, new.ref, threshold)
+            w.offer_model(target, (new.scorer(), new.bundle.contract.map_spec, new.ref, threshold))
             if source == "uncalibrated":
                 log.warning(
                     "camera %s: model %s has another score scale: uncalibrated until recalibrated",
@@ -697,8 +720,7 @@ class Appliance:
         )
         for w in self.workers:
             threshold, source = self.threshold_and_source(w.cfg)
-            if (pending := w.pending_model) is not None:
-                w.pending_model = (*pending[:3], threshold)
+            w.retarget_pending(threshold)
             if threshold != w.pipeline.rule.threshold:
                 w.pipeline.set_threshold(threshold)
                 log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)

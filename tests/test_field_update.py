@@ -648,14 +648,21 @@ def test_a_new_score_scale_leaves_cameras_uncalibrated_and_a_declared_same_scale
             and cam["threshold"] == 77.0
             and cam["threshold_source"] == "calibration"
         )
+        pipeline = app.workers[0].pipeline
+        during_switch = {}
+        swap = pipeline.swap_model
+
+        def observed_swap(scorer, map_spec, model, *args, **kwargs):  # the status read mid-switch
+            during_switch[model.version] = app.status()["cameras"]["workcell"]
+            return swap(scorer, map_spec, model, *args, **kwargs)
+
+        pipeline.swap_model = observed_swap
         store.install(with_scale(releases["1.0.3"], "nll-v2", "c"), cfg)  # another scale
         app.poll_model_store()
-        cam = app.status()["cameras"]["workcell"]
-        assert (
-            app.model.version == "1.0.3"
-            and cam["threshold_source"] == "uncalibrated"
-            and cam.get("threshold") is None
-        )
+        wait_until(lambda: "1.0.3" in during_switch, 30, "the camera to switch")
+        for cam in (app.status()["cameras"]["workcell"], during_switch["1.0.3"]):
+            assert cam["threshold_source"] == "uncalibrated" and cam.get("threshold") is None
+        assert app.model.version == "1.0.3"
     finally:
         app.stop()
     assert os.path.exists(cfg.state_dir / "calibration" / "thresholds.json")  # kept for a rollback
