@@ -11,7 +11,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
-	$(PY) -m pip install --quiet -e '.[systemd]' || echo "note: systemd-python not built (needs libsystemd-dev and pkg-config); the appliance speaks sd_notify itself"
+	@# optional: only tried where it can build, so a bare machine's first run shows no red pip error
+	@if pkg-config --exists libsystemd 2>/dev/null && command -v cc >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet -e '.[systemd]' 2>/dev/null || echo "note: systemd-python not built; the appliance speaks sd_notify itself"; \
+	else \
+		echo "note: systemd-python skipped (optional; needs libsystemd-dev, pkg-config and a C compiler): the appliance speaks sd_notify itself"; \
+	fi
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
 

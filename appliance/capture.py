@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from appliance.errors import ApplianceError
+from appliance.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class Source:
         return self.kind is SourceKind.FILE
 
     def __str__(self) -> str:
-        return str(self.target)
+        """The source for logs, errors and status: a URL's password and secret parameters redacted."""
+        return redact(self.target)
 
 
 def parse_source(spec: str | int | Path | Source) -> Source:
@@ -122,6 +124,38 @@ def _device_api() -> int:
     return cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
 
 
+def source_problem(spec: str | int | Path | Source) -> str | None:
+    """Why a source can never work, however long it is retried (None: it may work, or come up later).
+
+    A network camera that is not up yet, or a USB index not enumerated yet, is worth retrying; a
+    malformed URL, a ``/dev/`` path or video file that does not exist, or a GStreamer pipeline on an
+    OpenCV without GStreamer is a configuration mistake.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        source = parse_source(spec)
+    except CameraError as exc:
+        return str(exc)
+    target = str(source.target)
+    if source.kind is SourceKind.URL:
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018  (raises ValueError on a non-numeric or out-of-range port)
+        except ValueError:  # its text can hold a password taken for the port: not echoed
+            return "malformed URL: the port is not a number from 0 to 65535"
+        if not parts.hostname:
+            return "malformed URL: no host"
+        return None
+    if source.kind is SourceKind.DEVICE and isinstance(source.target, str):
+        return None if Path(target).exists() else f"no such device {target}"
+    if source.kind is SourceKind.FILE and not Path(target).exists() and "%" not in target:
+        return f"no such video file {target}"
+    if source.kind is SourceKind.GSTREAMER and not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
+        return "GStreamer pipeline, but this OpenCV was built without GStreamer"
+    return None
+
+
 class VideoReader(Protocol):
     """The part of ``cv2.VideoCapture`` the camera uses (lets tests substitute a reader)."""
 
@@ -145,7 +179,7 @@ def open_source(spec: str | int | Path | Source, timeout_s: float | None = None)
         raise CameraError(f"cannot open video file {source.target}: no such file")
     if source.kind is SourceKind.GSTREAMER and not cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER):
         raise CameraError(
-            f"cannot open GStreamer pipeline {source.target!r}: this OpenCV was built without GStreamer"
+            f"cannot open GStreamer pipeline {str(source)!r}: this OpenCV was built without GStreamer"
         )
     params: list[int] = []
     if source.kind is SourceKind.URL and timeout_s is not None:
@@ -158,10 +192,10 @@ def open_source(spec: str | int | Path | Source, timeout_s: float | None = None)
             else cv2.VideoCapture(source.target, source.api)
         )
     except cv2.error as exc:
-        raise CameraError(f"cannot open {source.kind.value} source {source.target!r}: {exc}") from exc
+        raise CameraError(f"cannot open {source.kind.value} source {str(source)!r}: {redact(exc)}") from exc
     if not cap.isOpened():
         cap.release()
-        raise CameraError(f"cannot open {source.kind.value} source {source.target!r}")
+        raise CameraError(f"cannot open {source.kind.value} source {str(source)!r}")
     return cap
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -11,6 +12,30 @@ import numpy as np
 from appliance import __version__
 from appliance.errors import ApplianceError
 from appliance.runtimes import RUNTIMES
+
+
+def _pick_sequence(path: Path, sequences: list, which: str):
+    """A sequence by name (as ``score --only`` takes it), else by 0-based position."""
+    by_name = {s.name: s for s in sequences}
+    if which in by_name:
+        return by_name[which]
+    if which.isdigit() and int(which) < len(sequences):
+        return sequences[int(which)]
+    names = ", ".join(list(by_name)[:10]) + (", ..." if len(by_name) > 10 else "")
+    raise ApplianceError(
+        f"{path} has no sequence {which!r}; it holds {len(sequences)}: {names} "
+        f"(give a name or a position from 0 to {len(sequences) - 1})"
+    )
+
+
+def _make_parent(out: Path) -> None:
+    """Create the folder an output file goes into, or say clearly why it cannot be."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ApplianceError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
+    if out.is_dir():
+        raise ApplianceError(f"{out} is a folder; give a file name")
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
@@ -22,11 +47,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
 
     spec = MapSpec()
     sequences = read_keypoints(args.keypoints)
-    seq = sequences[args.sequence] if args.sequence < len(sequences) else None
-    if seq is None:
-        raise ApplianceError(
-            f"{args.keypoints} holds {len(sequences)} sequences; --sequence {args.sequence} is out of range"
-        )
+    seq = _pick_sequence(args.keypoints, sequences, args.sequence)
     maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), spec)
     picks = np.linspace(0, len(maps) - 1, min(args.frames, len(maps))).astype(int)
     cols = min(10, len(picks))
@@ -39,6 +60,7 @@ def cmd_maps(args: argparse.Namespace) -> int:
             maps[i] * 255
         )
     sheet = cv2.resize(sheet, None, fx=args.zoom, fy=args.zoom, interpolation=cv2.INTER_NEAREST)
+    _make_parent(args.out)
     if not cv2.imwrite(str(args.out), sheet):
         raise ApplianceError(f"could not write {args.out}")
     print(
@@ -58,6 +80,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from appliance.sequence_scoring import sequence_window_scores
     from appliance.window import window_scores_to_frames
 
+    if args.out:
+        _make_parent(args.out)  # before the scoring, not after it
     bundle = open_bundle(args.bundle)
     runtime, variant = bundle.open(args.runtime, args.variant, args.threads)
     window = bundle.contract.window
@@ -86,44 +110,72 @@ def cmd_score(args: argparse.Namespace) -> int:
         keep = np.isfinite(s)
         print(f"frame-level AUROC against the file's labels: {auroc(s[keep], y[keep] > 0):.4f}")
     if args.out:
-        with args.out.open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["sequence", "frame", "score", "label"])
-            for name, frame, score, label in rows:
-                w.writerow(
-                    [
-                        name,
-                        frame,
-                        "" if not np.isfinite(score) else f"{score:.6g}",
-                        "" if label < 0 else label,
-                    ]
-                )
+        try:
+            with args.out.open("w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["sequence", "frame", "score", "label"])
+                for name, frame, score, label in rows:
+                    w.writerow(
+                        [
+                            name,
+                            frame,
+                            "" if not np.isfinite(score) else f"{score:.6g}",
+                            "" if label < 0 else label,
+                        ]
+                    )
+        except OSError as exc:
+            raise ApplianceError(f"cannot write {args.out}: {exc.strerror or exc}") from None
         print(f"scores written to {args.out}")
     return 0
 
 
 def _setup_logging(verbose: bool = False) -> None:
+    """Logging to stderr or the journal, every line with camera and broker secrets redacted."""
+    from appliance.redact import install_log_redaction
     from appliance.service import setup_logging
 
     setup_logging(verbose)
+    install_log_redaction()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config file without running anything."""
-    from appliance.config import load_config
+    """Validate a config file and everything it names that can be checked without a camera or broker.
 
-    cfg = load_config(args.config)
+    The schema, then the bundle (signature, hashes, runtime), pose model files, password and TLS
+    files and camera sources (:mod:`appliance.preflight`). Outside the systemd unit,
+    ``${CREDENTIALS_DIRECTORY}`` stands for the unit's credential folder and is checked against the
+    unit's ``LoadCredential=`` lines. Exit 0 when ``appliance run`` would accept it, 2 otherwise.
+    """
+    import os
+
+    from appliance.config import ConfigError, key_locator, load_config
+    from appliance.preflight import UNIT_CREDENTIALS_DIR, check_files_and_sources
+    from appliance.redact import redact
+
+    # outside the unit, ${CREDENTIALS_DIRECTORY} is the folder systemd will give the service
+    unit_dir = {"CREDENTIALS_DIRECTORY": str(UNIT_CREDENTIALS_DIR)}
+    cfg = load_config(args.config, env_defaults={} if os.environ.get("CREDENTIALS_DIRECTORY") else unit_dir)
+    findings = check_files_and_sources(cfg, args.config, args.unit)
+    where = key_locator(args.config)
+    for f in findings:
+        if f.severity == "note":
+            print(redact(f"{where(f.loc)}: note: {f.message}"))
+    errors = [redact(f"{where(f.loc)}: {f.message}") for f in findings if f.severity == "error"]
+    if errors:
+        raise ConfigError("\n".join(errors))
     cams = ", ".join(f"{c.id} ({c.source})" for c in cfg.cameras)
-    print(f"{args.config}: valid (appliance {cfg.appliance_id}; pose {cfg.pose.type}; cameras {cams})")
+    summary = f"appliance {cfg.appliance_id}; pose {cfg.pose.type}; cameras {cams}"
+    print(redact(f"{args.config}: valid ({summary})"))
     return 0
 
 
 def run_appliance(cfg, config_path: Path | None = None) -> int:
     """Start the daemon on a validated config and run until its streams end or a signal stops it.
 
-    Under systemd: READY=1 once the bundle passed its smoke test, the cameras stream and the broker
-    answered (or is known unreachable, the outbox buffering), watchdog pings while the pipeline
-    turns, STATUS lines, RELOADING/READY around a SIGHUP reload, STOPPING=1 on SIGTERM.
+    Under systemd: READY=1 once the model passed its smoke test and the sinks are open (the MQTT
+    outbox accepts events whether or not the broker is up); cameras that are not up yet are retried
+    in the background and the status says ``reconnecting``. Watchdog pings while every camera's
+    processing loop turns, STATUS lines, RELOADING/READY around a SIGHUP reload, STOPPING=1 on SIGTERM.
     """
     import logging
     import signal
@@ -161,12 +213,13 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
     try:
         app.start()
         links = [s for s in app.sinks if hasattr(s, "connected")]
-        deadline = time.monotonic() + 5.0  # cameras streaming and broker answering, or known not to be
+        deadline = time.monotonic() + 2.0  # a first status line that says more than "starting"
         while time.monotonic() < deadline and (
             not all(s.connected.is_set() for s in links) or any(w.state == "starting" for w in app.workers)
         ):
             time.sleep(0.1)
-        broker = "" if all(s.connected.is_set() for s in links) else "; broker unreachable, buffering events"
+        reached = all(s.connected.is_set() for s in links)
+        broker = "" if reached else "; broker not reached yet, buffering events"
         notifier.ready(app.status_line() + broker)
         app.wait(stop, notifier=notifier, reload=reload, reload_requested=reload_requested)
         notifier.stopping()
@@ -175,10 +228,6 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped: %s", app.status_line())
-    failed = [w.cfg.id for w in app.workers if w.failed]
-    if failed:  # Restart=on-failure restarts it; the journal holds the traceback above
-        log.error("camera processing failed on %s: exiting with status 1", ", ".join(failed))
-        return 1
     return 0
 
 
@@ -191,13 +240,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The whole pipeline on the bundled clip and starter model; events to the terminal and a file."""
+    """The whole pipeline on the two bundled clips and the starter model; events to terminal and file."""
     from appliance.demo import demo_config
 
     _setup_logging(args.verbose)
     cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
+    replaced = args.out.exists()
+    args.out.unlink(missing_ok=True)  # each demo run writes its own events, not appended to the last
     code = run_appliance(cfg)
-    print(f"events written to {args.out}", file=sys.stderr)
+    note = " (the previous run's file was replaced)" if replaced else ""
+    print(f"events written to {args.out}{note}", file=sys.stderr)
     return code
 
 
@@ -295,7 +347,8 @@ def cmd_update(args: argparse.Namespace) -> int:
 
     _quiet_store_log()
     cfg = load_config(args.config)
-    result = ModelStore(cfg.state_dir).install(args.bundle, cfg)
+    store = ModelStore(cfg.state_dir)
+    result = store.install(args.bundle, cfg, allow_downgrade=args.allow_downgrade, force=args.force)
     signer = f"signed by {result.signer}" if result.signer else "UNSIGNED (model.allow_unsigned is set)"
     again = " (already installed)" if result.already_installed else ""
     print(
@@ -309,12 +362,12 @@ def cmd_update(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Make the previous model version (or --to VERSION) active again."""
     from appliance.config import load_config
-    from appliance.model_store import ModelStore
+    from appliance.model_store import ModelStore, display_path
 
     _quiet_store_log()
     cfg = load_config(args.config)
-    target = ModelStore(cfg.state_dir).rollback(cfg, to=args.to)
-    what = f"the configured bundle ({cfg.model.bundle})" if target == "factory" else target
+    target = ModelStore(cfg.state_dir).rollback(cfg, to=args.to, force=args.force)
+    what = f"the configured bundle ({display_path(cfg.model.bundle)})" if target == "factory" else target
     print(f"rolled back: {what} is the active model; a running appliance switches within a few seconds")
     return 0
 
@@ -325,30 +378,42 @@ def cmd_models(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from appliance.config import load_config
-    from appliance.model_store import ModelStore
+    from appliance.model_store import ModelStore, display_path
 
     cfg = load_config(args.config)
     store = ModelStore(cfg.state_dir)
     state, versions, updates = store.state(), store.installed(), store.updates(args.updates)
+    factory, bad = display_path(cfg.model.bundle), store.bad_versions()
     if args.json:
         print(json.dumps({"active": state.active or "factory", "history": state.history,
-                          "versions": [asdict(v) for v in versions], "factory": str(cfg.model.bundle),
-                          "updates": updates}, indent=2))  # fmt: skip
+                          "versions": [asdict(v) for v in versions], "factory": factory,
+                          "bad": list(bad.values()), "updates": updates}, indent=2))  # fmt: skip
         return 0
     print(f"{'':2}{'version':34} {'model':32} {'signed by':28} installed")
     for v in versions:
         signer = f"{v.signer['name']} ({v.signer['key_id']})" if v.signer else "unsigned"
         mark = "* " if v.active else "  "
-        print(f"{mark}{v.id:34} {v.name + ' ' + v.version:32} {signer:28} {v.installed_at}")
+        flag = "  BAD" if v.bad else ""
+        print(f"{mark}{v.id:34} {v.name + ' ' + v.version:32} {signer:28} {v.installed_at}{flag}")
     mark = "* " if state.active is None else "  "
-    print(f"{mark}{'factory':34} {'(the bundle in the configuration)':32} {'':28} {cfg.model.bundle}")
+    print(f"{mark}{'factory':34} {'(the bundle in the configuration)':32} {'':28} {factory}")
+    if bad:
+        print("\nmarked bad (refused unless `appliance update --force`):")
+        for b in bad.values():
+            model = b.get("model") or {}
+            print(f"  {b.get('version', '?')} {model.get('name', '')} {model.get('version', '')}: "
+                  f"{store.describe_bad(b)}")  # fmt: skip
     if updates:
         print("\nrecent updates:")
         for u in updates:
             model = u.get("model") or {}
-            what = u.get("version") or u.get("source", "")
+            source = display_path(u["source"]) if u.get("source") else ""
+            what = u.get("version") or source
             name = f" {model.get('name')} {model.get('version')}" if model else ""
-            note = f": {u['message']}" if u.get("message") else ""
+            message = " ".join(str(u.get("message", "")).split())
+            if what == source:  # the path is shown once, in front
+                message = message.removeprefix(f"{u['source']}: ").removeprefix(f"{source}: ")
+            note = f": {message}" if message else ""
             print(f"  {u['time']} {u['action']:13} {u['result']:8} {what}{name}{note}")
     return 0
 
@@ -360,7 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maps", help="render a keypoint file's skeleton maps to a PNG contact sheet")
     p.add_argument("--keypoints", type=Path, required=True, help="keypoint file or OpenPose JSON folder")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--sequence", type=int, default=0, help="which sequence (video/track) of the file")
+    p.add_argument(
+        "--sequence",
+        default="0",
+        metavar="NAME|N",
+        help="which sequence (video/track) of the file: its name, as `score --only` takes it, or its "
+        "0-based position (default: the first)",
+    )
     p.add_argument("--frames", type=int, default=30, help="how many frames, evenly spaced")
     p.add_argument("--zoom", type=int, default=4)
     p.set_defaults(func=cmd_maps)
@@ -380,14 +451,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check-config", help="validate a configuration file")
+    p = sub.add_parser(
+        "check-config",
+        help="validate a configuration file and the files, bundle and camera sources it names",
+    )
     p.add_argument("config", type=Path)
+    p.add_argument(
+        "--unit",
+        type=Path,
+        help="the appliance.service whose LoadCredential= lines provide ${CREDENTIALS_DIRECTORY} "
+        "(default: the installed one)",
+    )
     p.set_defaults(func=cmd_check_config)
 
-    p = sub.add_parser("demo", help="the whole pipeline on the bundled walking clip with the starter model")
+    p = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the two bundled clips (people walking; a person doing squats) "
+        "with the starter model",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo/events.jsonl"), help="JSON-lines event file")
     p.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
-    p.add_argument("--realtime", action="store_true", help="pace the clip at its frame rate")
+    p.add_argument("--realtime", action="store_true", help="pace the clips at their frame rate")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_demo)
 
@@ -414,11 +498,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("update", help="install a signed model bundle (.tar or folder) and make it active")
     p.add_argument("bundle", type=Path)
     p.add_argument("--config", type=Path, default=default_config, help=config_help)
+    p.add_argument(
+        "--allow-downgrade", action="store_true", help="install a lower version of the active model"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="install a bundle the appliance marked bad (failed starts)"
+    )
     p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("rollback", help="make the previous model version active again")
     p.add_argument("--to", help="a version id from `appliance models` (or 'factory')")
     p.add_argument("--config", type=Path, default=default_config, help=config_help)
+    p.add_argument("--force", action="store_true", help="with --to: run a version marked bad anyway")
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("models", help="installed model versions, the active one, signers, recent updates")
@@ -450,13 +541,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``appliance models | head``): stop quietly, like a Unix tool.
+
+    stdout is pointed at /dev/null so the interpreter's final flush cannot raise again; 141 is what
+    a shell reports for a command ended by SIGPIPE (128 + 13).
+    """
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    from appliance.redact import redact
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except ApplianceError as exc:
-        print(f"appliance: error: {exc}", file=sys.stderr)
+        print(f"appliance: error: {redact(exc)}", file=sys.stderr)
         return exc.exit_code
+    except Exception:  # a bug: the traceback, but never a camera or broker password in it
+        import traceback
+
+        print(redact(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,15 +7,19 @@ under ``$CREDENTIALS_DIRECTORY``) or ``${ENV_NAME}`` in any string value.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -25,6 +29,7 @@ from pydantic import (
 
 from appliance.credentials import resolve_password
 from appliance.errors import ApplianceError
+from appliance.redact import redact
 from appliance.sparkplug.config import SparkplugSinkConfig
 
 CONFIG_SCHEMA_VERSION = 1
@@ -43,10 +48,12 @@ def _topic_level(v: str) -> str:
 
 
 TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+PixelSize = Annotated[int, Field(ge=32, le=8192)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are refused everywhere: a threshold or interval of inf makes alarms impossible
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -74,8 +81,24 @@ class ModelConfig(_Section):
     health_window_s: float = Field(
         300.0,
         ge=0,
-        description="After a model switch, a scoring error within this many seconds rolls back to the "
-        "previous version.",
+        le=86400,
+        description="Probation after a model switch: a scoring error within this many seconds rolls back "
+        "and marks the version bad (it is not installed again without `appliance update --force`); "
+        "a scoring error later rolls back without marking it.",
+    )
+    failed_starts_before_bad: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Boot counter: this many starts of one installed version in a row that never became "
+        "healthy (ran healthy_after_s, or stopped cleanly) within failed_starts_window_s mark it bad, "
+        "and the appliance starts the previous or the factory version instead.",
+    )
+    failed_starts_window_s: float = Field(
+        600.0, gt=0, le=86400, description="Window of the boot counter, in seconds."
+    )
+    healthy_after_s: float = Field(
+        60.0, gt=0, le=3600, description="A start counts as healthy after running this long."
     )
     watch_inbox: bool = Field(
         True,
@@ -97,6 +120,7 @@ class BlazePoseConfig(_Section):
     detect_interval: int = Field(
         10,
         ge=1,
+        le=1000,
         description="Frames between detector runs that look for new people while others are tracked.",
     )
     small_people: Literal["off", "motion", "tiles"] = Field(
@@ -104,14 +128,18 @@ class BlazePoseConfig(_Section):
         description="Find people too small for the face-based detector (elevated cameras): 'motion' "
         "(moving blobs; cheap), 'tiles' (detector on zoomed tiles; slow, finds still people) or 'off'.",
     )
-    proposal_interval: int = Field(5, ge=1, description="Frames between small-people proposal passes.")
+    proposal_interval: int = Field(
+        5, ge=1, le=1000, description="Frames between small-people proposal passes."
+    )
     refine_landmarks: bool = Field(True, description="Refine joints with the landmark model's heatmap.")
 
 
 class OnnxPoseConfig(_Section):
     type: Literal["onnx"] = "onnx"
     model: Path = Field(description="A COCO-17 keypoint model in ONNX (see README: pose backends).")
-    input_size: tuple[int, int] = Field((640, 640), description="Model input width, height in pixels.")
+    input_size: tuple[PixelSize, PixelSize] = Field(
+        (640, 640), description="Model input width, height in pixels."
+    )
     min_score: float = Field(0.4, gt=0, lt=1, description="Person score threshold.")
     threads: int = Field(1, ge=1, le=16, description="onnxruntime threads.")
     max_people: int = Field(16, ge=1, le=64, description="Most people kept per frame (highest scores).")
@@ -141,15 +169,19 @@ class CameraConfig(_Section):
     fps: float | None = Field(
         30.0, gt=0, le=120, description="Frames per second processed; None = source rate."
     )
-    width: int | None = Field(None, gt=0, description="Frame width to request from a device (None = as is).")
-    height: int | None = Field(None, gt=0, description="Frame height to request from a device.")
+    width: int | None = Field(
+        None, gt=0, le=16384, description="Frame width to request from a device (None = as is)."
+    )
+    height: int | None = Field(None, gt=0, le=16384, description="Frame height to request from a device.")
     loop: bool = Field(False, description="Restart a video file at its end (demos).")
     realtime: bool | None = Field(
         None,
         description="Pace a video file at its frame rate like a live camera (default: files as fast "
         "as processed).",
     )
-    stall_timeout_s: float = Field(5.0, gt=0, description="No frame for this long = reopen the camera.")
+    stall_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="No frame for this long = reopen the camera."
+    )
     threshold: float | None = Field(
         None, description="Alarm threshold for this camera (default: the detector's, then the bundle's)."
     )
@@ -164,9 +196,11 @@ class TrackingConfig(_Section):
         0.2, ge=0, lt=1, description="Least box overlap for a detection to continue a track."
     )
     max_missed_frames: int = Field(
-        15, ge=0, description="Frames a person may be unseen (occlusion) before the track is closed."
+        15, ge=0, le=1000, description="Frames a person may be unseen (occlusion) before the track is closed."
     )
-    min_hits: int = Field(3, ge=1, description="Frames before a new track is scored (filters flickers).")
+    min_hits: int = Field(
+        3, ge=1, le=300, description="Frames before a new track is scored (filters flickers)."
+    )
 
 
 class DetectorConfig(_Section):
@@ -179,11 +213,13 @@ class DetectorConfig(_Section):
         "'uncalibrated', raise no events) or 'bundle_default' (alarm at the bundle's default threshold).",
     )
     start_windows: int = Field(
-        5, ge=1, description="Consecutive windows above threshold that start an anomaly."
+        5, ge=1, le=900, description="Consecutive windows above threshold that start an anomaly."
     )
-    end_windows: int = Field(15, ge=1, description="Consecutive windows below threshold that end it.")
+    end_windows: int = Field(
+        15, ge=1, le=3600, description="Consecutive windows below threshold that end it."
+    )
     update_interval_s: float = Field(
-        1.0, gt=0, description="Least time between 'update' events of one anomaly."
+        1.0, gt=0, le=3600, description="Least time between 'update' events of one anomaly."
     )
 
 
@@ -206,9 +242,53 @@ class MqttTlsConfig(_Section):
     )
 
 
+def _broker_host(v: str) -> str:
+    """A host name (DNS labels of 1-63 characters, 253 in all) or an IPv4/IPv6 address."""
+    if not v or v != v.strip():
+        raise ValueError("give the broker's host name or IP address (empty, or spaces around it)")
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    try:
+        name = v.encode("idna").decode("ascii") if not v.isascii() else v
+    except UnicodeError:
+        raise ValueError(f"{v!r} is not a valid host name") from None
+    name = name[:-1] if name.endswith(".") else name
+    if len(name) > 253:
+        raise ValueError(f"host name is {len(name)} characters; DNS allows at most 253")
+    labels = name.split(".")
+    for label in labels:
+        if not 1 <= len(label) <= 63:
+            shown = label if len(label) <= 20 else label[:20] + "..."
+            raise ValueError(
+                f"host name part {shown!r} is {len(label)} characters; each part between dots must be 1-63"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?", label):
+            raise ValueError(f"host name part {label!r}: use letters, digits and '-' (not first or last)")
+    if all(label.isdigit() for label in labels):
+        raise ValueError(f"{v!r} is not a valid IPv4 address")
+    return v
+
+
+BrokerHost = Annotated[str, AfterValidator(_broker_host)]
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def _byte_size(v: Any) -> Any:
+    """``67108864``, ``"64 MiB"`` or ``"500MB"`` -> bytes."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", v)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError("give bytes as a number or with a unit: B, KiB, MiB, GiB, kB, MB, GB")
+        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return v
+
+
 class MqttSinkConfig(_Section):
     type: Literal["mqtt"] = "mqtt"
-    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    host: BrokerHost = Field("127.0.0.1", description="Broker host name or IPv4/IPv6 address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS by convention).")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version.")
     topic_prefix: str = Field("appliance", description="First topic level(s): <prefix>/<appliance_id>/...")
@@ -223,23 +303,57 @@ class MqttSinkConfig(_Section):
         None, description="File holding the broker password (e.g. ${CREDENTIALS_DIRECTORY}/mqtt-password)."
     )
     tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
-    status_interval_s: float = Field(30.0, gt=0, description="Seconds between retained status messages.")
+    status_interval_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds between retained status messages."
+    )
     commands: bool = Field(
         False,
         description="Accept commands on <prefix>/<appliance_id>/cmd/<name> (recalibrate, reload, status), "
         "answered on .../cmd/<name>/response; restrict who may publish there with the broker's ACLs.",
     )
-    telemetry_interval_s: float | None = Field(
-        None, gt=0, description="Publish each camera's peak window scores this often (QoS 0); None = off."
+    command_secret_file: Path | None = Field(
+        None,
+        description="File holding a shared secret (16+ characters, first line); when set, recalibrate and "
+        "reload must carry an HMAC-SHA256 signature, a timestamp and a nonce (docs/mqtt.md, Commands).",
     )
-    reconnect_max_s: float = Field(30.0, gt=0, description="Longest wait between reconnection attempts.")
+    commands_max_bytes: int = Field(
+        4096, ge=256, le=1_048_576, description="Larger command payloads are refused unread."
+    )
+    commands_per_minute: float = Field(
+        30.0, gt=0, le=6000, description="Commands accepted per minute (bursts of 10); the rest are dropped."
+    )
+    command_max_age_s: float = Field(
+        60.0, gt=0, le=3600, description="A signed command older (or newer) than this is refused as a replay."
+    )
+    telemetry_interval_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Publish each camera's peak window scores this often (QoS 0); None = off.",
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest wait between reconnection attempts."
+    )
     outbox_max_messages: int = Field(
-        100_000, ge=100, description="Events kept on disk while the broker is away (oldest updates go first)."
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Most messages kept on disk while the broker is away (any kind; outbox_max_bytes "
+        "says what goes first).",
     )
     outbox_max_age_s: float = Field(
         7 * 86400,
         gt=0,
+        le=366 * 86400,
         description="Updates older than this leave the outbox (starts and ends never).",
+    )
+    outbox_max_bytes: Annotated[int, BeforeValidator(_byte_size)] = Field(
+        64 * 2**20,
+        ge=2**20,
+        le=2**40,
+        description="Most space the outbox's messages take ('64 MiB', '1 GiB' or bytes), every kind "
+        "counted. When full: oldest updates go first, then the oldest closed anomalies (start and end "
+        "together), then the oldest of anything (docs/mqtt.md).",
     )
 
     @model_validator(mode="after")
@@ -299,6 +413,14 @@ class ApplianceConfig(_Section):
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+MAX_CONFIG_BYTES = 1 << 20  #: a configuration file is a few kB; refuse anything near this
+MAX_CONFIG_VALUES = 10_000  #: YAML nodes after alias expansion (a 16-camera config has ~400)
+MAX_CONFIG_DEPTH = 32  #: nesting of mappings and lists (the schema needs 5)
+CREDENTIALS_HINT = (
+    " (systemd sets it for the unit's LoadCredential= entries: start the appliance with systemctl, or "
+    "export CREDENTIALS_DIRECTORY=<folder holding the credential files> to run it by hand)"
+)
+
 
 class _Located:
     """YAML node tree kept beside the data so a validation error can name a line."""
@@ -325,19 +447,24 @@ class _Located:
         return line
 
 
-def _expand_env(value: Any, loc: tuple[Any, ...], where: str, located: _Located) -> Any:
+def _expand_env(
+    value: Any, loc: tuple[Any, ...], where: str, located: _Located, env: Mapping[str, str]
+) -> Any:
     if isinstance(value, dict):
-        return {k: _expand_env(v, (*loc, k), where, located) for k, v in value.items()}
+        return {k: _expand_env(v, (*loc, k), where, located, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, (*loc, i), where, located) for i, v in enumerate(value)]
+        return [_expand_env(v, (*loc, i), where, located, env) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name = m.group(1)
-            if name not in os.environ:
+            if name not in env:
                 line = located.line_of(loc)
-                raise ConfigError(f"{where}:{line}: {_loc_text(loc)}: environment variable {name} is not set")
-            return os.environ[name]
+                hint = CREDENTIALS_HINT if name == "CREDENTIALS_DIRECTORY" else ""
+                raise ConfigError(
+                    f"{where}:{line}: {_loc_text(loc)}: environment variable {name} is not set{hint}"
+                )
+            return env[name]
 
         return _ENV.sub(sub, value)
     return value
@@ -356,20 +483,190 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0))
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Path | None = None) -> ApplianceConfig:
-    """Validate YAML text; relative paths resolve against ``base_dir`` (the config file's folder)."""
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than :data:`MAX_CONFIG_DEPTH` as it composes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {MAX_CONFIG_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML node graph and the data built from it, refused when aliases would blow it up."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters; a configuration is at most {MAX_CONFIG_BYTES}")
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, source)
+        return node, loader.construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or _mark_of(loader)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{source}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _mark_of(loader: yaml.SafeLoader) -> yaml.Mark | None:
+    """Where the loader stands (for errors raised by :class:`_BoundedLoader` itself)."""
+    try:
+        return loader.peek_event().start_mark
+    except yaml.YAMLError:
+        return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases (``*name``) expand it past :data:`MAX_CONFIG_VALUES` values.
+
+    PyYAML shares an anchored node between its aliases, so nine lines can stand for 10^9 values that
+    every later walk (environment expansion, validation) would visit one by one: 52 s of CPU and
+    1.2 GB for the classic alias bomb. The expanded size is counted per distinct node, without
+    expanding anything; a node that contains itself through an alias is refused too.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{source}:{line}: a YAML alias refers to the node that contains it (a cycle)")
+        open_nodes.add(key)
+        total = 1
+        for child in _children(node):
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                break  # enough to refuse; stops the count from costing what the expansion would
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if size(root) <= MAX_CONFIG_VALUES:
+        return
+    node = root  # name the smallest part that is still too big: where the alias use explodes
+    while True:
+        big = [c for c in _children(node) if sizes.get(id(c), 0) > MAX_CONFIG_VALUES]
+        if not big:
+            break
+        node = big[0]
+    raise ConfigError(
+        f"{source}:{node.start_mark.line + 1}: YAML aliases (*name) expand the configuration past "
+        f"{MAX_CONFIG_VALUES} values; write the settings out instead"
+    )
+
+
+_TAGGED: dict[str, type[BaseModel]] = {
+    "blazepose": BlazePoseConfig,
+    "onnx": OnnxPoseConfig,
+    "keypoints": KeypointsPoseConfig,
+    "stdout": StdoutSinkConfig,
+    "jsonl": JsonlSinkConfig,
+    "mqtt": MqttSinkConfig,
+    "sparkplug": SparkplugSinkConfig,
+}
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one settings section an annotation holds (``X``, ``X | None``, ``list[X]``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    found = {m for arg in get_args(annotation) if (m := _model_in(arg)) is not None}
+    return found.pop() if len(found) == 1 else None
+
+
+def _constraints(raw_loc: tuple[Any, ...]) -> list[Any]:
+    """The ge/gt/le/lt metadata of the field a validation error points at (raw pydantic location)."""
+    model: type[BaseModel] | None = ApplianceConfig
+    annotation: Any = None
+    metadata: list[Any] = []
+    for part in raw_loc:
+        if isinstance(part, str) and model is not None and part in model.model_fields:
+            info = model.model_fields[part]
+            annotation, metadata = info.annotation, list(info.metadata)
+            model = _model_in(annotation)
+        elif isinstance(part, str) and part in _TAGGED:
+            model = _TAGGED[part]
+        elif isinstance(part, int) and get_origin(annotation) is tuple and part < len(get_args(annotation)):
+            annotation = get_args(annotation)[part]
+            extra = getattr(annotation, "__metadata__", ())
+            metadata = [m for f in extra for m in getattr(f, "metadata", [f])]
+        elif not isinstance(part, int):
+            break
+    return metadata
+
+
+def _range_text(raw_loc: tuple[Any, ...]) -> str:
+    """``from 1 to 900``, ``more than 0 and at most 3600``, ``at least 1``..., or "" without bounds."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in _constraints(raw_loc):
+        if isinstance(m, annotated_types.Ge | annotated_types.Gt):
+            lo, lo_open = (m.ge, False) if isinstance(m, annotated_types.Ge) else (m.gt, True)
+        elif isinstance(m, annotated_types.Le | annotated_types.Lt):
+            hi, hi_open = (m.le, False) if isinstance(m, annotated_types.Le) else (m.lt, True)
+    lower = None if lo is None else (f"more than {lo:g}" if lo_open else f"at least {lo:g}")
+    upper = None if hi is None else (f"less than {hi:g}" if hi_open else f"at most {hi:g}")
+    if lower and upper:
+        return f"from {lo:g} to {hi:g}" if not (lo_open or hi_open) else f"{lower} and {upper}"
+    return lower or upper or ""
+
+
+def _range_message(err: Any) -> str | None:
+    """A numeric error restated with the whole allowed range and the value given."""
+    kind = err["type"]
+    allowed = _range_text(tuple(err["loc"]))
+    value = err.get("input")
+    got = f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)[:40]
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and allowed:
+        return f"out of range: must be {allowed} (got {got})"
+    if kind == "finite_number":
+        return f"must be a finite number{' ' + allowed if allowed else ''} (got {got})"
+    if allowed and kind.startswith(("int_", "float_")):  # '1e20' or 1.5 for a whole number
+        return f"{err['msg']} (got {got}); allowed: {allowed}"
+    return None
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    env_defaults: Mapping[str, str] | None = None,
+) -> ApplianceConfig:
+    """Validate YAML text; relative paths resolve against ``base_dir`` (the config file's folder).
+
+    ``${NAME}`` in string values expands from the environment, else from ``env_defaults`` (how
+    ``check-config`` stands in for systemd's ``CREDENTIALS_DIRECTORY`` outside the unit).
+    """
+    node, data = _compose(text, source)
     if not isinstance(data, dict) or node is None:
         raise ConfigError(f"{source}: expected a mapping of settings (schema_version, appliance_id, ...)")
     located = _Located(node)
-    data = _expand_env(data, (), source, located)
+    data = _expand_env(data, (), source, located, {**(env_defaults or {}), **os.environ})
     try:
         config = ApplianceConfig.model_validate(data)
     except ValidationError as exc:
@@ -387,7 +684,9 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                 msg = "required key is missing"
             elif err["type"] == "literal_error" and loc == ("schema_version",):
                 msg = f"this appliance reads configuration schema version {CONFIG_SCHEMA_VERSION}"
-            lines.append(f"{source}:{located.line_of(loc)}: {_loc_text(loc)}: {msg}")
+            else:
+                msg = _range_message(err) or msg
+            lines.append(redact(f"{source}:{located.line_of(loc)}: {_loc_text(loc)}: {msg}"))
         raise ConfigError("\n".join(lines)) from None
     return _resolve_paths(config, base_dir) if base_dir is not None else config
 
@@ -397,11 +696,13 @@ def _resolve_paths(config: ApplianceConfig, base: Path) -> ApplianceConfig:
         return None if p is None or p.is_absolute() else base / p
 
     def fix_model(m: BaseModel) -> BaseModel:
-        updates = {
-            name: fix(getattr(m, name))
-            for name, info in type(m).model_fields.items()
-            if isinstance(getattr(m, name), Path) and info.annotation is not None
-        }
+        updates: dict[str, Any] = {}
+        for name in type(m).model_fields:
+            value = getattr(m, name)
+            if isinstance(value, Path):
+                updates[name] = fix(value)
+            elif isinstance(value, BaseModel):  # nested sections (mqtt tls: ca_file, cert_file, ...)
+                updates[name] = fix_model(value)
         return m.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
     cameras = []
@@ -428,13 +729,32 @@ def _looks_like_relative_file(src: str) -> bool:
     return "://" not in src and "!" not in src and not src.startswith("/") and not src.isdigit()
 
 
-def load_config(path: str | Path) -> ApplianceConfig:
-    """Read and validate a config file (see :func:`parse_config`)."""
+def key_locator(path: str | Path) -> Callable[[tuple[Any, ...]], str]:
+    """``where(("cameras", 0, "source"))`` -> ``FILE:LINE: cameras[0].source`` for a file that loads."""
+    try:
+        node, _ = _compose(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, ConfigError):
+        node = None
+    located = _Located(node) if node is not None else None
+
+    def where(loc: tuple[Any, ...]) -> str:
+        line = f":{located.line_of(loc)}" if located is not None else ""
+        return f"{path}{line}: {_loc_text(loc)}"
+
+    return where
+
+
+def load_config(path: str | Path, env_defaults: Mapping[str, str] | None = None) -> ApplianceConfig:
+    """Read and validate a config file (see :func:`parse_config`); at most 1 MiB."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a configuration file")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent, env_defaults)

@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__
+from appliance.anomaly_journal import AnomalyJournal
+from appliance.boot_guard import BootGuard
 from appliance.bundle import Bundle, open_bundle
-from appliance.capture import Camera, CameraState, Frame
-from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
+from appliance.capture import Camera, CameraState, Frame, source_problem
+from appliance.config import ApplianceConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.detector import HysteresisRule
 from appliance.errors import ApplianceError, ModelError
 from appliance.events import (
@@ -48,6 +50,7 @@ from appliance.motion_scorer import PostureMotionScorer
 from appliance.pipeline import CameraPipeline, FrameResult
 from appliance.pose.base import PoseBackend
 from appliance.pose.registry import create_backend
+from appliance.redact import redact
 from appliance.runtimes import ScoringRuntime, WindowRuntime
 from appliance.scorer import MultiTrackScorer
 from appliance.service import Notifier
@@ -57,6 +60,11 @@ from appliance.tracker import Tracker
 from calibration.store import load_thresholds, thresholds_path
 
 CALIBRATION_POLL_S = 2.0  # how soon a recalibration reaches the running daemon
+RESTART_BACKOFF_INITIAL_S = 1.0  # a crashed camera loop restarts after this, doubling
+RESTART_BACKOFF_MAX_S = 60.0
+RESTARTS_BEFORE_FAILED = 5  # crashes in a row before the camera is reported ``failed`` (still retried)
+STABLE_AFTER_S = 60.0  # a loop that ran this long before crashing starts the count afresh
+STALLED_AFTER_S = 10.0  # the status calls a camera loop that has not turned for this long ``stalled``
 
 log = logging.getLogger("appliance")
 
@@ -185,14 +193,23 @@ class CameraWorker:
         self.scoring_errors = 0
         self.running_version: str | None = None  # the model version this camera's scorer runs
         self.heartbeat = time.monotonic()
-        self.failed = False  # the processing loop died on an unexpected error
+        self.supervisor_state: str | None = None  # restarting / failed while the loop is brought back
+        self.last_error: str | None = None  # the last unexpected error of the processing loop
+        self.restarts = 0
+        self.restart_at: float | None = None  # epoch s of the next restart attempt
+        self.on_health_change: Callable[[], None] | None = None  # publishes the status now
         self._stop = threading.Event()
         self._lost = False
         self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
 
     @property
     def state(self) -> str:
-        return self.source.state.value
+        """The supervisor's state while it restarts the loop, else the source's capture state."""
+        return self.supervisor_state or self.source.state.value
+
+    @property
+    def failed(self) -> bool:
+        return self.supervisor_state == "failed"
 
     @property
     def threshold(self) -> float:
@@ -230,37 +247,109 @@ class CameraWorker:
         self.stats.events += len(events)
         self._emit(events)
 
+    @property
+    def health(self) -> str | None:
+        """``restarting`` or ``failed`` while the supervisor is bringing the loop back, else None."""
+        return self.supervisor_state
+
     def _run(self) -> None:
-        reason = "shutdown"
-        try:
-            while not self._stop.is_set():
-                self.heartbeat = time.monotonic()  # the watchdog checks the loop turns, not just the process
-                frame = self.source.read(timeout=0.5)
-                if frame is None:
-                    state = self.source.state
-                    if state in (CameraState.ENDED, CameraState.FAILED, CameraState.STOPPED):
-                        if not self._stop.is_set():
-                            reason = "stream_ended" if state == CameraState.ENDED else "camera_lost"
-                        break
-                    if state == CameraState.RECONNECTING and not self._lost:
-                        self._lost = True
+        """Supervise the processing loop: an unexpected error restarts it with backoff, never ends it.
+
+        The camera's open anomalies end (``camera_lost``: nobody is watching them while it restarts),
+        tracks and pose state are reset, and the state says ``restarting`` with the reason; after
+        ``RESTARTS_BEFORE_FAILED`` crashes in a row (each within ``STABLE_AFTER_S`` of its restart)
+        it says ``failed`` and goes on retrying every ``RESTART_BACKOFF_MAX_S``. The heartbeat keeps
+        turning while it waits, so the watchdog only fires for a loop that hangs.
+        """
+        crashes, backoff = 0, RESTART_BACKOFF_INITIAL_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                reason = self._loop()
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self.last_error:
+                    log.exception(
+                        "camera %s: processing failed (%s); restarting the camera loop", self.cfg.id, why
+                    )
+                else:
+                    log.error("camera %s: processing failed again (%s); restarting", self.cfg.id, why)
+                crashes = 1 if time.monotonic() - started > STABLE_AFTER_S else crashes + 1
+                if crashes == 1:
+                    backoff = RESTART_BACKOFF_INITIAL_S
+                self.restarts += 1
+                self.last_error = why
+                self.supervisor_state = "failed" if crashes >= RESTARTS_BEFORE_FAILED else "restarting"
+                self.restart_at = time.time() + backoff
+                self._end_all_safely("camera_lost")
+                self._reset_after_crash()
+                self._health_changed()
+                self._wait_turning(backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
+                continue
+            self._end_all_safely(reason)
+            return
+        self._end_all_safely("shutdown")
+
+    def _loop(self) -> str:
+        """Read the newest frame, process it, until the stream ends or the camera is stopped."""
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()  # the watchdog checks the loop turns, not just the process
+            frame = self.source.read(timeout=0.5)
+            if frame is None:
+                state = self.source.state
+                if state in (CameraState.ENDED, CameraState.FAILED, CameraState.STOPPED):
+                    if self._stop.is_set():
+                        return "shutdown"
+                    return "stream_ended" if state == CameraState.ENDED else "camera_lost"
+                if state == CameraState.RECONNECTING and not self._lost:
+                    self._lost = True
+                    if self.stats.frames:  # (one never up since start was logged by the capture stage)
                         log.warning("camera %s: source lost, reconnecting", self.cfg.id)
-                        self.emit(self.pipeline.end_all(time.time(), "camera_lost"))
-                        self.backend.reset()
-                    continue
-                self._lost = False
-                try:
-                    self.process(frame)
-                except ScoringFailure as exc:
-                    if self.on_scoring_error is None or not self.on_scoring_error(self, exc):
-                        raise
-                    self.scoring_errors += 1
-        except Exception:
-            log.exception("camera %s: processing failed; the appliance exits with an error", self.cfg.id)
-            self.failed = True
-            reason = "shutdown"
-        finally:
+                    self.emit(self.pipeline.end_all(time.time(), "camera_lost"))
+                    self.backend.reset()
+                continue
+            self._lost = False
+            try:
+                self.process(frame)
+            except ScoringFailure as exc:
+                if self.on_scoring_error is None or not self.on_scoring_error(self, exc):
+                    raise
+                self.scoring_errors += 1
+                continue
+            if self.supervisor_state is not None:  # back after a restart
+                log.info("camera %s: processing again after %d restart(s)", self.cfg.id, self.restarts)
+                self.supervisor_state, self.restart_at = None, None
+                self._health_changed()
+        return "shutdown"
+
+    def _end_all_safely(self, reason: str) -> None:
+        try:
             self.emit(self.pipeline.end_all(time.time(), reason))
+        except Exception as exc:  # the pipeline's state may be what broke: say so, go on
+            log.error("camera %s: could not end open anomalies (%s): %s", self.cfg.id, reason, exc)
+
+    def _reset_after_crash(self) -> None:
+        for reset in (self.backend.reset, self.pipeline.scorer.clear):
+            try:
+                reset()
+            except Exception as exc:
+                log.error("camera %s: reset after a crash failed: %s", self.cfg.id, exc)
+        self.pipeline.detectors.clear()
+
+    def _wait_turning(self, seconds: float) -> None:
+        """Wait (stop-aware) while keeping the heartbeat fresh: a restarting loop is not a hung one."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.heartbeat = time.monotonic()
+            self._stop.wait(min(0.5, left))
+
+    def _health_changed(self) -> None:
+        if self.on_health_change is not None:
+            try:
+                self.on_health_change()
+            except Exception as exc:
+                log.error("camera %s: status update failed: %s", self.cfg.id, exc)
 
     def process(self, frame: Frame) -> None:
         self._take_pending_model(frame.wall_time)  # a new model takes over between two frames
@@ -318,17 +407,28 @@ class Appliance:
         self.loaded: LoadedModel | None = None
         self.last_update: dict[str, Any] | None = None
         self._health: tuple[str, float] | None = None  # (version, monotonic deadline) after a switch
-        self._health_failure: tuple[str, str] | None = None  # (version that failed, why)
+        self._health_failure: tuple[str, str, bool] | None = None  # (version that failed, why, on probation)
         self._updates_stamp: int | None = None
         self.inbox: Inbox | None = None
+        self.journal = AnomalyJournal(cfg.state_dir / "open-anomalies.json")
+        self.boot = BootGuard(
+            cfg.state_dir, cfg.model.failed_starts_before_bad, cfg.model.failed_starts_window_s
+        )
 
     # -- start-up ---------------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
+        self.started_at = time.monotonic()
+        for i, cam in enumerate(cfg.cameras):  # a source that can never work is a configuration mistake
+            if not isinstance(cfg.pose, KeypointsPoseConfig) and (why := source_problem(cam.source)):
+                raise ConfigError(f"cameras[{i}].source ({cam.id}): {redact(str(cam.source))}: {why}")
         if cfg.model.allow_unsigned:
             log.warning("model.allow_unsigned is set: unsigned model bundles are accepted (development only)")
+        self._mark_crash_looping_version_bad()
         loaded = self._load_initial_model()
         self._use(loaded)
+        if loaded.version_id != FACTORY:
+            self.boot.starting(loaded.version_id)
         log.info(
             "model %s (%s, %s on %s), smoke test passed",
             loaded.bundle.name, loaded.version_id, loaded.variant, loaded.runtime.name,
@@ -351,6 +451,7 @@ class Appliance:
             self.telemetry,
             self.command,
         )
+        self.emit(self.journal.restart_ends(time.time()))  # anomalies a hard kill left open
         try:
             for cam in cfg.cameras:
                 backend = self._backend()
@@ -375,20 +476,22 @@ class Appliance:
                 source, size = self._source(cam, backend)
                 worker = CameraWorker(cam, source, backend, pipeline, self.emit, size)
                 worker.on_scoring_error = self._on_scoring_error
+                worker.on_health_change = self.status_changed
                 worker.running_version = loaded.version_id
                 self.workers.append(worker)
                 if math.isfinite(threshold):
-                    log.info("camera %s: %s, threshold %.2f", cam.id, cam.source, threshold)
+                    log.info("camera %s: %s, threshold %.2f", cam.id, redact(str(cam.source)), threshold)
                 else:
                     log.warning(
                         "camera %s: %s, uncalibrated for model %s: scoring, but no events until "
                         "`appliance calibrate` (or detector.when_uncalibrated: bundle_default)",
-                        cam.id, cam.source, self.bundle.name,
+                        cam.id, redact(str(cam.source)), self.bundle.name,
                     )  # fmt: skip
         except BaseException:
+            for w in self.workers:
+                w.source.stop()
             self.close_sinks()
             raise
-        self.started_at = time.monotonic()
         for w in self.workers:
             w.start()
         self.status_changed()
@@ -435,6 +538,26 @@ class Appliance:
         self.score_scale = loaded.score_scale
         self.runtime_name = f"{loaded.runtime.name} {loaded.variant}"
 
+    def _mark_bad(self, version_id: str, why: str) -> None:
+        log.error("model version %s marked bad: %s", version_id, why)
+        try:
+            self.store.mark_bad(version_id, why)
+        except Exception as exc:  # the rollback that follows matters more than the mark
+            log.error("could not mark model version %s bad: %s", version_id, exc)
+
+    def _mark_crash_looping_version_bad(self) -> None:
+        """Boot counter: the active version's last starts all died before becoming healthy."""
+        active = self.store.state().active
+        if active is None or not self.boot.should_mark_bad(active):
+            return
+        m = self.cfg.model
+        why = (
+            f"{self.boot.failed_starts(active)} starts in a row did not become healthy "
+            f"(running {m.healthy_after_s:g} s) within {m.failed_starts_window_s / 60:g} min"
+        )
+        self._mark_bad(active, why)
+        self._auto_rollback(active, why)
+
     def _auto_rollback(self, version_id: str, why: str) -> None:
         log.error("model version %s: %s; rolling back", version_id, why)
         try:
@@ -444,14 +567,18 @@ class Appliance:
         self._refresh_last_update()
 
     def _on_scoring_error(self, worker: CameraWorker, exc: Exception) -> bool:
-        """Called from a camera thread: a scoring failure soon after a switch rolls the model back."""
-        health, running = self._health, worker.running_version
+        """Called from a camera thread: a scoring failure of an installed version rolls it back, at any
+        time (within its probation it is also marked bad). The factory model has nothing to fall back
+        to: the camera's supervisor restarts its loop and the status says why."""
+        running = worker.running_version
         if self.loaded is not None and running != self.loaded.version_id:
             return True  # this camera still runs a model being replaced: skip the frame
-        if health is None or time.monotonic() > health[1] or running != health[0]:
+        if running is None or running == FACTORY:
             return False
         if self._health_failure is None:
-            self._health_failure = (running, f"scoring error on camera {worker.cfg.id} ({exc})")
+            health = self._health
+            on_probation = health is not None and running == health[0] and time.monotonic() <= health[1]
+            self._health_failure = (running, f"scoring error on camera {worker.cfg.id} ({exc})", on_probation)
         return True
 
     def switch_model(self, target: str) -> bool:
@@ -494,8 +621,13 @@ class Appliance:
         """Between frames, from the main loop: health rollbacks, a new active version, the update log."""
         if (failure := self._health_failure) is not None and self.loaded is not None:
             self._health_failure = None
-            if failure[0] == self.loaded.version_id:  # (not one already replaced)
-                self._auto_rollback(*failure)
+            version, why, on_probation = failure
+            if version == self.loaded.version_id:  # (not one already replaced)
+                if on_probation:
+                    self._mark_bad(
+                        version, f"{why} within its {self.cfg.model.health_window_s:g} s probation"
+                    )
+                self._auto_rollback(version, why)
         target = self.store.state().active or FACTORY
         if self.loaded is not None and target != self.loaded.version_id:
             self.switch_model(target)
@@ -539,7 +671,7 @@ class Appliance:
             stall_timeout_s=cam.stall_timeout_s,
             loop=cam.loop,
             realtime=bool(cam.realtime),
-            require_open_at_start=True,
+            require_open_at_start=False,  # a camera that boots after the box is retried, not fatal
             on_state_change=lambda *_: self.status_changed(),
         )
         return camera.start(), None
@@ -595,6 +727,7 @@ class Appliance:
         if not events:
             return
         with self._emit_lock:
+            self.journal.record(events)  # before the sinks: a hard kill from here on still ends them
             for event in events:
                 self.events_emitted += 1
                 log.info(
@@ -623,10 +756,13 @@ class Appliance:
         ping_every = notifier.watchdog_interval_s if notifier is not None else None
         next_ping = time.monotonic()
         stalled_logged = False
+        healthy_at = self.started_at + self.cfg.model.healthy_after_s
         while any(w.thread.is_alive() for w in self.workers):
             if stop.wait(0.2):
                 break
             now = time.monotonic()
+            if self.boot.version is not None and now >= healthy_at:
+                self.boot.healthy()
             if reload_requested is not None and reload_requested.is_set() and reload is not None:
                 reload_requested.clear()
                 reload()
@@ -639,6 +775,7 @@ class Appliance:
                 elif not stalled_logged:
                     log.error("pipeline stalled on camera(s) %s: watchdog pings withheld", ", ".join(stalled))
                     stalled_logged = True
+                    self.status_changed()
             if now >= next_status:
                 log.info("status %s", self.status_line())
                 if notifier is not None:
@@ -648,6 +785,7 @@ class Appliance:
                 next_check = time.monotonic() + CALIBRATION_POLL_S
                 self.reload_calibration_if_changed()
                 self.poll_model_store()
+        self.boot.healthy()  # a clean stop is not a crash
 
     def command(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """An operator command (MQTT ``cmd/<name>`` when enabled); returns the answer to publish."""
@@ -685,7 +823,7 @@ class Appliance:
         log.info("camera %s: recalibrating from %.1f min of live footage", camera_id, minutes)
         try:
             while time.monotonic() - t0 < minutes * 60:
-                if not worker.thread.is_alive() or worker.state in ("reconnecting", "failed"):
+                if not worker.thread.is_alive() or worker.state in ("reconnecting", "restarting", "failed"):
                     raise CalibrationAborted(
                         f"camera {camera_id} was lost during calibration ({worker.state}); nothing was saved"
                     )
@@ -761,11 +899,25 @@ class Appliance:
         else:
             log.info("reloaded thresholds and detector settings")
 
+    def camera_state(self, worker: CameraWorker, stalled: list[str] | None = None) -> str:
+        """What the camera is doing now; ``stalled`` when its loop has hung in one call."""
+        if stalled is None:
+            stalled = self.stalled_cameras(STALLED_AFTER_S)
+        return "stalled" if worker.cfg.id in stalled else worker.state
+
     def status_line(self) -> str:
         parts = []
+        stalled = self.stalled_cameras(STALLED_AFTER_S)
         for w in self.workers:
+            state = self.camera_state(w, stalled)
+            if state in ("restarting", "failed", "stalled"):
+                parts.append(
+                    f"{w.cfg.id}: {state} ({w.last_error or 'no progress'}), {w.stats.events} events"
+                )
+                continue
+            fps = f" {w.stats.fps():.1f} fps" if state == "streaming" else ""
             parts.append(
-                f"{w.cfg.id}: {w.state} {w.stats.fps():.1f} fps, {w.stats.frames} frames, "
+                f"{w.cfg.id}: {state}{fps}, {w.stats.frames} frames, "
                 f"{w.stats.windows} windows, {w.stats.events} events"
             )
         return "; ".join(parts)
@@ -773,11 +925,16 @@ class Appliance:
     def status(self) -> dict[str, Any]:
         """The retained status payload (:class:`ApplianceStatus`), as a dict."""
         cameras = {}
+        stalled = self.stalled_cameras(STALLED_AFTER_S)
         for w in self.workers:
             _, source = self.threshold_and_source(w.cfg)
+            state = self.camera_state(w, stalled)
+            streaming = state == "streaming"
             cameras[w.cfg.id] = CameraStatus(
-                state=w.state,
-                fps=round(w.stats.fps(), 2),
+                state=state,
+                error=None if streaming else self._camera_error(w, state),
+                restarts=w.restarts,
+                fps=round(w.stats.fps(), 2) if streaming else 0.0,
                 frames=w.stats.frames,
                 tracks=len(w.pipeline.tracker.tracks),
                 windows=w.stats.windows,
@@ -799,6 +956,20 @@ class Appliance:
         )
         return status.model_dump(exclude_none=True)
 
+    def _camera_error(self, w: CameraWorker, state: str) -> str | None:
+        """The reason, in words, behind a state other than streaming."""
+        if state == "stalled":
+            age = time.monotonic() - w.heartbeat
+            return f"processing loop has not turned for {age:.0f} s (a hung pose or scoring call)"
+        if state in ("restarting", "failed"):
+            when = f"; next attempt at {iso_utc(w.restart_at)}" if w.restart_at else ""
+            return f"processing crashed {w.restarts} time(s): {w.last_error}{when}"
+        if state in ("reconnecting", "failed", "starting"):
+            stats = w.source.stats()
+            error = stats.get("last_error")
+            return redact(error) if error else None
+        return None
+
     def _model_install(self) -> ActiveModel | None:
         if self.loaded is None:
             return None
@@ -816,7 +987,8 @@ class Appliance:
         for w in self.workers:
             w.stop()
         for w in self.workers:
-            w.thread.join(10.0)
+            if w.thread.ident is not None:  # (never started: start-up failed before it)
+                w.thread.join(10.0)
         for w in self.workers:
             w.backend.close()
         self.close_sinks()

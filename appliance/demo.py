@@ -38,7 +38,7 @@ def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = Fal
         "schema_version": 1,
         "appliance_id": "demo",
         "state_dir": str(events_file.parent),
-        "model": {"bundle": str(STARTER_BUNDLE)},
+        "model": {"bundle": str(STARTER_BUNDLE), "watch_inbox": False},  # no field updates in a demo
         "pose": {"type": "blazepose"},
         "cameras": [
             {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "realtime": realtime},

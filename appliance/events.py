@@ -63,12 +63,22 @@ class AnomalyEvent(BaseModel):
     ended_at: str | None = Field(None, description="Set on 'end'.")
     ended_at_ms: int | None = None
     end_reason: (
-        Literal["below_threshold", "track_lost", "stream_ended", "camera_lost", "shutdown", "model_changed"]
+        Literal[
+            "below_threshold",
+            "track_lost",
+            "stream_ended",
+            "camera_lost",
+            "shutdown",
+            "model_changed",
+            "restart",
+        ]
         | None
     ) = Field(
         None,
-        description="Why an 'end' ended: back below threshold, person lost, stream or camera gone, stop, "
-        "or a new model version took over (its scores are not comparable).",
+        description="Why an 'end' ended: back below threshold, person lost, stream or camera gone (or its "
+        "processing restarted), stop, a new model version took over (its scores are not comparable), or "
+        "restart: the appliance was killed while the anomaly was open (power cut, kill -9, watchdog) and "
+        "ended it when it started again.",
     )
     score: float = Field(
         description="Score of the latest window, higher is more anomalous; its definition is the bundle "
@@ -88,10 +98,22 @@ class AnomalyEvent(BaseModel):
 class CameraStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    state: Literal["starting", "streaming", "reconnecting", "failed", "ended", "stopped"] = Field(
-        description="Capture state of the camera."
+    state: Literal[
+        "starting", "streaming", "reconnecting", "restarting", "stalled", "failed", "ended", "stopped"
+    ] = Field(
+        description="What the camera is doing: starting (first connection), streaming (watching), "
+        "reconnecting (source lost or not up yet, retried with backoff), restarting (its processing "
+        "crashed and is being restarted), stalled (its processing hangs in one call; the service "
+        "watchdog will restart the appliance), failed (crashed repeatedly or gave up; still retried "
+        "slowly), ended (a file source reached its end), stopped. Only streaming means watching."
     )
-    fps: float = Field(description="Frames processed per second over the last few seconds.")
+    error: str | None = Field(
+        None, description="Why the camera is not streaming, in words (None while streaming)."
+    )
+    restarts: int = Field(0, description="Times its processing loop crashed and was restarted since start.")
+    fps: float = Field(
+        description="Frames processed per second over the last few seconds (0 unless streaming)."
+    )
     frames: int = Field(description="Frames processed since start.")
     tracks: int = Field(description="People tracked now.")
     windows: int = Field(description="Windows scored since start.")
@@ -109,7 +131,35 @@ class OutboxStatus(BaseModel):
 
     depth: int = Field(description="Events stored, not yet acknowledged by the broker.")
     oldest_age_s: float = Field(description="Age of the oldest stored event.")
-    dropped: int = Field(description="Updates dropped since start because the outbox was full or too old.")
+    dropped: int = Field(
+        description="Messages dropped because the outbox was full or too old, since its file was created "
+        "(kept across restarts)."
+    )
+    dropped_by_kind: dict[str, int] = Field(
+        default_factory=dict, description="The same by message kind (update, start, end, response)."
+    )
+    dropped_by_age: int = Field(0, description="Of them, updates older than outbox_max_age_s.")
+    bytes: int | None = Field(
+        None, description="Space the stored messages count against the bound (topic, payload, row overhead)."
+    )
+    max_bytes: int | None = Field(None, description="The bound (outbox_max_bytes).")
+
+
+class LinkStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["connecting", "connected", "error", "stopped"] = Field(
+        description="The MQTT link: connecting (first attempt), connected, error (the last attempt failed "
+        "or the connection was lost; retried with backoff), stopped."
+    )
+    since: str = Field(description="When it entered this state, ISO-8601 UTC.")
+    broker: str = Field(description="host:port of the broker.")
+    reconnects: int = Field(description="Connections made again after the first since start.")
+    failed_attempts: int = Field(description="Connection attempts failed since the last successful one.")
+    last_error: str | None = Field(
+        None, description="The latest link problem in words (kept after reconnecting)."
+    )
+    last_error_at: str | None = Field(None, description="When it happened, ISO-8601 UTC.")
 
 
 class Signer(BaseModel):
@@ -170,6 +220,7 @@ class ApplianceStatus(BaseModel):
     runtime: str = Field(description="Scorer runtime and bundle variant, e.g. 'onnxruntime onnx-int8'.")
     cameras: dict[str, CameraStatus]
     outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")
+    link: LinkStatus | None = Field(None, description="Connection state of the MQTT link.")
 
 
 class ScoreTelemetry(BaseModel):

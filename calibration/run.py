@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.capture import CameraState
 from appliance.config import ApplianceConfig, CameraConfig, KeypointsPoseConfig
 from appliance.errors import ApplianceError
+from appliance.redact import redact
 
 log = logging.getLogger("appliance.calibrate")
 
@@ -113,7 +113,7 @@ def collect_scores(
             done = worker.stats.frames
             if done >= frames_wanted:
                 break
-            if worker.source.state in (CameraState.RECONNECTING, CameraState.FAILED):
+            if worker.state in ("reconnecting", "restarting", "failed"):
                 lost.set()
                 break
             now = time.monotonic()
@@ -128,10 +128,16 @@ def collect_scores(
         app.stop()
         if tty:
             print(file=sys.stderr)
+    if lost.is_set() and worker.stats.frames == 0:
+        why = worker.last_error or worker.source.stats().get("last_error") or worker.state
+        raise CalibrationAborted(
+            f"camera {cfg.cameras[0].id} could not be opened ({redact(why)}); nothing was saved: "
+            "check the camera and calibrate again"
+        )
     if lost.is_set():
         raise CalibrationAborted(
             f"camera {cfg.cameras[0].id} was lost after {worker.stats.frames / fps / 60:.1f} min of "
-            "calibration (state reconnecting/failed); nothing was saved: fix the camera and calibrate again"
+            f"calibration (state {worker.state}); nothing was saved: fix the camera and calibrate again"
         )
     footage_min = worker.stats.frames / fps / 60
     if collected.people == 0:
@@ -183,7 +189,7 @@ def calibrate(
     run_cfg = calibration_config(cfg, camera_id, source)
     cam: CameraConfig = run_cfg.cameras[0]
     sequences, info = collect_scores(run_cfg, minutes, progress)
-    info["source"] = str(source) if source else str(cam.source)
+    info["source"] = str(source) if source else redact(str(cam.source))
     return fit_and_save(cfg, cam.id, sequences, info, minutes, target_alarms_per_hour, accept_drift)
 
 

@@ -1,4 +1,5 @@
-"""``appliance-export``: server-side training and evaluation (later: ONNX/TFLite export and bundles)."""
+"""``appliance-export``: the server side: train and evaluate models, export them to ONNX and TFLite,
+package, quantise and sign model bundles for the appliance, and reproduce the README's figures."""
 
 from __future__ import annotations
 
@@ -279,7 +280,7 @@ def cmd_starter(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="appliance-export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="appliance-export", description=__doc__.replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one model on normal data")

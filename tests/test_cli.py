@@ -145,3 +145,106 @@ def test_export_cli_without_a_data_folder_says_how_to_name_one(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--data FOLDER" in out.stderr and "APPLIANCE_DATA" in out.stderr
     assert not (tmp_path / "m.pt").exists()
+
+
+# --- issue #14 items 11 and 16: no traceback for a closed pipe, a new folder or an empty file -----
+
+
+def _write_models_config(tmp_path: Path) -> Path:
+    from tests.conftest import write_appliance_config
+
+    return write_appliance_config(tmp_path / "appliance.yaml", {"id": "gate", "source": "rtsp://192.0.2.10/s"})
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path):
+    """`appliance models | head -0`: the pipe's read end is closed before the command writes a byte."""
+    import os
+
+    config = _write_models_config(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command starts: every write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "models", "--config", str(config)],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert proc.returncode == 141  # what a shell reports for a command ended by SIGPIPE
+
+
+@pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
+def test_score_out_into_a_folder_that_does_not_exist_yet_creates_it(tmp_path):
+    from appliance.demo import STARTER_BUNDLE
+
+    out_csv = tmp_path / "runs" / "today" / "scores.csv"
+    keypoints = DATA / "urfd-falls" / "pose_urfd_3classes.csv"
+    out = run(
+        "appliance.cli", "score", "--bundle", str(STARTER_BUNDLE), "--keypoints", str(keypoints),
+        "--only", "fall-01", "--out", str(out_csv),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out_csv.read_text().splitlines()[0] == "sequence,frame,score,label"
+    assert len(out_csv.read_text().splitlines()) == 1 + 156
+
+
+def test_score_out_where_no_folder_can_be_made_is_one_clear_line(tmp_path):
+    from appliance.demo import STARTER_BUNDLE
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = run(
+        "appliance.cli", "score", "--bundle", str(STARTER_BUNDLE), "--keypoints", str(tmp_path / "k.csv"),
+        "--out", str(blocker / "x.csv"),
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"cannot create the folder for {blocker / 'x.csv'}" in out.stderr
+
+
+@pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
+def test_a_keypoint_file_without_a_single_joint_is_refused_naming_the_file(tmp_path):
+    import numpy as np
+
+    from appliance.demo import STARTER_BUNDLE
+    from appliance.keypoints.readers import read_keypoints
+    from appliance.keypoints.table import write_keypoints_csv
+
+    # a real sequence with every coordinate lost (what a failed extraction writes): the fault itself
+    seq = read_keypoints(DATA / "urfd-falls" / "pose_urfd_3classes.csv")[0]
+    seq.keypoints[...] = np.nan
+    empty = tmp_path / "empty.csv"
+    write_keypoints_csv(empty, seq)
+    out = run("appliance.cli", "score", "--bundle", str(STARTER_BUNDLE), "--keypoints", str(empty))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{empty}: no joint coordinates in any of its 156 frames" in out.stderr
+
+
+@pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
+def test_maps_takes_a_sequence_by_the_name_score_only_takes(tmp_path):
+    keypoints = str(DATA / "urfd-falls" / "pose_urfd_3classes.csv")
+    by_name = run("appliance.cli", "maps", "--keypoints", keypoints, "--sequence", "fall-03", "--out",
+                  str(tmp_path / "a.png"))  # fmt: skip
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_name.stdout.startswith("fall-03: 211 frames")
+    by_position = run("appliance.cli", "maps", "--keypoints", keypoints, "--sequence", "2", "--out",
+                      str(tmp_path / "b.png"))  # fmt: skip
+    assert by_position.stdout.startswith("fall-03: 211 frames")
+    unknown = run("appliance.cli", "maps", "--keypoints", keypoints, "--sequence", "fall-99", "--out",
+                  str(tmp_path / "c.png"))  # fmt: skip
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "has no sequence 'fall-99'; it holds 30: fall-01, fall-02" in unknown.stderr
+
+
+def test_help_texts_describe_what_the_commands_do_now():
+    export_help = run("export", "--help")
+    assert export_help.returncode == 0, export_help.stderr
+    assert "later:" not in export_help.stdout
+    assert "ONNX and TFLite" in export_help.stdout and "sign" in export_help.stdout
+    top = run("appliance.cli", "--help").stdout
+    assert "the bundled walking clip" not in top
+    assert "two bundled clips" in top

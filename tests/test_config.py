@@ -10,6 +10,7 @@ import pytest
 
 from appliance.config import ConfigError, MqttSinkConfig, load_config, parse_config
 from appliance.credentials import CredentialError
+from appliance.demo import STARTER_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,8 @@ def test_replay_source_only_with_the_keypoints_backend(monkeypatch):
 
 def test_check_config_command_exit_codes(tmp_path):
     f = tmp_path / "a.yaml"
-    f.write_text(GOOD.replace("${MQTT_TEST_PASSWORD}", "pw"))
+    GOOD_HERE = GOOD.replace("models/current.tar", str(STARTER_BUNDLE))  # check-config opens the bundle
+    f.write_text(GOOD_HERE.replace("${MQTT_TEST_PASSWORD}", "pw"))
     ok = subprocess.run(
         [sys.executable, "-m", "appliance.cli", "check-config", str(f)],
         capture_output=True,
@@ -120,7 +122,9 @@ def test_check_config_command_exit_codes(tmp_path):
         cwd=ROOT,
     )
     assert ok.returncode == 0 and "valid" in ok.stdout
-    f.write_text(GOOD.replace("${MQTT_TEST_PASSWORD}", "pw").replace("  max_people: 3", "  max_peple: 3"))
+    f.write_text(
+        GOOD_HERE.replace("${MQTT_TEST_PASSWORD}", "pw").replace("  max_people: 3", "  max_peple: 3")
+    )
     bad = subprocess.run(
         [sys.executable, "-m", "appliance.cli", "check-config", str(f)],
         capture_output=True,
@@ -135,3 +139,134 @@ def test_the_shipped_example_config_is_valid():
     cfg = load_config(ROOT / "config" / "appliance.example.yaml")
     assert cfg.cameras[0].id == "line3-east" and cfg.sinks[0].type == "mqtt"
     assert str(cfg.sinks[0].password_file).startswith("/run/credentials/")
+
+
+# --- bounded parsing and value ranges (issue #14 item 10) ----------------------------------------
+
+ALIAS_BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_naming_the_line_where_it_explodes(tmp_path):
+    # 7 lines standing for 9^7 = 4.8 million values: before the bound, 9 s of CPU and the error
+    # was about an unknown key; 2 lines more and it was 52 s and 1.2 GB (and SIGHUP reloads run it)
+    f = tmp_path / "bomb.yaml"
+    f.write_text(ALIAS_BOMB)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert str(err.value).startswith(f"{f}:5: YAML aliases (*name) expand the configuration past 10000")
+
+
+def test_a_yaml_alias_that_contains_itself_is_refused(tmp_path):
+    f = tmp_path / "cycle.yaml"
+    f.write_text("schema_version: 1\ncameras: &c [{id: a, source: 0, more: *c}]\n")
+    with pytest.raises(ConfigError, match=r"cycle\.yaml:2: a YAML alias refers to the node that contains it"):
+        load_config(f)
+
+
+def test_deep_nesting_and_oversized_files_are_refused_without_a_traceback(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml:1: not valid YAML: nested deeper than 32 levels"):
+        load_config(deep)
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "#" * (1 << 20))
+    with pytest.raises(ConfigError, match=f"{big}: larger than 1048576 bytes"):
+        load_config(big)
+
+
+def test_aliases_within_the_bound_still_work(monkeypatch):
+    monkeypatch.setenv("MQTT_TEST_PASSWORD", "x")
+    text = GOOD.replace("  max_people: 3", "  max_people: &n 3").replace("    fps: 15", "    fps: *n")
+    assert parse_config(text).cameras[1].fps == 3
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (
+            ("detector:\n", "detector:\n  start_windows: 100000000000000000000\n"),
+            "must be from 1 to 900 (got 1e+20)",
+        ),
+        (("detector:\n", "detector:\n  start_windows: 1.0e+20\n"), "allowed: from 1 to 900"),
+        (("detector:\n", "detector:\n  start_windows: 1e20\n"), "allowed: from 1 to 900"),
+        (
+            ("detector:\n", "detector:\n  update_interval_s: inf\n"),
+            "finite number more than 0 and at most 3600",
+        ),
+        (
+            ("detector:\n", "detector:\n  update_interval_s: .inf\n"),
+            "finite number more than 0 and at most 3600",
+        ),
+        (("detector:\n", "detector:\n  threshold: .nan\n"), "detector.threshold: must be a finite number"),
+        (
+            ("    fps: 15", "    fps: 15\n    threshold: -.inf"),
+            "cameras[1].threshold: must be a finite number",
+        ),
+        (("    fps: 15", "    fps: 15\n    stall_timeout_s: 1e9"), "must be more than 0 and at most 600"),
+        (("  max_people: 3", "  max_people: 3\n  detect_interval: 1000000"), "must be from 1 to 1000"),
+        (("tracking:\n", "tracking:\n  max_missed_frames: 100000\n"), "must be from 0 to 1000"),
+        (("    host: broker.plant", "    host: broker.plant\n    reconnect_max_s: 1e12"), "at most 3600"),
+    ],
+)
+def test_values_that_make_alarms_impossible_are_refused_with_the_allowed_range(monkeypatch, edit, needle):
+    monkeypatch.setenv("MQTT_TEST_PASSWORD", "x")
+    text = (GOOD + "detector:\n  end_windows: 15\ntracking:\n  min_hits: 3\n").replace(*edit)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "x.yaml")
+    assert needle in str(err.value)
+
+
+def _numeric_fields() -> list[tuple[str, object]]:
+    """Every int/float setting of every section, as (Section.field, FieldInfo)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from appliance.config import ApplianceConfig
+
+    seen, out = set(), []
+
+    def visit(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            args = set(typing.get_args(info.annotation)) | {info.annotation}
+            if args & {int, float} and not args & {bool, str}:  # a camera source (str | int) is no number
+                out.append((f"{model.__name__}.{name}", info))
+            stack = [info.annotation]
+            while stack:  # X, X | None, list[Annotated[A | B, ...]]: every section inside
+                arg = stack.pop()
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    visit(arg)
+                stack += typing.get_args(arg)
+
+    visit(ApplianceConfig)
+    return out
+
+
+# Alarm thresholds are scores, not quantities with a natural range: they only have to be finite.
+UNBOUNDED = {"CameraConfig.threshold", "DetectorConfig.threshold"}
+
+
+def test_every_numeric_setting_has_a_lower_and_an_upper_bound():
+    import annotated_types
+
+    fields = _numeric_fields()
+    assert len(fields) >= 40  # the walk reached every section, sinks included
+    missing = []
+    for name, info in fields:
+        kinds = {type(m) for m in info.metadata}
+        low = kinds & {annotated_types.Ge, annotated_types.Gt}
+        high = kinds & {annotated_types.Le, annotated_types.Lt}
+        if name not in UNBOUNDED and not (low and high):
+            missing.append(name)
+    assert missing == []

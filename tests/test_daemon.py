@@ -164,7 +164,7 @@ def test_sigterm_stops_the_daemon_cleanly_and_ends_open_anomalies(tmp_path):
     ("change", "code", "needle"),
     [
         ({"model": {"bundle": "/nonexistent/bundle.tar"}}, 3, "/nonexistent/bundle.tar: no such bundle"),
-        ({"cameras": [{"id": "c", "source": "/nonexistent/cam.mp4"}]}, 4, "/nonexistent/cam.mp4"),
+        ({"cameras": [{"id": "c", "source": "/nonexistent/cam.mp4"}]}, 2, "no such video file /nonexistent/cam.mp4"),
         (
             {"pose": {"type": "blazepose", "model_dir": "/nonexistent/models"}},
             3,

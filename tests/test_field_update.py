@@ -413,9 +413,13 @@ class FrameLog:
         process, pipeline = worker.process, worker.pipeline
 
         def logged(frame):
-            process(frame)
-            result_scores = dict(worker.last_scores) if hasattr(worker, "last_scores") else {}
-            self.frames.append((frame.index, time.monotonic(), worker.pipeline.model.version, result_scores))
+            # a frame whose scoring raised is recorded too (with no scores): it ran on that model
+            worker.last_scores = {}
+            try:
+                process(frame)
+            finally:
+                scores = dict(worker.last_scores)
+                self.frames.append((frame.index, time.monotonic(), worker.pipeline.model.version, scores))
 
         worker.process = logged
         original_on_result = worker.on_result

@@ -206,8 +206,16 @@ def test_install_service_keeps_an_existing_config(tmp_path: Path) -> None:
 
 
 def test_config_skeleton_is_valid_under_the_unit(tmp_path: Path) -> None:
-    """The skeleton passes check-config with the environment the unit gives it."""
+    """The skeleton passes check-config with the environment the unit gives it, once the files it
+    names exist (check-config checks the bundle and the credential as `run` would)."""
+    from appliance.demo import STARTER_BUNDLE
+
     install_service(tmp_path)
+    config = tmp_path / "etc/appliance/appliance.yaml"
+    shipped = "/var/lib/appliance/models/current.tar"
+    config.write_text(config.read_text().replace(shipped, str(STARTER_BUNDLE)))
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "mqtt-password").write_text("pw\n")
     env = {**os.environ, "CREDENTIALS_DIRECTORY": str(tmp_path / "credentials")}
     result = subprocess.run(
         [

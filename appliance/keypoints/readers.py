@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from appliance.errors import InputFormatError
 from appliance.keypoints.alphapose import ALPHAPOSE_SUFFIX, looks_like_tracked_persons, read_alphapose_tracked
 from appliance.keypoints.openpose import OPENPOSE_GLOB, load_json, read_openpose_dir
@@ -104,4 +106,18 @@ def read_keypoints(
     else:
         sequences = _read_file(path, layout, sizes)
     _check_asked(path, sequences, layout, sizes)
+    _check_some_joint_seen(path, sequences)
     return sequences
+
+
+def _check_some_joint_seen(path: Path, sequences: list[KeypointSequence]) -> None:
+    """Refuse a file in which no joint was ever seen (all coordinates NaN or 0): scoring it would
+    silently report every frame as 'no skeleton' instead of saying the file is empty."""
+    for seq in sequences:
+        xy = seq.keypoints[..., :2]
+        if (np.isfinite(xy).all(axis=-1) & (xy != 0).any(axis=-1)).any():
+            return
+    frames = sum(len(s) for s in sequences)
+    raise InputFormatError(
+        path, f"no joint coordinates in any of its {frames} frames (every x, y is empty, NaN or 0)"
+    )
