@@ -5,6 +5,7 @@ Layout under ``<state_dir>/models``::
     versions/<id>/bundle/      a verified, smoke-tested bundle; never changed after install
     versions/<id>/install.json who signed it, when and where it came from
     active.json                the active version and the rollback history (replaced atomically)
+    bad.json                   versions marked bad (by their manifest's SHA-256), why and when
     updates.jsonl              every install, refusal and rollback, one JSON object a line
     staging/                   an install in progress (what a crash leaves here is removed next time)
 
@@ -14,6 +15,12 @@ can run it, smoke-tests it with the configured runtime, fsyncs it, renames it in
 only then replaces ``active.json`` (temporary file, fsync, rename, fsync of the folder). Power lost
 at any point leaves ``active.json`` naming a complete version: the old one or the new one. With no
 active version the appliance runs the bundle named in its configuration (the factory model).
+
+Installs refuse a downgrade: a bundle whose model has the active model's name (installed version or
+factory bundle) and a lower version number, unless the technician allows it (``--allow-downgrade``;
+a rollback is explicit and always allowed). A version the daemon marks bad (it kept failing to start)
+is recorded by its manifest's SHA-256, so the same bundle dropped again is refused whatever its file
+name, unless forced (``--force``); rollbacks skip bad versions.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from appliance.bundle import (
     Bundle,
     BundleError,
     open_bundle,
+    peek_manifest,
     safe_copy_dir,
     safe_extract,
     sha256_file,
@@ -63,11 +71,29 @@ CONTRACT_KEYS = {
     "features",
 }
 FACTORY = "factory"  # the configured bundle, active when no installed version is
+BAD_FILE = "bad.json"
 UPDATE_LOG_MAX_LINES = 1000
 
 
 class UpdateRefused(ModelError):
     """A bundle that was not installed; the active model is unchanged."""
+
+
+def version_key(version: object) -> tuple[int, ...] | None:
+    """The numeric release of a model version ("v1.2.0-rc1" -> (1, 2)), trailing zeros dropped so that
+    1.2 == 1.2.0; None when it does not start with a number (such versions are never compared)."""
+    m = re.match(r"\s*[vV]?(\d+(?:\.\d+)*)", str(version))
+    if m is None:
+        return None
+    parts = [int(x) for x in m.group(1).split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as messages show it: absolute and without ``..`` (symbolic links are left as named)."""
+    return os.path.abspath(path)
 
 
 def policy_for(cfg: ApplianceConfig) -> SignaturePolicy:
@@ -142,6 +168,7 @@ class InstalledVersion:
     installed_at: str
     source: str
     active: bool
+    bad: dict | None = None  # the mark (reason, marked_at, ...) when the daemon marked it bad
 
 
 @dataclass
@@ -189,6 +216,7 @@ class ModelStore:
         self.pointer = self.root / "active.json"
         self.log_path = self.root / "updates.jsonl"
         self.staging = self.root / "staging"
+        self.bad_path = self.root / BAD_FILE
         self.max_bundle_bytes = max_bundle_bytes
 
     # -- reading ----------------------------------------------------------------------------------
@@ -209,6 +237,7 @@ class ModelStore:
 
     def installed(self) -> list[InstalledVersion]:
         active = self.state().active
+        bad = self.bad_versions()
         out = []
         for d in sorted(self.versions.glob("*")) if self.versions.is_dir() else []:
             try:
@@ -224,9 +253,75 @@ class ModelStore:
                     info["installed_at"],
                     info.get("source", ""),
                     d.name == active,
+                    bad.get(str(info.get("manifest_sha256"))),
                 )
             )
         return out
+
+    # -- versions marked bad ----------------------------------------------------------------------
+    def bad_versions(self) -> dict[str, dict]:
+        """Manifest SHA-256 -> mark ({version, model, reason, marked_at, failed_starts?})."""
+        if not self.bad_path.is_file():
+            return {}
+        try:
+            data = json.loads(self.bad_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.error("list of bad model versions %s is unreadable (%s); ignoring it", self.bad_path, exc)
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+    def _digest_of(self, version_id: str) -> str:
+        try:
+            info = json.loads((self.versions / version_id / "install.json").read_text(encoding="utf-8"))
+            return str(info["manifest_sha256"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return sha256_file(self.bundle_dir(version_id) / "manifest.json")  # raises if it is gone
+
+    def mark_bad(self, version_id: str, reason: str, failed_starts: int | None = None) -> dict:
+        """Record that an installed version must not run again (the daemon's boot counter calls this).
+
+        Kept by the bundle's manifest SHA-256, so the same bundle installed again later, under any
+        file name or version id, is recognised; survives the version being pruned. Returns the mark.
+        """
+        if version_id == FACTORY:
+            raise UpdateRefused("the configured bundle (factory) cannot be marked bad; it is the last resort")
+        try:
+            digest = self._digest_of(version_id)
+            info = json.loads((self.versions / version_id / "install.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UpdateRefused(f"model version {version_id} is not installed ({exc})") from None
+        mark: dict[str, Any] = {
+            "version": version_id,
+            "model": info.get("model"),
+            "reason": " ".join(str(reason).split()),
+            "marked_at": _now(),
+        }
+        if failed_starts is not None:
+            mark["failed_starts"] = int(failed_starts)
+        bad = self.bad_versions()
+        bad[digest] = mark
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.bad_path, json.dumps(bad, indent=2) + "\n")
+        self.record("mark_bad", "ok", version=version_id, message=mark["reason"])
+        return mark
+
+    def is_bad(self, version_id: str | None = None, *, digest: str | None = None) -> dict | None:
+        """The mark of an installed version (or of a manifest SHA-256), None if it is not marked bad."""
+        if digest is None:
+            if version_id is None or version_id == FACTORY:
+                return None
+            try:
+                digest = self._digest_of(version_id)
+            except OSError:
+                return None
+        return self.bad_versions().get(digest)
+
+    @staticmethod
+    def describe_bad(mark: dict) -> str:
+        """'marked bad after 3 failed starts on 2026-01-02 10:00 UTC: why' (one line)."""
+        when = str(mark.get("marked_at", "?")).replace("T", " ").replace("+00:00", " UTC")
+        after = f" after {mark['failed_starts']} failed starts" if mark.get("failed_starts") else ""
+        return f"marked bad{after} on {when}: {mark.get('reason', 'no reason recorded')}"
 
     def open_version(self, version_id: str, policy: SignaturePolicy) -> Bundle:
         """Re-verify an installed version (signature, hashes) before it is run."""
@@ -274,61 +369,96 @@ class ModelStore:
         """An install step finished (logged; tests interrupt the install here)."""
         log.debug("model update: %s", name)
 
-    def install(self, source: Path, cfg: ApplianceConfig) -> UpdateResult:
-        """Install and activate a bundle (.tar or directory); refusals leave the active model as it was."""
+    def install(
+        self, source: Path, cfg: ApplianceConfig, *, allow_downgrade: bool = False, force: bool = False
+    ) -> UpdateResult:
+        """Install and activate a bundle (.tar or directory); refusals leave the active model as it was.
+
+        ``allow_downgrade``: accept a lower version of the active model. ``force``: accept a bundle
+        marked bad. The inbox passes neither; the technician does, on the command line.
+        """
         source = Path(source)
+        shown = display_path(source)
         policy = policy_for(cfg)
         with self.locked():
             self.recover()
             try:
-                result = self._install(source, cfg, policy)
+                result = self._install(source, cfg, policy, allow_downgrade, force)
             except ModelError as exc:
-                message = self._name_source(str(exc), source)
-                self.record("install", "refused", source=str(source), message=message)
+                message = self._name_source(str(exc), shown)
+                self.record("install", "refused", source=shown, message=message)
                 raise UpdateRefused(message) from None
             except OSError as exc:
-                self.record("install", "failed", source=str(source), message=str(exc))
-                raise UpdateRefused(
-                    f"{source}: install failed ({exc}); the active model is unchanged"
-                ) from None
+                message = self._name_source(f"install failed ({exc}); the active model is unchanged", shown)
+                self.record("install", "failed", source=shown, message=message)
+                raise UpdateRefused(message) from None
             finally:
                 self.recover()
         return result
 
-    def _name_source(self, message: str, source: Path) -> str:
-        """Messages about the staged copy name the file the technician gave instead."""
-        staged = re.escape(str(self.staging)) + r"/install-[^/]+/unpacked(/[^/:]+)?"
-        return re.sub(staged, str(source), message)
+    def _name_source(self, message: str, source: str) -> str:
+        """One line that names the file the technician gave, once, first (never the staged copy)."""
+        staged = re.escape(str(self.staging)) + r"/install-[^/\s]+/unpacked(/[^/:\s]+)?"
+        text = re.sub(staged, lambda _: source, " ".join(message.split()))
+        prefix = f"{source}: "
+        while text.startswith(prefix + prefix):
+            text = text[len(prefix) :]
+        return text if text.startswith(prefix) else prefix + text
 
-    def _install(self, source: Path, cfg: ApplianceConfig, policy: SignaturePolicy) -> UpdateResult:
+    def _install(
+        self,
+        source: Path,
+        cfg: ApplianceConfig,
+        policy: SignaturePolicy,
+        allow_downgrade: bool = False,
+        force: bool = False,
+    ) -> UpdateResult:
+        shown = display_path(source)
         if not source.exists():
-            raise BundleError(f"{source}: no such bundle")
+            raise BundleError(f"{shown}: no such bundle")
         self.staging.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="install-", dir=self.staging))
         unpacked = work / "unpacked"
         unpacked.mkdir()
+        # signature and listing checked before anything but the manifest is read, then streamed
         if source.is_dir():
-            root = safe_copy_dir(source, unpacked, self.max_bundle_bytes)
+            root = safe_copy_dir(source, unpacked, self.max_bundle_bytes, policy, self._step)
         else:
-            root = safe_extract(source, unpacked, self.max_bundle_bytes)
+            root = safe_extract(source, unpacked, self.max_bundle_bytes, policy, self._step)
         self._step("staged")
         bundle = open_bundle(root, signatures=policy)
         self._step("verified")
+        digest = sha256_file(root / "manifest.json")
+        forced = ""
+        if (mark := self.is_bad(digest=digest)) is not None:
+            if not force:
+                raise UpdateRefused(
+                    f"{shown}: {bundle.name} ({mark.get('version', 'an earlier install')}) was "
+                    f"{self.describe_bad(mark)}; use `appliance update --force` to install it anyway"
+                )
+            forced = f"installed with --force although {self.describe_bad(mark)}"
+        if not allow_downgrade and (older := self._downgrade(bundle, cfg)):
+            raise UpdateRefused(
+                f"{shown}: {bundle.name} is older than the active model ({older}); refusing a downgrade. "
+                "Use `appliance update --allow-downgrade` to install it anyway "
+                "(`appliance rollback --to VERSION` returns to an installed version)"
+            )
         if problems := compatibility_problems(bundle, cfg):
-            raise BundleError(f"{source}: not compatible with this appliance: " + "; ".join(problems))
+            raise BundleError(f"{shown}: not compatible with this appliance: " + "; ".join(problems))
         self._step("compatible")
         runtime, variant = bundle.open(cfg.model.runtime, cfg.model.variant, cfg.model.threads)
         smoke = bundle.smoke_test(runtime, variant)  # open() ran it too; this gives the score for the log
         del runtime
         self._step("smoke_tested")
+        if forced:
+            self._clear_bad(digest)
 
-        digest = sha256_file(root / "manifest.json")
         for existing in self.installed():
             info = json.loads((self.versions / existing.id / "install.json").read_text(encoding="utf-8"))
             if info.get("manifest_sha256") == digest:  # same bundle again: switch to it, no second copy
                 self._switch(existing.id, "install")
-                self.record("install", "ok", version=existing.id, bundle=bundle, source=str(source),
-                            message="already installed; activated")  # fmt: skip
+                note = "; ".join(filter(None, ["already installed; activated", forced]))
+                self.record("install", "ok", version=existing.id, bundle=bundle, source=shown, message=note)
                 return UpdateResult(existing.id, bundle.name, bundle.signer, smoke, already_installed=True)
 
         model = bundle.manifest["model"]
@@ -340,7 +470,7 @@ class ModelStore:
             "model": {"name": model["name"], "version": model["version"]},
             "signer": bundle.signer.__dict__ if bundle.signer else None,
             "installed_at": _now(),
-            "source": str(source),
+            "source": shown,
             "manifest_sha256": digest,
             "variant": variant,
             "smoke_score": smoke,
@@ -356,8 +486,49 @@ class ModelStore:
         self.prune(cfg.model.keep_versions)
         self._step("pruned")
         self._match_owner()
-        self.record("install", "ok", version=version_id, bundle=bundle, source=str(source))
+        self.record("install", "ok", version=version_id, bundle=bundle, source=shown, message=forced)
         return UpdateResult(version_id, bundle.name, bundle.signer, smoke)
+
+    def _clear_bad(self, digest: str) -> None:
+        """A forced install: the technician vouches for the bundle again (the daemon may mark it anew)."""
+        bad = self.bad_versions()
+        if bad.pop(digest, None) is not None:
+            write_atomic(self.bad_path, json.dumps(bad, indent=2) + "\n")
+
+    def active_model(self, cfg: ApplianceConfig) -> tuple[str, dict] | None:
+        """(label, {"name", "version"}) of the active model: an installed version's, or the factory
+        bundle's read from its manifest (None if that cannot be read)."""
+        active = self.state().active
+        if active is not None:
+            try:
+                info = json.loads((self.versions / active / "install.json").read_text(encoding="utf-8"))
+                return active, dict(info["model"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        try:
+            manifest = peek_manifest(Path(cfg.model.bundle))
+        except (ModelError, OSError) as exc:
+            log.warning("factory bundle %s unreadable for the version check (%s)", cfg.model.bundle, exc)
+            return None
+        return FACTORY, dict(manifest["model"])
+
+    def _downgrade(self, bundle: Bundle, cfg: ApplianceConfig) -> str | None:
+        """The active model's description when ``bundle`` is a lower version of the same model, else None.
+
+        Only models of the same name are compared (another model is a replacement, not a downgrade),
+        by their numeric release (``version_key``); versions without one are not compared."""
+        active = self.active_model(cfg)
+        if active is None:
+            return None
+        label, model = active
+        new = bundle.manifest["model"]
+        if str(model.get("name")) != str(new.get("name")):
+            return None
+        old_key, new_key = version_key(model.get("version")), version_key(new.get("version"))
+        if old_key is None or new_key is None or new_key >= old_key:
+            return None
+        where = "the configured bundle" if label == FACTORY else label
+        return f"{model.get('name')} {model.get('version')}, {where}"
 
     def _next_number(self) -> int:
         numbers = (
@@ -379,16 +550,31 @@ class ModelStore:
         write_atomic(self.pointer, new.to_json())
 
     def rollback(
-        self, cfg: ApplianceConfig, to: str | None = None, reason: str = "rollback", message: str = ""
+        self,
+        cfg: ApplianceConfig,
+        to: str | None = None,
+        reason: str = "rollback",
+        message: str = "",
+        force: bool = False,
     ) -> str:
         """Make the previous version (or ``to``) active again; returns its id.
 
-        ``factory`` stands for the bundle named in the configuration (active when no version is)."""
+        ``factory`` stands for the bundle named in the configuration (active when no version is).
+        Versions marked bad are skipped; when no earlier version is left (or loads), the factory
+        bundle is the last resort. ``to`` a version marked bad is refused unless ``force``."""
         with self.locked():
             state = self.state()
-            candidates = [to] if to is not None else list(reversed(state.history))
-            if to is None and state.active is not None and not candidates:
-                candidates = [FACTORY]
+            if to is not None and not force and (mark := self.is_bad(to)) is not None:
+                raise UpdateRefused(
+                    f"{to} was {self.describe_bad(mark)}; use `appliance rollback --to {to} --force` "
+                    "to run it anyway"
+                )
+            if to is not None:
+                candidates = [to]
+            else:
+                candidates = [v for v in reversed(state.history) if v == FACTORY or self.is_bad(v) is None]
+                if state.active is not None and FACTORY not in candidates:
+                    candidates.append(FACTORY)  # the last resort
             if not candidates:
                 raise UpdateRefused("nothing to roll back to: no earlier model version is installed")
             errors = []
@@ -409,6 +595,8 @@ class ModelStore:
                 write_atomic(self.pointer, new.to_json())
                 self._match_owner()
                 note = f"from {previous or FACTORY}" + (f": {message}" if message else "")
+                if errors:
+                    note += f" (skipped {'; '.join(errors)})"
                 self.record(reason, "ok", version=target, message=note)
                 return target
             failure = "no earlier version can be loaded: " + "; ".join(errors)

@@ -131,42 +131,53 @@ class SignaturePolicy:
 
     def verify(self, bundle_dir: Path) -> Signer | None:
         """The verified signer, or None for an unsigned bundle accepted under ``allow_unsigned``."""
-        _, _, invalid_signature = _crypto()
         sig_path = Path(bundle_dir) / SIGNATURE_FILE
+        try:
+            signature = sig_path.read_bytes() if sig_path.is_file() else None
+            manifest = (Path(bundle_dir) / "manifest.json").read_bytes()
+        except OSError as exc:
+            raise SignatureError(f"{bundle_dir}: cannot read the manifest or its signature ({exc})") from None
+        return self.verify_bytes(manifest, signature, str(bundle_dir))
+
+    def verify_bytes(self, manifest: bytes, signature_file: bytes | None, label: str) -> Signer | None:
+        """Check a manifest's exact bytes against the contents of its ``manifest.sig`` (None: absent).
+
+        Used before anything else of a bundle is read or written: ``label`` names the bundle in messages.
+        """
+        _, _, invalid_signature = _crypto()
+        sig_label = f"{label}: {SIGNATURE_FILE}"
         hint = (
             "sign it with `appliance-export sign BUNDLE --key KEY` (or set model.allow_unsigned: true "
             "on a development appliance)"
         )
-        if not sig_path.is_file():
+        if signature_file is None:
             if self.allow_unsigned:
                 return None
-            raise SignatureError(f"{bundle_dir}: the bundle is not signed; {hint}")
+            raise SignatureError(f"{label}: the bundle is not signed; {hint}")
         try:
-            record = json.loads(sig_path.read_text())
+            record = json.loads(signature_file.decode("utf-8"))
             kid, algorithm = str(record["key_id"]), record["algorithm"]
             signature = base64.b64decode(record["signature"], validate=True)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SignatureError(f"{sig_path}: malformed signature file ({exc!r})") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SignatureError(f"{sig_label}: malformed signature file ({exc!r})") from None
         if algorithm != ALGORITHM:
-            raise SignatureError(f"{sig_path}: algorithm {algorithm!r} is not supported (only {ALGORITHM})")
+            raise SignatureError(f"{sig_label}: algorithm {algorithm!r} is not supported (only {ALGORITHM})")
         trusted = load_trusted_keys(self.keys_dir)
         if kid not in trusted:
             if self.allow_unsigned:
-                log.warning(
-                    "%s: signed by unknown key %s; accepted as unsigned (allow_unsigned)", bundle_dir, kid
-                )
+                log.warning("%s: signed by unknown key %s; accepted as unsigned (allow_unsigned)", label, kid)
                 return None
             names = ", ".join(f"{n} ({k})" for k, (n, _) in trusted.items()) or "none"
             raise SignatureError(
-                f"{bundle_dir}: signed by key {kid}, which is not trusted here "
+                f"{label}: signed by key {kid}, which is not trusted here "
                 f"(trusted keys in {self.keys_dir}: {names})"
             )
         name, public = trusted[kid]
         try:
-            public.verify(signature, (Path(bundle_dir) / "manifest.json").read_bytes())
+            public.verify(signature, manifest)
         except invalid_signature:
             raise SignatureError(
-                f"{bundle_dir}: the manifest does not match its signature by {name} ({kid}): "
+                f"{label}: the manifest does not match its signature by {name} ({kid}): "
                 "it was altered after signing"
             ) from None
         return Signer(kid, name)

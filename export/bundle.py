@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import MANIFEST, SCHEMA_VERSION, InputContract, pack_maps, sha256_file
+from appliance.bundle import FILE_SIZES, MANIFEST, SCHEMA_VERSION, InputContract, pack_maps, sha256_file
 from appliance.errors import ApplianceError
 from appliance.metrics import auroc
 from appliance.pose.layouts import LAYOUTS
@@ -285,6 +285,7 @@ def enforce_parity(rows: list[VariantParity], reference_auroc: float, heading: s
 
 def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None, log=print) -> Path:
     """Write the manifest into a staged bundle folder, sign it, move it to ``out`` and tar it."""
+    declare_file_sizes(stage, manifest)
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if sign_key is not None:
         log(f"signed with key {sign_manifest(stage, sign_key)}")
@@ -299,6 +300,13 @@ def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None
         f"default threshold {threshold:.2f}"
     )
     return out
+
+
+def declare_file_sizes(bundle_dir: Path, manifest: dict) -> dict:
+    """Add the byte count of every listed file to ``manifest`` (``file_sizes``): the appliance holds
+    each file to it while unpacking, so an oversized member is refused before it is read."""
+    manifest[FILE_SIZES] = {rel: (bundle_dir / rel).stat().st_size for rel in manifest["files"]}
+    return manifest
 
 
 def write_tar(bundle_dir: Path, tar_path: Path | None = None) -> Path:

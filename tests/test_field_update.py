@@ -381,8 +381,8 @@ def test_an_install_killed_at_any_step_leaves_the_old_or_the_new_model_complete(
     expected = "1.0.2" if step in STEPS_BEFORE_SWITCH else "1.0.3"
     assert loaded.bundle.manifest["model"]["version"] == expected
     assert loaded.version_id == store.state().active
-    # and the next install cleans up whatever the crash left and succeeds
-    result = store.install(releases["1.0.1"], cfg)
+    # and the next install cleans up whatever the crash left and succeeds (1.0.1 is lower: a downgrade)
+    result = store.install(releases["1.0.1"], cfg, allow_downgrade=True)
     assert result.version_id == store.state().active
     assert not any(store.staging.glob("*"))
 
