@@ -5,20 +5,27 @@ PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup demo reproduce bundle bench test lint clean
+.PHONY: systemd-extra setup demo reproduce bundle bench test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
-	@# optional: only tried where it can build, so a bare machine's first run shows no red pip error
-	@if pkg-config --exists libsystemd 2>/dev/null && command -v cc >/dev/null 2>&1; then \
-		$(PY) -m pip install --quiet -e '.[systemd]' 2>/dev/null || echo "note: systemd-python not built; the appliance speaks sd_notify itself"; \
-	else \
-		echo "note: systemd-python skipped (optional; needs libsystemd-dev, pkg-config and a C compiler): the appliance speaks sd_notify itself"; \
-	fi
+	@$(MAKE) --no-print-directory systemd-extra
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
+
+PKG_CONFIG ?= pkg-config
+
+# optional: tried only where it can build, so a bare machine's first run shows no red pip error
+systemd-extra:  ## systemd-python (journald fields; sd_notify works without it) where libsystemd-dev is installed
+	@if $(PKG_CONFIG) --exists libsystemd 2>/dev/null && command -v cc >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet -e '.[systemd]' 2>/dev/null \
+			|| echo "note: systemd-python not built; the appliance speaks sd_notify itself"; \
+	else \
+		echo "note: systemd-python skipped (optional; needs libsystemd-dev, pkg-config and a C compiler):" \
+			"the appliance speaks sd_notify itself"; \
+	fi
 
 setup: $(STAMP)  ## virtual environment: edge runtime, LiteRT, training/ONNX/TFLite export, test tools
 

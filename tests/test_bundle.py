@@ -408,4 +408,10 @@ def test_frame_scores_from_the_bundle_match_pytorch_evaluation(bundle_dir, train
     )
     s, y = evaluate(model, "LSTM-VAE", test, split.classes).pooled()
     np.testing.assert_allclose(edge, s, rtol=1e-4)
-    assert auroc(edge, y > 0) == pytest.approx(auroc(s, y > 0), abs=1e-9)
+    # Scores agree to 1e-4, so only (fall, normal) pairs closer than that may change order: the AUROC
+    # may differ by at most their share of all pairs (a fixed 1e-9 failed on a near-tie now and then).
+    pos, neg = s[y > 0], s[y <= 0]
+    band = 1e-4 * (np.abs(pos)[:, None] + np.abs(neg)[None, :])
+    near_ties = (np.abs(pos[:, None] - neg[None, :]) <= band).mean()
+    assert abs(auroc(edge, y > 0) - auroc(s, y > 0)) <= near_ties + 1e-12
+    assert near_ties < 1e-3  # and those pairs are rare

@@ -164,7 +164,11 @@ def test_sigterm_stops_the_daemon_cleanly_and_ends_open_anomalies(tmp_path):
     ("change", "code", "needle"),
     [
         ({"model": {"bundle": "/nonexistent/bundle.tar"}}, 3, "/nonexistent/bundle.tar: no such bundle"),
-        ({"cameras": [{"id": "c", "source": "/nonexistent/cam.mp4"}]}, 2, "no such video file /nonexistent/cam.mp4"),
+        (
+            {"cameras": [{"id": "c", "source": "/nonexistent/cam.mp4"}]},
+            2,
+            "no such video file /nonexistent/cam.mp4",
+        ),
         (
             {"pose": {"type": "blazepose", "model_dir": "/nonexistent/models"}},
             3,
@@ -189,10 +193,21 @@ def test_a_corrupt_bundle_is_refused_before_any_camera_opens(tmp_path):
     assert out.returncode == 3 and "truncated" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_demo_stays_quiet_on_normal_walking_and_alarms_on_squats(tmp_path):
-    """The shipped demo: two real clips, the starter model at its production threshold."""
-    out = appliance("demo", "--out", str(tmp_path / "events.jsonl"))
+def test_demo_stays_quiet_on_normal_walking_and_alarms_on_squats(tmp_path, broker: Broker):
+    """The shipped demo: two real clips, the starter model at its production threshold. A newcomer
+    runs it twice: the second run's file holds its own events only, says so, and no inbox appears;
+    the published status counts uptime from one start."""
+    (tmp_path / "events.jsonl").write_text('{"stale": "an earlier run"}\n')
+    status = broker.subscribe("appliance/demo/status")
+    try:
+        out = appliance("demo", "--out", str(tmp_path / "events.jsonl"), "--mqtt", f"127.0.0.1:{broker.port}")
+    finally:
+        status.stop()
     assert out.returncode == 0, out.stderr
+    assert "the previous run's file was replaced" in out.stderr
+    assert not (tmp_path / "inbox").exists()
+    uptimes = [json.loads(p)["uptime_s"] for p in status.messages("appliance/demo/status")]
+    assert len(uptimes) >= 2 and uptimes == sorted(uptimes), uptimes
     events = read_events(tmp_path / "events.jsonl")
     check_event_sequences(events)
     assert {e.camera_id for e in events} == {"workcell"}  # walking: normal work, no alarm
