@@ -30,13 +30,9 @@ from appliance.signing import generate_key_pair  # noqa: E402
 from tests.test_hostile_bundles import (  # noqa: E402
     CASES,
     MEASURE,
-    TOP,
-    Zeros,
     files_under,
-    folder,
-    member,
     release,
-    write_segments,
+    swapped_sequence_tar,
 )
 
 MIB = 1 << 20
@@ -45,17 +41,7 @@ MIB = 1 << 20
 def _legacy_swapped(work: Path, key: Path, big: int) -> Path:
     """A signed manifest without file sizes (every bundle made before them) over a tar whose
     onnx-fp32/sequence.onnx is a `big`-byte member: only its hash, checked while streaming, refuses it."""
-    root = release(work, key, "1.0.1")
-    segs = folder(TOP)
-    for path in sorted(root.rglob("*")):
-        name = f"{TOP}/{path.relative_to(root).as_posix()}"
-        if path.is_dir():
-            segs += folder(name)
-        elif path.name == "sequence.onnx" and path.parent.name == "onnx-fp32":
-            segs += member(name, Zeros(big))
-        else:
-            segs += member(name, path.read_bytes())
-    return write_segments(work / "legacy-swapped.tar.gz", segs, gz=True)
+    return swapped_sequence_tar(release(work, key, "1.0.1"), work / "legacy-swapped.tar.gz", big)
 
 
 BENCH_CASES = {

@@ -146,10 +146,10 @@ def _gzip_bomb_unsigned(work: Path, key: Path, big: int) -> Path:
     return write_segments(work / "bomb.tar.gz", segs, gz=True)
 
 
-def _larger_than_declared(work: Path, key: Path, big: int) -> Path:
-    root = release(work, key, "1.0.1", sizes=True)
+def swapped_sequence_tar(root: Path, out: Path, big: int) -> Path:
+    """The release in ``root`` as a gzip tar whose onnx-fp32/sequence.onnx is a `big`-byte member."""
     segs = folder(TOP)
-    for path in sorted(root.rglob("*")):  # onnx-fp32/sequence.onnx swapped for a member `big` bytes long
+    for path in sorted(root.rglob("*")):
         name = f"{TOP}/{path.relative_to(root).as_posix()}"
         if path.is_dir():
             segs += folder(name)
@@ -157,7 +157,11 @@ def _larger_than_declared(work: Path, key: Path, big: int) -> Path:
             segs += member(name, Zeros(big))
         else:
             segs += member(name, path.read_bytes())
-    return write_segments(work / "larger.tar.gz", segs, gz=True)
+    return write_segments(out, segs, gz=True)
+
+
+def _larger_than_declared(work: Path, key: Path, big: int) -> Path:
+    return swapped_sequence_tar(release(work, key, "1.0.1", sizes=True), work / "larger.tar.gz", big)
 
 
 def _unlisted_member(work: Path, key: Path, big: int) -> Path:
