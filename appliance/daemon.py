@@ -247,11 +247,6 @@ class CameraWorker:
         self.stats.events += len(events)
         self._emit(events)
 
-    @property
-    def health(self) -> str | None:
-        """``restarting`` or ``failed`` while the supervisor is bringing the loop back, else None."""
-        return self.supervisor_state
-
     def _run(self) -> None:
         """Supervise the processing loop: an unexpected error restarts it with backoff, never ends it.
 
