@@ -19,9 +19,7 @@ import importlib.util
 import json
 import logging
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +34,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 
 from appliance.config import MqttSinkConfig  # noqa: E402
 from appliance.events import AnomalyEvent, ModelRef, iso_utc  # noqa: E402
+from tests.conftest import make_broker  # noqa: E402
 
 JUNK = [
     ("status", b"not json"),
@@ -51,24 +50,6 @@ def handler(name: str, request: dict[str, Any]) -> dict[str, Any]:
     if name == "recalibrate":
         return {"ok": True, "minutes": float(request.get("minutes", 3.0))}
     return {"ok": True}
-
-
-def start_broker(d: Path) -> tuple[subprocess.Popen, int]:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conf = d / "mosquitto.conf"
-    conf.write_text(f"user root\npersistence false\nlistener {port} 127.0.0.1\nallow_anonymous true\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("mosquitto did not start")
 
 
 def event(i: int) -> AnomalyEvent:
@@ -111,7 +92,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="command-flood-"))
     log_file = tmp / "appliance.log"
     logging.basicConfig(filename=log_file, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    broker, port = start_broker(tmp)
+    broker = make_broker(tmp / "broker")  # the tests' mosquitto, on a port below the ephemeral range
+    port = broker.port
     arrived: dict[int, float] = {}
     sent_at: dict[int, float] = {}
     answers = [0]
@@ -174,8 +156,7 @@ def main() -> None:
     link.close(timeout=2)
     sub.loop_stop()
     sub.disconnect()
-    broker.terminate()
-    broker.wait(10)
+    broker.stop()
 
     delays = [arrived[i] - sent_at[i] for i in range(n) if i in arrived]
     during = [arrived[i] - sent_at[i] for i in range(n) if i in arrived and sent_at[i] >= flood_span[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -40,10 +41,24 @@ def write_appliance_config(path: Path, camera: dict, **overrides) -> Path:
     return path
 
 
+# Ports the tests listen on come from below Linux's ephemeral range (32768-60999 by default): a port
+# the kernel may hand to an outgoing connection could be taken by a client while a test's broker is
+# down for a simulated outage, and the broker could then not come back on it.
+TEST_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range."""
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.choice(TEST_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {TEST_PORTS.start}-{TEST_PORTS.stop - 1} on 127.0.0.1")
 
 
 @dataclass
