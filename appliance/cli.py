@@ -245,6 +245,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
+    if args.state_dir is not None:
+        cfg = cfg.model_copy(update={"state_dir": args.state_dir})
     replaced = args.out.exists()
     args.out.unlink(missing_ok=True)  # each demo run writes its own events, not appended to the last
     code = run_appliance(cfg)
@@ -253,23 +255,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _footage_config(args: argparse.Namespace, what: str):
+    """The configuration ``calibrate`` and ``learn`` run with: --config, or the demo's with --from."""
+    from appliance.config import load_config
+
+    if args.config is not None:
+        return load_config(args.config)
+    from appliance.demo import demo_config
+
+    cfg = demo_config(args.state_dir / "events.jsonl").model_copy(update={"state_dir": args.state_dir})
+    if args.from_path is None:
+        raise ApplianceError(f"without --config, give the footage to {what} on with --from")
+    args.camera = args.camera or cfg.cameras[0].id
+    return cfg
+
+
+def _how_the_daemon_uses(args: argparse.Namespace, state_dir: Path) -> str:
+    if args.config is not None:
+        return (
+            f"a running `appliance run --config {args.config}` picks it up within a few seconds "
+            "(no restart); the next start uses it too"
+        )
+    return f"use it with: appliance demo --state-dir {state_dir}"
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Learn a camera's alarm threshold from normal work (live, or recorded with --from)."""
     import json
 
-    from appliance.config import load_config
     from calibration.run import calibrate
 
     _setup_logging(args.verbose)
-    if args.config is not None:
-        cfg = load_config(args.config)
-    else:
-        from appliance.demo import demo_config
-
-        cfg = demo_config(args.state_dir / "events.jsonl").model_copy(update={"state_dir": args.state_dir})
-        if args.from_path is None:
-            raise ApplianceError("without --config, give the footage to calibrate on with --from")
-        args.camera = args.camera or cfg.cameras[0].id
+    cfg = _footage_config(args, "calibrate")
     summary = calibrate(
         cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path, args.accept_drift
     )
@@ -278,6 +295,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     print(f"thresholds: {summary['thresholds_file']}; report: {summary['report']}")
+    print(_how_the_daemon_uses(args, cfg.state_dir))
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    """Learn a camera's own site model (and its threshold) from normal work, on the device."""
+    import json
+
+    from calibration.learn import learn
+
+    _setup_logging(args.verbose)
+    cfg = _footage_config(args, "learn")
+    summary = learn(cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path)
+    keys = ("camera", "site_model", "base", "threshold", "method", "footage_minutes", "tracks",
+            "fit_windows", "held_out_windows", "trimmed_windows", "fit_seconds")  # fmt: skip
+    print(json.dumps({k: summary[k] for k in keys if k in summary}))
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"site model {summary['site_model']} of camera {summary['camera']} saved in {summary['saved_to']} "
+          f"and active; report: {summary['report']}")  # fmt: skip
+    print(_how_the_daemon_uses(args, cfg.state_dir) + "; undo with `appliance rollback --camera "
+          f"{summary['camera']}`")  # fmt: skip
     return 0
 
 
@@ -360,12 +399,37 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Make the previous model version (or --to VERSION) active again."""
+    """Undo the latest model change: a camera's site model (--camera, or the only camera's), else the
+    active bundle version (or --to VERSION)."""
     from appliance.config import load_config
     from appliance.model_store import ModelStore, display_path
+    from appliance.site_model import SiteModelStore
 
     _quiet_store_log()
     cfg = load_config(args.config)
+    sites = SiteModelStore(cfg.state_dir)
+    camera = args.camera
+    if camera is None and args.to is None and not args.bundle:
+        with_site = [c.id for c in cfg.cameras if sites.active_id(c.id) is not None]
+        if len(with_site) > 1:
+            raise ApplianceError(
+                f"cameras {', '.join(with_site)} run site models: name one with --camera, or pass --bundle "
+                "to roll back the bundle"
+            )
+        camera = with_site[0] if with_site else None
+    if camera is not None:
+        if camera not in {c.id for c in cfg.cameras}:
+            raise ApplianceError(f"no camera {camera!r} in {args.config}")
+        previous = sites.rollback(camera)
+        ModelStore(cfg.state_dir).record(
+            "rollback",
+            "ok",
+            version=f"site:{camera}/{previous or 'bundle'}",
+            message="site model rolled back",
+        )
+        what = f"site model {previous}" if previous else "the bundle (no site model)"
+        print(f"rolled back: camera {camera} scores with {what}; a running appliance switches within seconds")
+        return 0
     target = ModelStore(cfg.state_dir).rollback(cfg, to=args.to, force=args.force)
     what = f"the configured bundle ({display_path(cfg.model.bundle)})" if target == "factory" else target
     print(f"rolled back: {what} is the active model; a running appliance switches within a few seconds")
@@ -379,15 +443,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from appliance.config import load_config
     from appliance.model_store import ModelStore, display_path
+    from appliance.site_model import SiteModelStore
 
     cfg = load_config(args.config)
     store = ModelStore(cfg.state_dir)
     state, versions, updates = store.state(), store.installed(), store.updates(args.updates)
     factory, bad = display_path(cfg.model.bundle), store.bad_versions()
+    sites = SiteModelStore(cfg.state_dir)
+    site_models = {c.id: sites.versions(c.id) for c in cfg.cameras if sites.versions(c.id)}
     if args.json:
         print(json.dumps({"active": state.active or "factory", "history": state.history,
                           "versions": [asdict(v) for v in versions], "factory": factory,
-                          "bad": list(bad.values()), "updates": updates}, indent=2))  # fmt: skip
+                          "bad": list(bad.values()), "site_models": site_models, "updates": updates},
+                         indent=2))  # fmt: skip
         return 0
     print(f"{'':2}{'version':34} {'model':32} {'signed by':28} installed")
     for v in versions:
@@ -397,6 +465,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{mark}{v.id:34} {v.name + ' ' + v.version:32} {signer:28} {v.installed_at}{flag}")
     mark = "* " if state.active is None else "  "
     print(f"{mark}{'factory':34} {'(the bundle in the configuration)':32} {'':28} {factory}")
+    for camera, learned in site_models.items():
+        print(f"\nsite models of camera {camera} (`appliance learn`; * = active, else the bundle):")
+        for m in learned:
+            p, base = m.get("provenance", {}), m.get("base", {})
+            mark = "* " if m["active"] else "  "
+            windows = f"{p.get('fit_windows', '?')}+{p.get('held_out_windows', '?')} windows"
+            base_name = f"{base.get('name')} {base.get('version')} ({str(base.get('manifest_sha256'))[:12]})"
+            threshold = m.get("threshold", {}).get("threshold", float("nan"))
+            print(f"{mark}{m['id']:6} learned {p.get('learned_at', '?')} from "
+                  f"{p.get('footage_minutes', '?')} min, {p.get('tracks', '?')} tracks, {windows}; "
+                  f"base {base_name}; threshold {threshold:.2f}; "
+                  f"software {p.get('software_version', '?')}")  # fmt: skip
     if bad:
         print("\nmarked bad (refused unless `appliance update --force`):")
         for b in bad.values():
@@ -472,26 +552,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo/events.jsonl"), help="JSON-lines event file")
     p.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
     p.add_argument("--realtime", action="store_true", help="pace the clips at their frame rate")
+    p.add_argument(
+        "--state-dir", type=Path,
+        help="use what `appliance calibrate` / `appliance learn` saved here (default: the --out folder)",
+    )  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_demo)
 
+    def footage_options(p: argparse.ArgumentParser, minutes: float, target: float) -> None:
+        p.add_argument("--minutes", type=float, default=minutes, help="minutes of footage to learn from")
+        p.add_argument(
+            "--config", type=Path, help="appliance configuration (default: the demo's, with --from)"
+        )
+        p.add_argument("--camera", help="camera id (needed when the configuration has several)")
+        p.add_argument(
+            "--target-alarms-per-hour", type=float, default=target,
+            help=f"false alarms per hour the plant accepts on normal work (default {target:g})",
+        )  # fmt: skip
+        p.add_argument("--from", dest="from_path", type=Path, help="recorded footage or a keypoint file")
+        p.add_argument(
+            "--state-dir", type=Path, default=Path("runs/state"), help="without --config: state folder"
+        )
+        p.add_argument("-v", "--verbose", action="store_true")
+
     p = sub.add_parser("calibrate", help="learn alarm thresholds from a few minutes of normal work")
-    p.add_argument("--minutes", type=float, default=3.0, help="minutes of footage to learn from")
-    p.add_argument("--config", type=Path, help="appliance configuration (default: the demo's, with --from)")
-    p.add_argument("--camera", help="camera id (needed when the configuration has several)")
-    p.add_argument(
-        "--target-alarms-per-hour", type=float, default=0.125,
-        help="false alarms per hour the plant accepts on normal work (default 0.125: one per 8-hour shift)",
-    )  # fmt: skip
-    p.add_argument("--from", dest="from_path", type=Path, help="recorded footage or a keypoint file")
-    p.add_argument(
-        "--state-dir", type=Path, default=Path("runs/state"), help="without --config: state folder"
-    )
+    footage_options(p, 3.0, 0.125)
     p.add_argument(
         "--accept-drift", action="store_true", help="save even if the scores drifted during the run"
     )
-    p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser(
+        "learn", help="learn the camera's own site model and its threshold from normal work (no server)"
+    )
+    footage_options(p, 10.0, 2.0)
+    p.set_defaults(func=cmd_learn)
 
     config_help = "appliance configuration (for its state_dir, trusted keys and runtime)"
     default_config = Path("/etc/appliance/appliance.yaml")
@@ -510,6 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="a version id from `appliance models` (or 'factory')")
     p.add_argument("--config", type=Path, default=default_config, help=config_help)
     p.add_argument("--force", action="store_true", help="with --to: run a version marked bad anyway")
+    p.add_argument("--camera", help="undo this camera's site model (`appliance learn`) instead")
+    p.add_argument(
+        "--bundle", action="store_true", help="roll back the bundle even when a site model is active"
+    )
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("models", help="installed model versions, the active one, signers, recent updates")

@@ -41,6 +41,7 @@ from appliance.events import (
     ModelRef,
     ModelUpdate,
     ScoreTelemetry,
+    SiteModelInfo,
     iso_utc,
 )
 from appliance.fused import MAP_PART, FusedScorer
@@ -56,6 +57,7 @@ from appliance.scorer import MultiTrackScorer
 from appliance.service import Notifier
 from appliance.signing import SignaturePolicy
 from appliance.sinks import EventSink, open_sinks
+from appliance.site_model import SiteModel, SiteModelError, SiteModelStore
 from appliance.tracker import Tracker
 from calibration.store import load_thresholds, thresholds_path
 
@@ -105,6 +107,21 @@ class LoadedModel:
             maps = self.bundle.part(MAP_PART).contract
             return FusedScorer(self.runtime, c.window, maps.feature_dim, maps.map_spec.map_size)
         return MultiTrackScorer(self.runtime, c.window, c.feature_dim, c.map_spec.map_size)
+
+
+@dataclass
+class CameraModel:
+    """What one camera scores with: the loaded bundle, or its own site model on top of it."""
+
+    scorer: MultiTrackScorer | PostureMotionScorer | FusedScorer | Any
+    ref: ModelRef
+    site: SiteModel | None = None
+    problem: str | None = None  # why the camera's site model is not used (then it is uncalibrated)
+
+    @property
+    def key(self) -> tuple:
+        """Equal for two selections that score alike (no model swap needed between them)."""
+        return (self.ref, self.site.id if self.site else None, self.problem)
 
 
 class ReplayFrames:
@@ -390,8 +407,15 @@ class CameraWorker:
 class Appliance:
     """Everything configured, started in order, stopped in reverse."""
 
-    def __init__(self, cfg: ApplianceConfig) -> None:
+    def __init__(
+        self, cfg: ApplianceConfig, scorer_override: Callable[[LoadedModel], Any] | None = None
+    ) -> None:
         self.cfg = cfg
+        # learning replaces every camera's scorer with a recorder (calibration.learn)
+        self.scorer_override = scorer_override
+        self.sites = SiteModelStore(cfg.state_dir)
+        self.camera_models: dict[str, CameraModel] = {}
+        self._site_stamp: tuple = ()
         self.bundle: Bundle | None = None
         self.sinks: list[EventSink] = []
         self.workers: list[CameraWorker] = []
@@ -432,6 +456,8 @@ class Appliance:
         path = thresholds_path(cfg.state_dir)
         self._calibration_stamp = path.stat().st_mtime_ns if path.exists() else None
         self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version, self.score_scale)
+        self._site_stamp = self.sites.stamp()
+        self.camera_models = {cam.id: self._camera_model(cam.id, loaded) for cam in cfg.cameras}
         self._refresh_last_update()
         if cfg.model.watch_inbox:
             self.inbox = Inbox(cfg.state_dir / "inbox", self._install_from_inbox)
@@ -450,13 +476,14 @@ class Appliance:
         try:
             for cam in cfg.cameras:
                 backend = self._backend()
+                chosen = self.camera_models[cam.id]
                 threshold = self.threshold_for(cam)
                 pipeline = CameraPipeline(
                     appliance_id=cfg.appliance_id,
                     camera_id=cam.id,
-                    scorer=loaded.scorer(),
+                    scorer=chosen.scorer,
                     map_spec=loaded.bundle.contract.map_spec,
-                    model=model,
+                    model=chosen.ref,
                     rule=HysteresisRule(
                         threshold,
                         cfg.detector.start_windows,
@@ -474,7 +501,17 @@ class Appliance:
                 worker.on_health_change = self.status_changed
                 worker.running_version = loaded.version_id
                 self.workers.append(worker)
-                if math.isfinite(threshold):
+                if chosen.site is not None:
+                    log.info(
+                        "camera %s: %s, site model %s (learned %s), threshold %.2f", cam.id,
+                        redact(str(cam.source)), chosen.site.id, chosen.site.provenance.get("learned_at"),
+                        threshold,
+                    )  # fmt: skip
+                elif self.scorer_override is not None:
+                    log.info(
+                        "camera %s: %s, recording skeletons to learn from", cam.id, redact(str(cam.source))
+                    )
+                elif math.isfinite(threshold):
                     log.info("camera %s: %s, threshold %.2f", cam.id, redact(str(cam.source)), threshold)
                 else:
                     log.warning(
@@ -532,6 +569,49 @@ class Appliance:
         self.model = loaded.ref
         self.score_scale = loaded.score_scale
         self.runtime_name = f"{loaded.runtime.name} {loaded.variant}"
+
+    def _camera_model(self, camera_id: str, loaded: LoadedModel) -> CameraModel:
+        """The bundle, or the camera's active site model on top of it when it fits the bundle."""
+        if self.scorer_override is not None:
+            return CameraModel(self.scorer_override(loaded), loaded.ref)
+        try:
+            site = self.sites.active(camera_id)
+            if site is None:
+                return CameraModel(loaded.scorer(), loaded.ref)
+            if (why := site.problem_with(loaded.bundle)) is not None:
+                return CameraModel(loaded.scorer(), loaded.ref, problem=why)
+            scorer = site.scorer(loaded.bundle, loaded.runtime)
+        except SiteModelError as exc:
+            log.error("camera %s: %s; running the bundle, uncalibrated", camera_id, exc)
+            return CameraModel(loaded.scorer(), loaded.ref, problem=str(exc))
+        ref = ModelRef(name=loaded.ref.name, version=site.version_label(loaded.ref.version))
+        return CameraModel(scorer, ref, site)
+
+    def poll_site_models(self) -> bool:
+        """A site model learned, rolled back or recalibrated while running: applied between frames."""
+        stamp = self.sites.stamp()
+        if stamp == self._site_stamp or self.loaded is None:
+            return False
+        self._site_stamp = stamp
+        for w in self.workers:
+            old = self.camera_models.get(w.cfg.id)
+            chosen = self._camera_model(w.cfg.id, self.loaded)
+            self.camera_models[w.cfg.id] = chosen
+            threshold, source = self.threshold_and_source(w.cfg)
+            if old is not None and old.key == chosen.key:
+                if threshold != w.threshold:
+                    w.retarget_pending(threshold)
+                    w.pipeline.set_threshold(threshold)
+                    log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
+                continue
+            w.offer_model(
+                self.loaded.version_id,
+                (chosen.scorer, self.loaded.bundle.contract.map_spec, chosen.ref, threshold),
+            )
+            what = f"site model {chosen.site.id}" if chosen.site else f"bundle {self.loaded.bundle.name}"
+            log.info("camera %s: now scoring with %s (threshold %s, %s)", w.cfg.id, what, threshold, source)
+        self.status_changed()
+        return True
 
     def _mark_bad(self, version_id: str, why: str) -> None:
         log.error("model version %s marked bad: %s", version_id, why)
@@ -592,9 +672,12 @@ class Appliance:
             self.cfg.state_dir, self.model.name, self.model.version, self.score_scale
         )
         for w in self.workers:
+            chosen = self.camera_models[w.cfg.id] = self._camera_model(w.cfg.id, new)
             threshold, source = self.threshold_and_source(w.cfg)
-            w.offer_model(target, (new.scorer(), new.bundle.contract.map_spec, new.ref, threshold))
-            if source == "uncalibrated":
+            w.offer_model(target, (chosen.scorer, new.bundle.contract.map_spec, chosen.ref, threshold))
+            if chosen.problem is not None:
+                log.warning("camera %s: %s; uncalibrated until `appliance learn`", w.cfg.id, chosen.problem)
+            elif source == "uncalibrated":
                 log.warning(
                     "camera %s: model %s has another score scale: uncalibrated until recalibrated",
                     w.cfg.id, new.bundle.name,
@@ -710,6 +793,11 @@ class Appliance:
             return cam.threshold, "camera"
         if self.cfg.detector.threshold is not None:
             return self.cfg.detector.threshold, "detector"
+        chosen = self.camera_models.get(cam.id)
+        if chosen is not None and chosen.site is not None:
+            return chosen.site.threshold_value, "site_model"
+        if chosen is not None and chosen.problem is not None:
+            return math.inf, "uncalibrated"  # the bundle's scale is not the site model's: learn again
         if cam.id in self.calibrations:
             return self.calibrations[cam.id].threshold, "calibration"
         assert self.bundle is not None
@@ -779,6 +867,7 @@ class Appliance:
             if time.monotonic() >= next_check or self._health_failure is not None:
                 next_check = time.monotonic() + CALIBRATION_POLL_S
                 self.reload_calibration_if_changed()
+                self.poll_site_models()
                 self.poll_model_store()
         self.boot.healthy()  # a clean stop is not a crash
 
@@ -788,7 +877,8 @@ class Appliance:
             self.status_changed()
             return {"ok": True}
         if name == "reload":
-            return {"ok": True, "thresholds_changed": self.reload_calibration_if_changed()}
+            changed = self.reload_calibration_if_changed()
+            return {"ok": True, "thresholds_changed": self.poll_site_models() or changed}
         if name == "recalibrate":
             camera = request.get("camera") or (self.workers[0].cfg.id if len(self.workers) == 1 else None)
             if camera is None:
@@ -803,7 +893,7 @@ class Appliance:
 
     def recalibrate(self, camera_id: str, minutes: float, target: float, accept_drift: bool = False) -> dict:
         """Calibrate one camera from the running pipeline (no second capture, no restart); blocks."""
-        from calibration.run import CalibrationAborted, ScoreCollector, fit_and_save
+        from calibration.run import CalibrationAborted, ScoreCollector, fit_and_save, scoring_model
 
         worker = next((w for w in self.workers if w.cfg.id == camera_id), None)
         if worker is None:
@@ -831,11 +921,12 @@ class Appliance:
             raise CalibrationAborted(f"no person was seen on camera {camera_id} in {elapsed / 60:.1f} min")
         info = collected.info(elapsed / 60, frames, frames / elapsed if elapsed > 0 else 30.0)
         info["source"] = f"live camera {camera_id} (recalibrate command)"
-        info["model"] = {**self.model.model_dump(), "score_scale": self.score_scale}
+        info["model"] = scoring_model(self, camera_id)
         summary = fit_and_save(
             self.cfg, camera_id, collected.sequences(), info, minutes, target, accept_drift
         )
         self.reload_calibration_if_changed()
+        self.poll_site_models()
         return summary
 
     def reload_calibration_if_changed(self) -> bool:
@@ -937,6 +1028,10 @@ class Appliance:
                 active_anomalies=sum(d.active for d in list(w.pipeline.detectors.values())),
                 threshold=_finite(w.threshold),
                 threshold_source=source,
+                site_model=chosen.site.id
+                if (chosen := self.camera_models.get(w.cfg.id)) and chosen.site
+                else None,
+                site_model_problem=chosen.problem if chosen else None,
             )
         status = ApplianceStatus(
             appliance_id=self.cfg.appliance_id,
@@ -974,6 +1069,16 @@ class Appliance:
             signer=signer.__dict__ if signer else None,
             allow_unsigned=self.cfg.model.allow_unsigned,
             variant=self.loaded.variant,
+            site_models={
+                cam: SiteModelInfo(
+                    id=c.site.id,
+                    learned_at=str(c.site.provenance.get("learned_at", "")),
+                    footage_minutes=float(c.site.provenance.get("footage_minutes", 0.0)),
+                    base=f"{c.site.base.get('name')} {c.site.base.get('version')}",
+                )
+                for cam, c in self.camera_models.items()
+                if c.site is not None
+            },
         )
 
     def stop(self) -> None:

@@ -120,9 +120,21 @@ class CameraStatus(BaseModel):
     events: int = Field(description="Event messages emitted since start.")
     active_anomalies: int = Field(description="Anomalies open now.")
     threshold: float | None = Field(description="Alarm threshold in force (None: uncalibrated, no events).")
-    threshold_source: Literal["camera", "detector", "calibration", "bundle", "uncalibrated"] = Field(
-        description="Where the threshold comes from: the config (camera, detector), on-site calibration, "
-        "the bundle's default, or none yet (events suppressed until calibrated)."
+    threshold_source: Literal["camera", "detector", "site_model", "calibration", "bundle", "uncalibrated"] = (
+        Field(
+            description="Where the threshold comes from: the config (camera, detector), the camera's site "
+            "model (`appliance learn`), on-site calibration, the bundle's default, or none yet (events "
+            "suppressed until calibrated)."
+        )
+    )
+    site_model: str | None = Field(
+        None,
+        description="The camera's own site model id (`appliance learn`) it scores with; None: the bundle.",
+    )
+    site_model_problem: str | None = Field(
+        None,
+        description="Why the camera's site model is not used (it does not fit the running base bundle, or "
+        "is damaged): the camera runs the bundle, uncalibrated until `appliance learn` runs again.",
     )
 
 
@@ -189,6 +201,15 @@ class ModelUpdate(BaseModel):
     message: str | None = Field(None, description="Why it was refused or rolled back.")
 
 
+class SiteModelInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Site model id (per camera), as `appliance models` lists it.")
+    learned_at: str = Field(description="When `appliance learn` made it, ISO-8601 UTC.")
+    footage_minutes: float = Field(description="Minutes of the camera's own footage it was learned from.")
+    base: str = Field(description="The base bundle it extends: name and version.")
+
+
 class ActiveModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -200,6 +221,10 @@ class ActiveModel(BaseModel):
     )
     allow_unsigned: bool = Field(description="Development setting: unsigned bundles are accepted.")
     variant: str = Field(description="Bundle variant in use, e.g. onnx-int8.")
+    site_models: dict[str, SiteModelInfo] = Field(
+        default_factory=dict,
+        description="Per camera, the site model learned on the device on top of this bundle (if any).",
+    )
 
 
 class ApplianceStatus(BaseModel):

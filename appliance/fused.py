@@ -31,6 +31,12 @@ class MapCalibration:
         return (np.log(np.maximum(score, 1e-9)) - self.loc) / self.scale
 
 
+def fit_map_calibration(normal_map_scores: np.ndarray) -> MapCalibration:
+    """The map part's scale from its scores on normal windows: mean and spread of their logs."""
+    logs = np.log(np.maximum(np.asarray(normal_map_scores, np.float64), 1e-9))
+    return MapCalibration(float(logs.mean()), float(logs.std() + 1e-6))
+
+
 class FusedRuntime:
     """Both parts' runtimes, opened and smoke-tested, with the calibration that joins them."""
 

@@ -147,8 +147,18 @@ def collect_scores(
         )
     info = collected.info(footage_min, worker.stats.frames, fps)
     info["short_of_requested"] = footage_min < minutes * 0.99
-    info["model"] = {**app.model.model_dump(), "score_scale": app.score_scale}  # the model that scored
+    info["model"] = scoring_model(app, cfg.cameras[0].id)
     return collected.sequences(), info
+
+
+def scoring_model(app, camera_id: str) -> dict:
+    """The model whose scores a calibration collected: the running bundle, and the camera's site
+    model when it runs one (its threshold then belongs to the site model)."""
+    model = {**app.model.model_dump(), "score_scale": app.score_scale}
+    chosen = app.camera_models.get(camera_id)
+    if chosen is not None and chosen.site is not None:
+        model["site_model"] = chosen.site.id
+    return model
 
 
 def _source_fps(worker) -> float:
@@ -161,6 +171,26 @@ def _source_fps(worker) -> float:
     from appliance.extract import video_fps
 
     return video_fps(worker.cfg.source)
+
+
+def footage_available(worker, fps: float) -> float | None:
+    """Minutes of footage a recording holds (a replayed keypoint file or a video file); None for a live
+    camera or a file that does not say."""
+    steps = getattr(worker.backend, "__len__", None)
+    if steps is not None:
+        return steps() / fps / 60
+    source = str(worker.cfg.source)
+    if Path(source).is_file():
+        import cv2
+
+        cap = cv2.VideoCapture(source)
+        try:
+            frames, rate = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+        finally:
+            cap.release()
+        if frames and frames > 0 and rate and rate > 0:
+            return float(frames) / float(rate) / 60
+    return None
 
 
 def _progress_line(done: int, wanted: int, fps: float, people: int, tracks: dict, elapsed: float) -> str:
@@ -237,9 +267,14 @@ def fit_and_save(
         summary.setdefault("warnings", []).append(
             f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
         )
-    path = save_threshold(
-        cfg.state_dir, model["name"], str(model["version"]), camera_id, summary, model.get("score_scale")
-    )
+    if model.get("site_model"):
+        from appliance.site_model import SiteModelStore
+
+        path = SiteModelStore(cfg.state_dir).set_threshold(camera_id, model["site_model"], summary)
+    else:
+        path = save_threshold(
+            cfg.state_dir, model["name"], str(model["version"]), camera_id, summary, model.get("score_scale")
+        )
     report_dir = thresholds_path(cfg.state_dir).parent
     png, js = report_dir / f"{camera_id}-report.png", report_dir / f"{camera_id}-report.json"
     write_report(result, sequences, png, js)

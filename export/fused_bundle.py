@@ -25,7 +25,7 @@ from appliance.bundle import (
     sha256_file,
 )
 from appliance.errors import ApplianceError
-from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration
+from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration, fit_map_calibration
 from appliance.metrics import auroc
 from appliance.motion_features import model_input, normalise_window
 from appliance.scorer import score_map_sequence
@@ -119,8 +119,7 @@ def build_fused_bundle(
     if not normal:
         raise ApplianceError("no normal validation window to calibrate the map model on")
     normal_map = np.array([val_parts[i][0][j] for i, j in normal])
-    logs = np.log(np.maximum(normal_map, 1e-9))
-    cal = MapCalibration(float(logs.mean()), float(logs.std() + 1e-6))
+    cal = fit_map_calibration(normal_map)
     fp32 = FusedRuntime(probe.maps, probe.motion, cal)
     val_fused = {i: np.maximum(val_parts[i][1], cal(val_parts[i][0])) for i in {i for i, _ in normal}}
     normal_scores = np.array([val_fused[i][j] for i, j in normal])

@@ -27,13 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from appliance import posture_motion_fit as pmf
 from appliance.motion_features import CENTRE_VELOCITY, FEATURE_DIM, NUM_JOINTS, POSTURE, SPEED, VELOCITY
-
-STAT_GROUPS = ("P", "V", "C", "S", "A")
-# P posture mean + std over the window (60); V per-joint speed mean + std (30); C centre velocity
-# mean, std and mean |.| (6); S mean joint speed mean + std (2); A per-joint acceleration mean (15).
-COMPONENTS = {"speed": ("S",), "motion": ("V", "C", "S", "A"), "all": STAT_GROUPS}
-SHRINK_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+from appliance.posture_motion_fit import COMPONENTS, STAT_GROUPS, PostureMotionParams  # noqa: F401 (research)
 
 
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,11 +65,6 @@ def window_stats(w: torch.Tensor, groups: tuple[str, ...] = STAT_GROUPS) -> torc
     return torch.cat(out, dim=1)
 
 
-def _stats(windows: np.ndarray, groups: tuple[str, ...]) -> np.ndarray:
-    with torch.no_grad():
-        return window_stats(torch.from_numpy(np.asarray(windows, np.float32)), groups).double().numpy()
-
-
 class GaussianWindowScorer(nn.Module):
     """Squared Mahalanobis distance of a window's statistics to the normal windows' Gaussian:
     ||L^T (s - mu) / sd||^2 with L the Cholesky factor of the (shrunk) precision: one Linear layer."""
@@ -87,16 +78,17 @@ class GaussianWindowScorer(nn.Module):
 
     @classmethod
     def fit(cls, windows: np.ndarray, shrink: float, groups: tuple[str, ...]) -> GaussianWindowScorer:
-        s = _stats(windows, groups)
-        mu, sd = s.mean(0), s.std(0) + 1e-3
-        z = (s - mu) / sd
-        cov = (1 - shrink) * np.cov(z.T) + shrink * np.eye(z.shape[1])
-        chol = np.linalg.cholesky(np.linalg.inv(cov))
-        m = cls(s.shape[1], groups)
+        """Fitted by the device's numpy code (:mod:`appliance.posture_motion_fit`)."""
+        comp = pmf.fit_component("fit", groups, pmf.window_stats(windows, tuple(groups)), shrink)
+        return cls.from_component(comp)
+
+    @classmethod
+    def from_component(cls, comp: pmf.GaussianComponent) -> GaussianWindowScorer:
+        m = cls(len(comp.mu), comp.groups)
         with torch.no_grad():
-            m.mu.copy_(torch.from_numpy(mu))
-            m.sd.copy_(torch.from_numpy(sd))
-            m.proj.weight.copy_(torch.from_numpy(chol.T))
+            m.mu.copy_(torch.from_numpy(comp.mu))
+            m.sd.copy_(torch.from_numpy(comp.sd))
+            m.proj.weight.copy_(torch.from_numpy(np.ascontiguousarray(comp.chol.T)))
         return m.eval()
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -106,17 +98,7 @@ class GaussianWindowScorer(nn.Module):
 
 def choose_shrink(train: np.ndarray, val: np.ndarray, groups: tuple[str, ...]) -> float:
     """Shrinkage maximising the Gaussian log-likelihood of the normal validation windows' statistics."""
-    s, t = _stats(train, groups), _stats(val, groups)
-    mu, sd = s.mean(0), s.std(0) + 1e-3
-    z, zt = (s - mu) / sd, (t - mu) / sd
-    best, best_ll = SHRINK_GRID[0], -np.inf
-    for shrink in SHRINK_GRID:
-        cov = (1 - shrink) * np.cov(z.T) + shrink * np.eye(z.shape[1])
-        _, logdet = np.linalg.slogdet(cov)
-        ll = -0.5 * (np.einsum("ij,jk,ik->i", zt, np.linalg.inv(cov), zt).mean() + logdet)
-        if ll > best_ll:
-            best, best_ll = shrink, ll
-    return best
+    return pmf.choose_shrink(pmf.window_stats(train, tuple(groups)), pmf.window_stats(val, tuple(groups)))
 
 
 class SpeedRuleScorer(nn.Module):
@@ -144,6 +126,16 @@ class PostureMotionModel(nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return self.components(w).max(dim=1).values
 
+    @classmethod
+    def from_params(cls, params: PostureMotionParams) -> PostureMotionModel:
+        """The module computing what ``params.score`` computes (float32), for export."""
+        scorers: list[nn.Module] = [GaussianWindowScorer.from_component(c) for c in params.components]
+        model = cls(params.names, [*scorers, SpeedRuleScorer()])
+        with torch.no_grad():
+            model.loc.copy_(torch.from_numpy(np.asarray(params.loc, np.float64)))
+            model.scale.copy_(torch.from_numpy(np.asarray(params.scale, np.float64)))
+        return model.eval()
+
     @torch.no_grad()
     def score(self, windows: np.ndarray, batch: int = 2048) -> np.ndarray:
         """Scores of (N, T, FEATURE_DIM) windows, float64."""
@@ -155,24 +147,12 @@ class PostureMotionModel(nn.Module):
 
 
 def fit_posture_motion(train: np.ndarray, val: np.ndarray) -> tuple[PostureMotionModel, dict]:
-    """Fit on normal training windows; shrinkage and score calibration on normal validation windows."""
-    train = np.nan_to_num(np.asarray(train, np.float32), nan=0.0)
-    val = np.nan_to_num(np.asarray(val, np.float32), nan=0.0)
-    names = [*COMPONENTS, "speed_rule"]
-    scorers: list[nn.Module] = []
-    info: dict = {"components": names, "fusion": "max of z-scored log scores"}
-    for name, groups in COMPONENTS.items():
-        shrink = choose_shrink(train, val, groups)
-        scorers.append(GaussianWindowScorer.fit(train, shrink, groups))
-        info[f"shrink_{name}"] = shrink
-    scorers.append(SpeedRuleScorer())
-    model = PostureMotionModel(names, scorers)
-    with torch.no_grad():
-        logs = torch.stack([torch.log(s(torch.from_numpy(val)) + 1e-9) for s in scorers], dim=1)
-        model.loc.copy_(logs.mean(0))
-        model.scale.copy_(logs.std(0) + 1e-6)
-    info["train_windows"], info["val_windows"] = len(train), len(val)
-    return model.eval(), info
+    """Fit on normal training windows; shrinkage and score calibration on normal validation windows.
+
+    The fit is the device's own (:func:`appliance.posture_motion_fit.fit`, numpy): this only wraps
+    its parameters in a module that exports to ONNX and TFLite."""
+    params = pmf.fit(np.asarray(train, np.float32), np.asarray(val, np.float32))
+    return PostureMotionModel.from_params(params), dict(params.info)
 
 
 def speed_rule(windows: np.ndarray) -> np.ndarray:

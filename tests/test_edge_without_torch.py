@@ -26,12 +26,17 @@ import numpy as np
 import appliance.cli, appliance.keypoints.readers, appliance.skeleton_map, appliance.window
 import appliance.keypoints.ceiling_camera, appliance.bundle, appliance.scorer, appliance.runtimes
 import appliance.model_store, appliance.signing, appliance.inbox, appliance.daemon
+import appliance.site_model, calibration.learn, calibration.run
+from appliance.posture_motion_fit import fit
 from appliance.pose.layouts import COCO17
 from appliance.skeleton_map import render_keypoints
 kp = np.zeros((3, 17, 3), np.float32)
 kp[:, 5] = (300, 200, 1); kp[:, 6] = (340, 200, 1); kp[:, 11] = (305, 300, 1); kp[:, 12] = (335, 300, 1)
 maps = render_keypoints(kp, COCO17, (640, 480))
 assert maps.shape == (3, 28, 28) and maps.sum() > 0
+rng = np.random.default_rng(0)  # the device's own fit of the posture-motion model: numpy only
+params = fit(rng.random((300, 30, 78), np.float32), rng.random((100, 30, 78), np.float32))
+assert np.isfinite(params.score(rng.random((5, 30, 78), np.float32))).all()
 try:
     import torch
 except ImportError:

@@ -1,0 +1,268 @@
+"""The posture-motion model fitted and scored with numpy alone: what the device runs to learn its site.
+
+The model (see :mod:`export.posture_motion` for the why) is closed form: per component, the normal
+windows' statistics are standardised, their covariance shrunk towards the identity by the amount
+that best explains held-out normal windows, and a window scores its squared Mahalanobis distance;
+each component's log score is z-scored on the held-out windows and the window scores the largest.
+So fitting is a mean, a covariance, a Cholesky factor and a few quantiles: seconds on the device,
+no torch and no graph export. The server (``appliance-export posture-motion``) fits through this
+very code and only wraps the result in a torch module to export it, so a model learned on the
+device and one learned on the server from the same windows are the same model.
+
+Windows are (N, T, ``FEATURE_DIM``) body-normalised features (:func:`appliance.motion_features.
+normalise_window`); NaN speeds count as 0, as in the exported graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.motion_features import CENTRE_VELOCITY, NUM_JOINTS, POSTURE, SPEED, VELOCITY
+
+STAT_GROUPS = ("P", "V", "C", "S", "A")
+# P posture mean + std over the window (60); V per-joint speed mean + std (30); C centre velocity
+# mean, std and mean |.| (6); S mean joint speed mean + std (2); A per-joint acceleration mean (15).
+COMPONENTS = {"speed": ("S",), "motion": ("V", "C", "S", "A"), "all": STAT_GROUPS}
+SPEED_RULE = "speed_rule"
+SHRINK_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
+SD_FLOOR = 1e-3  # added to each statistic's spread: a constant statistic must not divide by zero
+LOG_FLOOR = 1e-9  # added before the log of a component's distance
+EPS = 1e-12  # inside square roots, as in the exported graph
+
+
+def _mean_std(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(1)
+    var = ((x - mean[:, None]) ** 2).mean(1)
+    return mean, np.sqrt(var + EPS)
+
+
+def window_stats(windows: np.ndarray, groups: tuple[str, ...] = STAT_GROUPS, batch: int = 4096) -> np.ndarray:
+    """(N, T, FEATURE_DIM) normalised windows -> (N, D) float64 window statistics (in batches)."""
+    w_all = np.asarray(windows)
+    if w_all.ndim != 3:
+        raise ValueError(f"windows must be (N, T, features), got shape {w_all.shape}")
+    parts = [_stats(w_all[i : i + batch], groups) for i in range(0, len(w_all), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, stat_dim(groups)))
+
+
+def _stats(w: np.ndarray, groups: tuple[str, ...]) -> np.ndarray:
+    w = np.nan_to_num(np.asarray(w, np.float32), nan=0.0).astype(np.float64)
+    b, t, _ = w.shape
+    p = w[..., POSTURE].reshape(b, t, NUM_JOINTS, 2)
+    v = w[..., VELOCITY].reshape(b, t, NUM_JOINTS, 2)
+    out: list[np.ndarray] = []
+    for g in groups:
+        if g == "P":
+            out += [m.reshape(b, -1) for m in _mean_std(p)]
+        elif g == "V":
+            vn = np.sqrt((v * v).sum(-1) + EPS)
+            out += [m.reshape(b, -1) for m in _mean_std(vn)]
+        elif g == "C":
+            c = w[..., CENTRE_VELOCITY]
+            out += [c.mean(1), c.std(1), np.abs(c).mean(1)]
+        elif g == "S":
+            s = w[..., SPEED : SPEED + 1]
+            out += [s.mean(1), s.std(1)]
+        elif g == "A":
+            a = np.sqrt(((v[:, 1:] - v[:, :-1]) ** 2).sum(-1) + EPS)
+            out += [a.mean(1)]
+        else:
+            raise ValueError(f"unknown statistics group {g!r}")
+    return np.concatenate(out, axis=1)
+
+
+def stat_dim(groups: tuple[str, ...]) -> int:
+    sizes = {"P": 4 * NUM_JOINTS, "V": 2 * NUM_JOINTS, "C": 6, "S": 2, "A": NUM_JOINTS}
+    return sum(sizes[g] for g in groups)
+
+
+@dataclass
+class GaussianComponent:
+    """Squared Mahalanobis distance of a window's statistics: ||((s - mu) / sd) @ chol||^2, with chol
+    the Cholesky factor of the shrunk correlation's inverse."""
+
+    name: str
+    groups: tuple[str, ...]
+    mu: np.ndarray
+    sd: np.ndarray
+    chol: np.ndarray
+    shrink: float
+
+    def distance(self, stats: np.ndarray) -> np.ndarray:
+        y = ((stats - self.mu) / self.sd) @ self.chol
+        return (y * y).sum(1)
+
+
+def _standardise(fit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mu, sd = fit.mean(0), fit.std(0) + SD_FLOOR
+    return mu, sd, (fit - mu) / sd
+
+
+def _shrunk(z: np.ndarray, shrink: float) -> np.ndarray:
+    return (1 - shrink) * np.cov(z.T) + shrink * np.eye(z.shape[1])
+
+
+def choose_shrink(fit_stats: np.ndarray, held_stats: np.ndarray) -> float:
+    """Shrinkage maximising the Gaussian log-likelihood of the held-out windows' statistics."""
+    mu, sd, z = _standardise(fit_stats)
+    zt = (held_stats - mu) / sd
+    best, best_ll = SHRINK_GRID[0], -np.inf
+    for shrink in SHRINK_GRID:
+        cov = _shrunk(z, shrink)
+        _, logdet = np.linalg.slogdet(cov)
+        ll = -0.5 * (np.einsum("ij,jk,ik->i", zt, np.linalg.inv(cov), zt).mean() + logdet)
+        if ll > best_ll:
+            best, best_ll = shrink, ll
+    return best
+
+
+def fit_component(
+    name: str, groups: tuple[str, ...], fit_stats: np.ndarray, shrink: float
+) -> GaussianComponent:
+    mu, sd, z = _standardise(fit_stats)
+    chol = np.linalg.cholesky(np.linalg.inv(_shrunk(z, shrink)))
+    return GaussianComponent(name, tuple(groups), mu, sd, chol, float(shrink))
+
+
+@dataclass
+class PostureMotionParams:
+    """Everything that defines a fitted posture-motion model, as plain arrays."""
+
+    components: list[GaussianComponent]
+    loc: np.ndarray  # per component (Gaussians then the speed rule): z-score of the log distance
+    scale: np.ndarray
+    info: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.components] + [SPEED_RULE]
+
+    def log_components(self, windows: np.ndarray) -> np.ndarray:
+        """(N, T, FEATURE_DIM) -> (N, components) log distances (before z-scoring)."""
+        stats = window_stats(windows, STAT_GROUPS)
+        offsets = _group_offsets(STAT_GROUPS)
+        cols = []
+        for c in self.components:
+            idx = np.concatenate([offsets[g] for g in c.groups])
+            cols.append(np.log(c.distance(stats[:, idx]) + LOG_FLOOR))
+        speed = np.nan_to_num(np.asarray(windows, np.float32), nan=0.0)[..., SPEED].astype(np.float64).mean(1)
+        cols.append(np.log(speed + LOG_FLOOR))
+        return np.stack(cols, axis=1)
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """(N, T, FEATURE_DIM) windows -> (N,) float64 scores: the largest z-scored log distance."""
+        if len(windows) == 0:
+            return np.zeros(0)
+        return ((self.log_components(windows) - self.loc) / self.scale).max(axis=1)
+
+    # -- as arrays (the site model's file) ---------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {"loc": self.loc, "scale": self.scale}
+        for c in self.components:
+            arrays |= {f"{c.name}.mu": c.mu, f"{c.name}.sd": c.sd, f"{c.name}.chol": c.chol}
+        return arrays
+
+    def describe(self) -> dict:
+        """The JSON half: component names, groups and shrinkage (the arrays hold the numbers)."""
+        return {
+            "components": [
+                {"name": c.name, "groups": list(c.groups), "shrink": c.shrink} for c in self.components
+            ],
+            "speed_rule": SPEED_RULE,
+            "fusion": "max of z-scored log scores",
+        }
+
+    @classmethod
+    def from_arrays(cls, described: dict, arrays: dict[str, np.ndarray]) -> PostureMotionParams:
+        """Inverse of :meth:`to_arrays` + :meth:`describe`; raises ValueError on anything inconsistent."""
+        try:
+            comps = []
+            for c in described["components"]:
+                name, groups = str(c["name"]), tuple(str(g) for g in c["groups"])
+                if not groups or set(groups) - set(STAT_GROUPS):
+                    raise ValueError(f"component {name}: unknown statistics groups {groups}")
+                d = stat_dim(groups)
+                mu, sd, chol = (np.asarray(arrays[f"{name}.{k}"], np.float64) for k in ("mu", "sd", "chol"))
+                if mu.shape != (d,) or sd.shape != (d,) or chol.shape != (d, d):
+                    raise ValueError(f"component {name}: arrays do not match its {d} statistics")
+                comps.append(GaussianComponent(name, groups, mu, sd, chol, float(c["shrink"])))
+            loc, scale = (np.asarray(arrays[k], np.float64) for k in ("loc", "scale"))
+        except KeyError as exc:
+            raise ValueError(f"missing {exc.args[0]!r}") from None
+        if loc.shape != (len(comps) + 1,) or scale.shape != loc.shape:
+            raise ValueError("loc and scale must hold one value per component and the speed rule")
+        every = [loc, scale, *[a for c in comps for a in (c.mu, c.sd, c.chol)]]
+        positive = [scale, *[c.sd for c in comps]]
+        if not all(np.isfinite(a).all() for a in every) or not all((a > 0).all() for a in positive):
+            raise ValueError("non-finite or non-positive parameters")
+        return cls(comps, loc, scale)
+
+
+def _group_offsets(groups: tuple[str, ...]) -> dict[str, np.ndarray]:
+    out, start = {}, 0
+    for g in groups:
+        n = stat_dim((g,))
+        out[g] = np.arange(start, start + n)
+        start += n
+    return out
+
+
+def fit(fit_windows: np.ndarray, held_windows: np.ndarray) -> PostureMotionParams:
+    """Gaussians on ``fit_windows``; shrinkage and z-scores on ``held_windows`` (both normal)."""
+    if len(fit_windows) < 2 or len(held_windows) < 2:
+        raise ValueError(
+            f"fitting needs at least 2 windows in each part (got {len(fit_windows)} and {len(held_windows)})"
+        )
+    fit_all, held_all = window_stats(fit_windows), window_stats(held_windows)
+    offsets = _group_offsets(STAT_GROUPS)
+    comps = []
+    for name, groups in COMPONENTS.items():
+        idx = np.concatenate([offsets[g] for g in groups])
+        shrink = choose_shrink(fit_all[:, idx], held_all[:, idx])
+        comps.append(fit_component(name, groups, fit_all[:, idx], shrink))
+    params = PostureMotionParams(comps, np.zeros(len(comps) + 1), np.ones(len(comps) + 1))
+    logs = params.log_components(held_windows)
+    params.loc, params.scale = logs.mean(0), logs.std(0, ddof=1) + 1e-6
+    params.info = {
+        "components": params.names,
+        "fusion": "max of z-scored log scores",
+        **{f"shrink_{c.name}": c.shrink for c in comps},
+        "train_windows": len(fit_windows),
+        "val_windows": len(held_windows),
+    }
+    return params
+
+
+def fit_robust(
+    fit_windows: np.ndarray, held_windows: np.ndarray, trim: float
+) -> tuple[PostureMotionParams, np.ndarray]:
+    """Fit, drop the ``trim`` share of fitting windows the first fit scores worst, refit.
+
+    A shift of "normal" work holds a few odd moments; left in, they widen the Gaussians and hide
+    the anomalies like them. Returns the refitted model and the mask of fitting windows kept."""
+    first = fit(fit_windows, held_windows)
+    keep = np.ones(len(fit_windows), bool)
+    if trim > 0:
+        scores = first.score(fit_windows)
+        cut = np.quantile(scores, 1.0 - trim)
+        keep = scores <= cut
+        if keep.sum() >= 2:
+            refit = fit(fit_windows[keep], held_windows)
+            refit.info["trimmed_windows"] = int((~keep).sum())
+            return refit, keep
+    first.info["trimmed_windows"] = 0
+    return first, keep
+
+
+class NumpyPostureMotionRuntime:
+    """A fitted posture-motion model as a window runtime (the interface the scorers call)."""
+
+    name = "numpy"
+
+    def __init__(self, params: PostureMotionParams) -> None:
+        self.params = params
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        return self.params.score(windows).astype(np.float32)

@@ -1,0 +1,401 @@
+"""``appliance learn``: fit a camera's site model from its own normal footage, then its threshold.
+
+The daemon's own pipeline (capture, pose, tracking) runs on the live camera or a recording, as for
+``calibrate``; instead of scoring, each track's body keypoints are recorded (skeletons only, never
+pixels) and, on a fused base, the map part's window scores. Then, with numpy alone:
+
+1. **Cross-fitting.** The footage is cut into blocks of ``BLOCK_S`` seconds of camera time, even
+   blocks one fold, odd blocks the other; a window that straddles two blocks is dropped, so the
+   folds share no frame. Each fold's model (Gaussians on its fold; shrinkage, the components'
+   z-scores and the map part's calibration on the other fold) scores the other fold, and the alarm
+   threshold is chosen on these out-of-fold scores over the whole footage. The camera runs fold 0's
+   model. A threshold chosen on the fitting windows would sit too low: a model scores the windows
+   it memorised as more normal than the ones it will meet.
+2. **Robust fit.** A shift of normal work holds a few odd moments: the share ``trim`` of fitting
+   windows the first fit scores worst is dropped and the model refitted.
+3. **Threshold** for the plant's false-alarm target exactly as ``calibrate`` chooses it
+   (:mod:`calibration.thresholds`), per track run, in camera time.
+
+The result is saved as the camera's active site model (:mod:`appliance.site_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance import __version__
+from appliance.config import ApplianceConfig
+from appliance.motion_features import normalise_window, sequence_features
+from appliance.posture_motion_fit import PostureMotionParams, fit_robust
+from appliance.redact import redact
+from appliance.window import sliding_windows
+from calibration.run import CalibrationAborted, _source_fps, calibration_config, footage_available
+from calibration.thresholds import MAX_EXTRAPOLATION, CalibrationResult, fit_threshold
+
+log = logging.getLogger("appliance.learn")
+
+BLOCK_S = 15.0  # cross-fitting blocks of camera time: even ones fit, odd ones are held out
+TRIM = 0.02  # share of fitting windows dropped before the refit
+MIN_WINDOWS = 60  # per part: fewer cannot estimate the Gaussians' spread, nor a threshold
+
+
+@dataclass
+class TrackRecord:
+    """One track's skeletons in the order seen: body-graph keypoints, camera frame numbers and, on a
+    fused base, the map part's score of the window ending at each frame (NaN until it has T frames)."""
+
+    bodies: list[np.ndarray] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)
+    map_scores: list[float] = field(default_factory=list)
+
+
+class SkeletonRecorder:
+    """Takes the scorer's place in a camera's pipeline while it learns: records, scores nothing."""
+
+    def __init__(self, input_kind: str, maps_scorer=None) -> None:
+        self.input_kind = input_kind  # "body" (posture-motion base) or "both" (fused base)
+        self.maps = maps_scorer
+        self.frame = -1  # camera frames seen (push is called once per frame)
+        self.live: dict[int, TrackRecord] = {}
+        self.done: list[TrackRecord] = []
+        self.people = 0
+
+    def push(self, inputs: dict) -> dict[int, float | None]:
+        self.frame += 1
+        self.people = max(self.people, len(inputs))
+        map_scores = self.maps.push({t: m for t, (m, _) in inputs.items()}) if self.maps is not None else {}
+        for tid, x in inputs.items():
+            body = x[1] if self.maps is not None else x
+            rec = self.live.setdefault(tid, TrackRecord())
+            rec.bodies.append(np.asarray(body, np.float32))
+            rec.frames.append(self.frame)
+            if self.maps is not None:
+                s = map_scores.get(tid)
+                rec.map_scores.append(math.nan if s is None else float(s))
+        return {}
+
+    def drop(self, track_id: int) -> None:
+        rec = self.live.pop(track_id, None)
+        if rec is not None:
+            self.done.append(rec)
+        if self.maps is not None:
+            self.maps.drop(track_id)
+
+    def clear(self) -> None:
+        for tid in list(self.live):
+            self.drop(tid)
+
+    def take_over(self, old: object) -> None:
+        """Learning starts from fresh tracks."""
+
+    def records(self) -> list[TrackRecord]:
+        return [*self.done, *self.live.values()]
+
+    def windows(self, window: int) -> int:
+        return sum(max(0, len(r.frames) - window + 1) for r in self.records())
+
+
+# -- cross-fitting -------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """Consecutive windows of one track within one block of time."""
+
+    windows: np.ndarray  # (n, T, FEATURE_DIM) normalised
+    maps: np.ndarray  # (n,) the map part's scores (zeros without a map part)
+
+
+@dataclass
+class SplitWindows:
+    """The recorded windows, split by time into two folds (even and odd blocks) for cross-fitting."""
+
+    folds: tuple[list[Run], list[Run]]
+    frames: int
+    tracks: int
+
+    def windows(self, fold: int) -> np.ndarray:
+        runs = self.folds[fold]
+        return np.concatenate([r.windows for r in runs]) if runs else np.zeros((0, 0, 0), np.float32)
+
+    def maps(self, fold: int) -> np.ndarray:
+        runs = self.folds[fold]
+        return np.concatenate([r.maps for r in runs]) if runs else np.zeros(0)
+
+    def count(self, fold: int) -> int:
+        return sum(len(r.maps) for r in self.folds[fold])
+
+
+def block_of(frames: np.ndarray, fps: float, block_s: float = BLOCK_S) -> np.ndarray:
+    return (np.asarray(frames, np.float64) / (fps * block_s)).astype(np.int64)
+
+
+def split_windows(
+    records: list[TrackRecord], frames: int, fps: float, window: int, block_s: float = BLOCK_S
+) -> SplitWindows:
+    """Every track's windows, by the block of time they lie in: even blocks are fold 0, odd blocks
+    fold 1. A window straddling two blocks is left out, so the folds share no frame."""
+    folds: tuple[list[Run], list[Run]] = ([], [])
+    tracks = 0
+    for rec in records:
+        n = len(rec.frames) - window + 1
+        if n <= 0:
+            continue
+        tracks += 1
+        f = np.asarray(rec.frames)
+        start, end = block_of(f[:n], fps, block_s), block_of(f[window - 1 :], fps, block_s)
+        wins = normalise_window(sliding_windows(sequence_features(np.stack(rec.bodies)), window))
+        maps = np.asarray(rec.map_scores, np.float64)[window - 1 :] if rec.map_scores else np.zeros(n)
+        idx = np.flatnonzero(start == end)
+        if len(idx) == 0:
+            continue
+        cuts = np.flatnonzero((np.diff(idx) != 1) | (np.diff(end[idx]) != 0)) + 1
+        for run in np.split(idx, cuts):
+            folds[int(end[run[0]] % 2)].append(Run(wins[run], maps[run]))
+    return SplitWindows(folds, frames, tracks)
+
+
+@dataclass
+class SiteFit:
+    params: PostureMotionParams  # fitted on fold 0, z-scored on fold 1: the model the camera runs
+    map_calibration: tuple[float, float] | None
+    held_scores: list[np.ndarray]  # out-of-fold scores, per run (what the threshold was chosen on)
+    threshold: CalibrationResult
+    trimmed: int
+    fold_windows: tuple[int, int]
+
+
+def score_with(params: PostureMotionParams, cal: tuple[float, float] | None, windows, maps) -> np.ndarray:
+    """The site model's window scores: posture-motion, or on a fused base the larger of it and the
+    map part's calibrated score (as :class:`appliance.fused.FusedScorer` computes them live)."""
+    s = params.score(windows)
+    if cal is None:
+        return s
+    z = (np.log(np.maximum(np.asarray(maps, np.float64), 1e-9)) - cal[0]) / cal[1]
+    return np.maximum(s, z)
+
+
+def _fit_fold(split: SplitWindows, fit: int, fused: bool, trim: float):
+    """Gaussians on fold ``fit``; shrinkage, z-scores and the map calibration on the other fold."""
+    held = 1 - fit
+    params, keep = fit_robust(split.windows(fit), split.windows(held), trim)
+    cal = None
+    if fused:
+        from appliance.fused import fit_map_calibration
+
+        maps = split.maps(held)
+        finite = maps[np.isfinite(maps)]
+        if len(finite) < MIN_WINDOWS:
+            raise CalibrationAborted("the map part scored too few held-out windows to calibrate it")
+        c = fit_map_calibration(finite)
+        cal = (c.loc, c.scale)
+    held_scores = [score_with(params, cal, r.windows, r.maps) for r in split.folds[held]]
+    return params, cal, held_scores, int((~keep).sum())
+
+
+def fit_site(
+    split: SplitWindows,
+    fps: float,
+    target_alarms_per_hour: float,
+    start_windows: int,
+    end_windows: int,
+    fused: bool,
+    trim: float = TRIM,
+) -> SiteFit:
+    """Two-fold cross-fitting: each fold's model scores the other fold; the threshold is chosen on
+    those out-of-fold scores of the whole footage. The camera runs fold 0's model (the two are
+    exchangeable: either's future normal scores are distributed like the out-of-fold ones)."""
+    counts = (split.count(0), split.count(1))
+    if min(counts) < MIN_WINDOWS:
+        raise CalibrationAborted(
+            f"too few windows to learn from: {counts[0]} and {counts[1]} in the two halves of the footage "
+            f"(at least {MIN_WINDOWS} each); record more footage with people at their normal work in view"
+        )
+    params, cal, scores_1, trimmed = _fit_fold(split, 0, fused, trim)
+    _, _, scores_0, _ = _fit_fold(split, 1, fused, trim)
+    scores = scores_0 + scores_1
+    result = fit_threshold(
+        scores, fps, target_alarms_per_hour, start_windows, end_windows,
+        footage_hours=split.frames / fps / 3600,
+    )  # fmt: skip
+    return SiteFit(params, cal, scores, result, trimmed, counts)
+
+
+def minimum_minutes(target_alarms_per_hour: float) -> float:
+    """Footage a target needs: it must expect 1/MAX_EXTRAPOLATION alarms in it (as for ``calibrate``)."""
+    return 60.0 / (target_alarms_per_hour * MAX_EXTRAPOLATION)
+
+
+# -- the command -----------------------------------------------------------------------------------
+def learn(
+    cfg: ApplianceConfig,
+    minutes: float,
+    target_alarms_per_hour: float,
+    camera_id: str | None = None,
+    source: Path | None = None,
+    progress: bool = True,
+    trim: float = TRIM,
+) -> dict[str, Any]:
+    """Learn and activate one camera's site model; returns the summary printed by the CLI."""
+    need = minimum_minutes(target_alarms_per_hour)
+    if minutes < need:
+        raise CalibrationAborted(
+            f"a target of {target_alarms_per_hour:g} alarms/hour needs at least {need:.1f} min of footage "
+            f"(the threshold may extrapolate at most {MAX_EXTRAPOLATION:g}x beyond the footage); pass "
+            f"--minutes {math.ceil(need)} or raise the target"
+        )
+    run_cfg = calibration_config(cfg, camera_id, source)
+    cam = run_cfg.cameras[0]
+    from appliance.daemon import Appliance
+
+    recorder: dict[str, SkeletonRecorder] = {}
+
+    def make_recorder(loaded) -> SkeletonRecorder:
+        kind = loaded.bundle.model_type
+        if kind not in ("posture_motion", "fused"):
+            raise CalibrationAborted(
+                f"model {loaded.bundle.name} is a {kind} bundle: a site model is learned on top of a "
+                "posture_motion or fused bundle (the LSTM-VAE alone is retrained on a server: "
+                "appliance-export train)"
+            )
+        rec = SkeletonRecorder(
+            "both" if kind == "fused" else "body", loaded.scorer().maps if kind == "fused" else None
+        )
+        recorder["rec"] = rec
+        return rec
+
+    app = Appliance(run_cfg, scorer_override=make_recorder)
+    app.start()
+    worker = app.workers[0]
+    rec = recorder["rec"]
+    loaded = app.loaded
+    fps = _source_fps(worker)
+    if source is not None:
+        have = footage_available(worker, fps)
+        if have is not None and have < need:
+            app.stop()
+            raise CalibrationAborted(
+                f"--from {source} holds {have:.1f} min of footage; a target of {target_alarms_per_hour:g} "
+                f"alarms/hour needs at least {need:.1f} min: give a longer recording or raise the target"
+            )
+    frames_wanted = round(minutes * 60 * fps)
+    _run_until(app, worker, rec, frames_wanted, fps, progress)
+    frames = worker.stats.frames
+    footage_min = frames / fps / 60
+    if rec.people == 0:
+        raise CalibrationAborted(
+            f"no person was seen in {footage_min:.1f} min of footage from camera {cam.id}: learn while "
+            "people do their normal work in view (check the camera view and pose backend)"
+        )
+    t0 = time.perf_counter()
+    window = loaded.bundle.contract.window
+    split = split_windows(rec.records(), rec.frame + 1, fps, window)
+    det = cfg.detector
+    fitted = fit_site(
+        split, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
+        loaded.bundle.model_type == "fused", trim,
+    )  # fmt: skip
+    fit_seconds = time.perf_counter() - t0
+    return _save(cfg, cam.id, loaded, fitted, split, footage_min, minutes, fps, source, fit_seconds, trim)
+
+
+def _run_until(app, worker, rec: SkeletonRecorder, frames_wanted: int, fps: float, progress: bool) -> None:
+    stop = threading.Event()
+    started = time.monotonic()
+    next_line = started
+    tty = progress and sys.stderr.isatty()
+    lost = False
+    try:
+        while not stop.is_set() and worker.thread.is_alive():
+            done = worker.stats.frames
+            if done >= frames_wanted:
+                break
+            if worker.state in ("reconnecting", "restarting", "failed"):
+                lost = True
+                break
+            now = time.monotonic()
+            if progress and now >= next_line:
+                line = (
+                    f"learning: {done / fps / 60:.1f}/{frames_wanted / fps / 60:.1f} min of footage "
+                    f"({now - started:.0f} s), {len(rec.records())} tracks, {rec.windows(30)} windows"
+                )
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                next_line = now + (0.5 if tty else 10.0)
+            stop.wait(0.2)
+    finally:
+        app.stop()
+        if tty:
+            print(file=sys.stderr)
+    if lost:
+        why = worker.last_error or worker.source.stats().get("last_error") or worker.state
+        raise CalibrationAborted(
+            f"camera {worker.cfg.id} was lost after {worker.stats.frames / fps / 60:.1f} min "
+            f"({redact(str(why))}); nothing was saved: fix the camera and learn again"
+        )
+
+
+def _save(cfg, camera_id, loaded, fitted: SiteFit, split: SplitWindows, footage_min, minutes, fps, source,
+          fit_seconds, trim) -> dict[str, Any]:  # fmt: skip
+    from appliance.model_store import ModelStore
+    from appliance.site_model import SiteModelStore, base_identity
+    from calibration.report import write_report
+
+    result = fitted.threshold
+    det = cfg.detector
+    summary = {
+        **result.to_dict(),
+        "camera": camera_id,
+        "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "start_windows": det.start_windows,
+        "end_windows": det.end_windows,
+        "cross_fitted": f"two folds of alternating {BLOCK_S:g} s blocks; threshold on out-of-fold scores",
+    }
+    if footage_min < minutes * 0.99:
+        summary["warnings"] = [
+            *summary.get("warnings", []),
+            f"the footage held only {footage_min:.1f} of the {minutes:g} minutes asked for",
+        ]
+    provenance = {
+        "camera": camera_id,
+        "footage_minutes": round(footage_min, 2),
+        "fps": fps,
+        "frames": split.frames,
+        "tracks": split.tracks,
+        "fit_windows": fitted.fold_windows[0],
+        "held_out_windows": fitted.fold_windows[1],
+        "trimmed_windows": fitted.trimmed,
+        "trim": trim,
+        "source": str(source) if source else redact(str(cfg.cameras[0].source)),
+        "software_version": __version__,
+        "fit_seconds": round(fit_seconds, 2),
+    }
+    store = SiteModelStore(cfg.state_dir)
+    site_id = store.save(
+        camera_id, fitted.params, fitted.map_calibration, summary, base_identity(loaded.bundle), provenance
+    )
+    ModelStore(cfg.state_dir).record(
+        "learn", "ok", version=f"site:{camera_id}/{site_id}", bundle=loaded.bundle,
+        message=f"site model {site_id} of camera {camera_id} on base {loaded.version_id}",
+    )  # fmt: skip
+    report_dir = Path(cfg.state_dir) / "calibration"
+    png, js = report_dir / f"{camera_id}-report.png", report_dir / f"{camera_id}-report.json"
+    write_report(result, fitted.held_scores, png, js)
+    return {
+        "camera": camera_id,
+        "site_model": site_id,
+        "base": loaded.bundle.name,
+        "threshold": result.threshold,
+        "method": result.method,
+        "expected_alarms_per_hour": result.expected_alarms_per_hour,
+        **provenance,
+        "warnings": summary.get("warnings", []),
+        "saved_to": str(store.pointer(camera_id).parent),
+        "report": str(png),
+    }
