@@ -79,6 +79,9 @@ class InputContract:
     map_spec: MapSpec | None
     joint_layouts: tuple[str, ...]
     features: str | None = None  # e.g. "posture-motion-v1" (appliance.motion_features)
+    # the frame rate the model was learned at (its time base: a window is T frames at this rate);
+    # None for bundles that do not record it (every frame the camera delivers is scored)
+    fps: float | None = None
 
     def to_dict(self) -> dict:
         d = {
@@ -88,6 +91,8 @@ class InputContract:
         }
         if self.features is not None:
             d["features"] = self.features
+        if self.fps is not None:
+            d["fps"] = self.fps
         return {**d, **(self.map_spec.to_dict() if self.map_spec is not None else {})}
 
     @classmethod
@@ -97,7 +102,11 @@ class InputContract:
             features = str(d["features"]) if "features" in d else None
             if spec is None and features is None:
                 raise KeyError("map_size or features")
-            return cls(int(d["window"]), int(d["feature_dim"]), spec, tuple(d["joint_layouts"]), features)
+            fps = float(d["fps"]) if d.get("fps") is not None else None
+            if fps is not None and not 1.0 <= fps <= 120.0:
+                raise ValueError(f"fps {fps} outside 1-120")
+            window, dim, layouts = int(d["window"]), int(d["feature_dim"]), tuple(d["joint_layouts"])
+            return cls(window, dim, spec, layouts, features, fps)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"input contract is incomplete or malformed ({exc!r})") from None
 

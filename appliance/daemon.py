@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from appliance.events import (
     SiteModelInfo,
     iso_utc,
 )
+from appliance.frame_rate import RateGate, too_slow
 from appliance.fused import MAP_PART, FusedScorer
 from appliance.inbox import Inbox
 from appliance.model_store import FACTORY, ModelStore, UpdateRefused, compatibility_problems, policy_for
@@ -117,6 +119,7 @@ class CameraModel:
     ref: ModelRef
     site: SiteModel | None = None
     problem: str | None = None  # why the camera's site model is not used (then it is uncalibrated)
+    fps: float | None = None  # the time base it is scored at (None: the bundle does not record one)
 
     @property
     def key(self) -> tuple:
@@ -150,8 +153,9 @@ class ReplayFrames:
             due = self._t0 + self._next / self.fps
             time.sleep(max(0.0, due - time.monotonic()))
         frame = Frame(
-            np.zeros((1, 1, 3), np.uint8), self._next, self.camera_id, time.time(), time.monotonic()
-        )
+            np.zeros((1, 1, 3), np.uint8), self._next, self.camera_id, time.time(), time.monotonic(),
+            source_frame=self._next, source_ms=1000.0 * self._next / self.fps,
+        )  # fmt: skip
         self._next += 1
         return frame
 
@@ -215,6 +219,7 @@ class CameraWorker:
         self.restarts = 0
         self.restart_at: float | None = None  # epoch s of the next restart attempt
         self.on_health_change: Callable[[], None] | None = None  # publishes the status now
+        self.gate = RateGate(None)  # the model's time base: frames off its clock are dropped before pose
         self._stop = threading.Event()
         self._lost = False
         self.thread = threading.Thread(target=self._run, name=f"camera-{cfg.id}", daemon=True)
@@ -322,6 +327,13 @@ class CameraWorker:
                     self.backend.reset()
                 continue
             self._lost = False
+            if not self.gate.keep(
+                frame.source_ms / 1000.0 if frame.source_ms is not None else frame.mono_time
+            ):
+                skip = getattr(self.backend, "skip", None)  # a keypoint replay moves on without pose
+                if skip is not None:
+                    skip()
+                continue
             try:
                 self.process(frame)
             except ScoringFailure as exc:
@@ -495,8 +507,10 @@ class Appliance:
                     ),
                     whole_frame=cam.whole_frame,
                 )
+                self._check_rate(cam, backend, chosen)
                 source, size = self._source(cam, backend)
                 worker = CameraWorker(cam, source, backend, pipeline, self.emit, size)
+                worker.gate = RateGate(chosen.fps)
                 worker.on_scoring_error = self._on_scoring_error
                 worker.on_health_change = self.status_changed
                 worker.running_version = loaded.version_id
@@ -572,20 +586,41 @@ class Appliance:
 
     def _camera_model(self, camera_id: str, loaded: LoadedModel) -> CameraModel:
         """The bundle, or the camera's active site model on top of it when it fits the bundle."""
+        fps = loaded.bundle.contract.fps
         if self.scorer_override is not None:
-            return CameraModel(self.scorer_override(loaded), loaded.ref)
+            return CameraModel(self.scorer_override(loaded), loaded.ref, fps=fps)
         try:
             site = self.sites.active(camera_id)
             if site is None:
-                return CameraModel(loaded.scorer(), loaded.ref)
+                return CameraModel(loaded.scorer(), loaded.ref, fps=fps)
             if (why := site.problem_with(loaded.bundle)) is not None:
-                return CameraModel(loaded.scorer(), loaded.ref, problem=why)
+                return CameraModel(loaded.scorer(), loaded.ref, problem=why, fps=fps)
             scorer = site.scorer(loaded.bundle, loaded.runtime)
         except SiteModelError as exc:
             log.error("camera %s: %s; running the bundle, uncalibrated", camera_id, exc)
-            return CameraModel(loaded.scorer(), loaded.ref, problem=str(exc))
+            return CameraModel(loaded.scorer(), loaded.ref, problem=str(exc), fps=fps)
         ref = ModelRef(name=loaded.ref.name, version=site.version_label(loaded.ref.version))
-        return CameraModel(scorer, ref, site)
+        return CameraModel(scorer, ref, site, fps=site.fps or fps)
+
+    def _check_rate(self, cam: CameraConfig, backend: PoseBackend, chosen: CameraModel) -> None:
+        """A source that declares a lower rate than the model's time base cannot feed it: refused."""
+        if chosen.fps is None:
+            return
+        declared = getattr(backend, "fps", None) if isinstance(self.cfg.pose, KeypointsPoseConfig) else None
+        if declared is None and isinstance(cam.source, str) and Path(cam.source).is_file():
+            from appliance.extract import video_fps
+
+            declared = video_fps(cam.source)
+        if cam.fps is not None and (declared is None or cam.fps < declared):
+            declared = cam.fps  # the configured cap
+        if too_slow(declared, chosen.fps):
+            i = next(i for i, c in enumerate(self.cfg.cameras) if c.id == cam.id)
+            what = f"site model {chosen.site.id}" if chosen.site else f"model {self.bundle.name}"
+            raise ConfigError(
+                f"cameras[{i}] ({cam.id}): the source gives {declared:g} frames per second, but {what} was "
+                f"learned at {chosen.fps:g} fps and a window of its frames would last longer than it "
+                f"learned: use a camera stream of at least {chosen.fps:g} fps (cameras[{i}].fps)"
+            )
 
     def poll_site_models(self) -> bool:
         """A site model learned, rolled back or recalibrated while running: applied between frames."""
@@ -608,6 +643,7 @@ class Appliance:
                 self.loaded.version_id,
                 (chosen.scorer, self.loaded.bundle.contract.map_spec, chosen.ref, threshold),
             )
+            w.gate = RateGate(chosen.fps)
             what = f"site model {chosen.site.id}" if chosen.site else f"bundle {self.loaded.bundle.name}"
             log.info("camera %s: now scoring with %s (threshold %s, %s)", w.cfg.id, what, threshold, source)
         self.status_changed()
@@ -675,6 +711,7 @@ class Appliance:
             chosen = self.camera_models[w.cfg.id] = self._camera_model(w.cfg.id, new)
             threshold, source = self.threshold_and_source(w.cfg)
             w.offer_model(target, (chosen.scorer, new.bundle.contract.map_spec, chosen.ref, threshold))
+            w.gate = RateGate(chosen.fps)
             if chosen.problem is not None:
                 log.warning("camera %s: %s; uncalibrated until `appliance learn`", w.cfg.id, chosen.problem)
             elif source == "uncalibrated":
@@ -1014,6 +1051,7 @@ class Appliance:
         stalled = self.stalled_cameras(STALLED_AFTER_S)
         for w in self.workers:
             _, source = self.threshold_and_source(w.cfg)
+            chosen = self.camera_models.get(w.cfg.id)
             state = self.camera_state(w, stalled)
             streaming = state == "streaming"
             cameras[w.cfg.id] = CameraStatus(
@@ -1028,10 +1066,10 @@ class Appliance:
                 active_anomalies=sum(d.active for d in list(w.pipeline.detectors.values())),
                 threshold=_finite(w.threshold),
                 threshold_source=source,
-                site_model=chosen.site.id
-                if (chosen := self.camera_models.get(w.cfg.id)) and chosen.site
-                else None,
+                site_model=chosen.site.id if chosen and chosen.site else None,
                 site_model_problem=chosen.problem if chosen else None,
+                model_fps=chosen.fps if chosen else None,
+                rate_warning=self._rate_warning(w, chosen) if streaming else None,
             )
         status = ApplianceStatus(
             appliance_id=self.cfg.appliance_id,
@@ -1045,6 +1083,19 @@ class Appliance:
             cameras=cameras,
         )
         return status.model_dump(exclude_none=True)
+
+    @staticmethod
+    def _rate_warning(w: CameraWorker, chosen: CameraModel | None) -> str | None:
+        """A live camera that delivers fewer frames than its model's time base needs (files and
+        replays are checked at start from the rate they declare)."""
+        if chosen is None or chosen.fps is None or not isinstance(w.source, Camera):
+            return None
+        if w.source.source.is_file or len(w.stats.frame_times) < 30:
+            return None
+        got = w.stats.fps()
+        if not too_slow(got, chosen.fps):
+            return None
+        return f"camera delivers {got:.1f} frames per second; the model was learned at {chosen.fps:g}"
 
     def _camera_error(self, w: CameraWorker, state: str) -> str | None:
         """The reason, in words, behind a state other than streaming."""

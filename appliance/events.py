@@ -127,6 +127,15 @@ class CameraStatus(BaseModel):
             "suppressed until calibrated)."
         )
     )
+    model_fps: float | None = Field(
+        None,
+        description="The frame rate the camera is scored at: the model's learning rate (its time base; "
+        "frames in between are dropped before pose). None: the bundle does not record one, every frame "
+        "is scored.",
+    )
+    rate_warning: str | None = Field(
+        None, description="A live camera delivering fewer frames per second than its model needs, in words."
+    )
     site_model: str | None = Field(
         None,
         description="The camera's own site model id (`appliance learn`) it scores with; None: the bundle.",

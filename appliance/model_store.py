@@ -69,6 +69,7 @@ CONTRACT_KEYS = {
     "binarize_threshold",
     "min_confidence",
     "features",
+    "fps",
 }
 FACTORY = "factory"  # the configured bundle, active when no installed version is
 BAD_FILE = "bad.json"

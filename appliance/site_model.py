@@ -86,6 +86,12 @@ class SiteModel:
     provenance: dict[str, Any]
 
     @property
+    def fps(self) -> float | None:
+        """The frame rate its windows were learned at (the camera is scored at this rate)."""
+        value = self.provenance.get("fps")
+        return float(value) if value else None
+
+    @property
     def threshold_value(self) -> float:
         return float(self.threshold["threshold"])
 

@@ -38,7 +38,7 @@ from appliance.motion_features import normalise_window, sequence_features
 from appliance.posture_motion_fit import PostureMotionParams, fit_robust
 from appliance.redact import redact
 from appliance.window import sliding_windows
-from calibration.run import CalibrationAborted, _source_fps, calibration_config, footage_available
+from calibration.run import CalibrationAborted, calibration_config, footage_available, scoring_fps
 from calibration.thresholds import MAX_EXTRAPOLATION, CalibrationResult, fit_threshold
 
 log = logging.getLogger("appliance.learn")
@@ -276,7 +276,7 @@ def learn(
     worker = app.workers[0]
     rec = recorder["rec"]
     loaded = app.loaded
-    fps = _source_fps(worker)
+    fps = scoring_fps(worker)
     if source is not None:
         have = footage_available(worker, fps)
         if have is not None and have < need:

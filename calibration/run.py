@@ -102,7 +102,7 @@ def collect_scores(
     app.start()
     worker = app.workers[0]
     worker.on_result = collected
-    fps = _source_fps(worker)
+    fps = scoring_fps(worker)
     frames_wanted = round(minutes * 60 * fps)
     stop = threading.Event()
     started = time.monotonic()
@@ -161,6 +161,11 @@ def scoring_model(app, camera_id: str) -> dict:
     return model
 
 
+def scoring_fps(worker) -> float:
+    """The rate the camera's frames are scored at: the model's time base, else the source's rate."""
+    return worker.gate.fps or _source_fps(worker)
+
+
 def _source_fps(worker) -> float:
     cfg_fps = worker.cfg.fps
     fps = getattr(worker.source, "fps", None)
@@ -178,7 +183,7 @@ def footage_available(worker, fps: float) -> float | None:
     camera or a file that does not say."""
     steps = getattr(worker.backend, "__len__", None)
     if steps is not None:
-        return steps() / fps / 60
+        return steps() / (getattr(worker.backend, "fps", None) or fps) / 60
     source = str(worker.cfg.source)
     if Path(source).is_file():
         import cv2

@@ -57,6 +57,11 @@ class KeypointReplay:
         self._pos += 1
         return people
 
+    def skip(self) -> None:
+        """Move past the next frame without returning it (a frame off the model's time base)."""
+        if not self.finished:
+            self._pos += 1
+
     def reset(self) -> None:
         self._pos = 0
 
