@@ -105,10 +105,21 @@ class RecalibrateRequest(CommandRequest):
     accept_drift: bool = Field(False, description="Save even if the scores drifted far from the bundle's.")
 
 
+class LearnRequest(CommandRequest):
+    """``learn``: learn one camera's site model (and its threshold) from the running pipeline."""
+
+    camera: TopicLevel | None = Field(None, description="Camera id; may be left out with one camera.")
+    minutes: float = Field(10.0, gt=0, le=240, allow_inf_nan=False, description="Live footage to learn from.")
+    target_alarms_per_hour: float = Field(
+        2.0, gt=0, le=3600, allow_inf_nan=False, description="Alarm rate on normal work to aim for."
+    )
+
+
 REQUESTS: dict[str, type[CommandRequest]] = {
     "status": StatusRequest,
     "reload": ReloadRequest,
     "recalibrate": RecalibrateRequest,
+    "learn": LearnRequest,
 }
 """Known commands and their request models (a new command needs an entry here)."""
 
@@ -297,7 +308,7 @@ class CommandChannel:
         if name in LONG_RUNNING:
             if self._long_busy.is_set():
                 self.refused += 1
-                busy = "busy: a long command (recalibrate) is running; it answers when done"
+                busy = "busy: a long command (recalibrate or learn) is running; it answers when done"
                 self.answer(name, request_id_of(payload), {"ok": False, "error": busy})
                 return
             self._long_busy.set()

@@ -926,7 +926,20 @@ class Appliance:
             )  # fmt: skip
             keys = ("camera", "threshold", "method", "windows", "footage_minutes", "warnings")
             return {"ok": True, **{k: summary[k] for k in keys if k in summary}}
-        return {"ok": False, "error": f"unknown command {name!r}; known: recalibrate, reload, status"}
+        if name == "learn":
+            from calibration.learn import learn_live
+
+            camera = request.get("camera") or (self.workers[0].cfg.id if len(self.workers) == 1 else None)
+            if camera is None:
+                return {"ok": False, "error": 'name the camera: {"camera": "<id>", "minutes": 10}'}
+            summary = learn_live(
+                self, str(camera), float(request.get("minutes", 10.0)),
+                float(request.get("target_alarms_per_hour", 2.0)),
+            )  # fmt: skip
+            keys = ("camera", "site_model", "threshold", "method", "footage_minutes", "tracks", "warnings")
+            return {"ok": True, **{k: summary[k] for k in keys if k in summary}}
+        known = ", ".join(sorted(("learn", "recalibrate", "reload", "status")))
+        return {"ok": False, "error": f"unknown command {name!r}; known: {known}"}
 
     def recalibrate(self, camera_id: str, minutes: float, target: float, accept_drift: bool = False) -> dict:
         """Calibrate one camera from the running pipeline (no second capture, no restart); blocks."""

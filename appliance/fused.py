@@ -61,9 +61,11 @@ class FusedScorer:
         self.runtime = runtime
         self.maps = MultiTrackScorer(runtime.maps, window, feature_dim, map_size)
         self.motion = PostureMotionScorer(runtime.motion, window)
+        self.last_map_scores: dict[int, float | None] = {}
 
     def push(self, inputs: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[int, float | None]:
         map_scores = self.maps.push({t: m for t, (m, _) in inputs.items()})
+        self.last_map_scores = map_scores  # the map part's own scores (live learning records them)
         motion_scores = self.motion.push({t: b for t, (_, b) in inputs.items()})
         out: dict[int, float | None] = {}
         for tid in inputs:

@@ -70,18 +70,21 @@ class SkeletonRecorder:
         self.people = 0
 
     def push(self, inputs: dict) -> dict[int, float | None]:
+        map_scores = self.maps.push({t: m for t, (m, _) in inputs.items()}) if self.maps is not None else {}
+        self._record(inputs, map_scores)
+        return {}
+
+    def _record(self, inputs: dict, map_scores: dict) -> None:
         self.frame += 1
         self.people = max(self.people, len(inputs))
-        map_scores = self.maps.push({t: m for t, (m, _) in inputs.items()}) if self.maps is not None else {}
+        both = self.input_kind == "both"
         for tid, x in inputs.items():
-            body = x[1] if self.maps is not None else x
             rec = self.live.setdefault(tid, TrackRecord())
-            rec.bodies.append(np.asarray(body, np.float32))
+            rec.bodies.append(np.asarray(x[1] if both else x, np.float32))
             rec.frames.append(self.frame)
-            if self.maps is not None:
+            if both:
                 s = map_scores.get(tid)
                 rec.map_scores.append(math.nan if s is None else float(s))
-        return {}
 
     def drop(self, track_id: int) -> None:
         rec = self.live.pop(track_id, None)
@@ -102,6 +105,80 @@ class SkeletonRecorder:
 
     def windows(self, window: int) -> int:
         return sum(max(0, len(r.frames) - window + 1) for r in self.records())
+
+
+class TeeRecorder(SkeletonRecorder):
+    """Live learning: records what a camera's running scorer is fed, and lets it score as before."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(getattr(inner, "input_kind", "maps"))
+        self.inner = inner
+
+    def push(self, inputs: dict) -> dict[int, float | None]:
+        out = self.inner.push(inputs)
+        self._record(inputs, getattr(self.inner, "last_map_scores", {}))
+        return out
+
+    def drop(self, track_id: int) -> None:
+        self.inner.drop(track_id)
+        super().drop(track_id)
+
+    def clear(self) -> None:
+        self.inner.clear()
+        super().clear()
+
+    def take_over(self, old: object) -> None:
+        self.inner.take_over(old)
+
+
+def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: float) -> dict[str, Any]:
+    """``cmd/learn``: learn a camera's site model from the running pipeline (no second capture, the
+    camera keeps watching with its current model meanwhile); blocks for ``minutes``."""
+    need = minimum_minutes(target_alarms_per_hour)
+    if minutes < need:
+        raise CalibrationAborted(
+            f"a target of {target_alarms_per_hour:g} alarms/hour needs at least {need:.1f} min of footage"
+        )
+    worker = next((w for w in app.workers if w.cfg.id == camera_id), None)
+    if worker is None:
+        raise CalibrationAborted(
+            f"no camera {camera_id!r}; cameras: {', '.join(w.cfg.id for w in app.workers)}"
+        )
+    loaded = app.loaded
+    if loaded.bundle.model_type not in ("posture_motion", "fused"):
+        raise CalibrationAborted(
+            f"model {loaded.bundle.name} is a {loaded.bundle.model_type} bundle: site models extend "
+            "posture_motion or fused bundles"
+        )
+    pipeline = worker.pipeline
+    if isinstance(pipeline.scorer, SkeletonRecorder):
+        raise CalibrationAborted(f"camera {camera_id} is already learning")
+    tee = TeeRecorder(pipeline.scorer)
+    pipeline.scorer = tee
+    t0, frames0 = time.monotonic(), worker.stats.frames
+    log.info("camera %s: learning a site model from %.1f min of live footage", camera_id, minutes)
+    try:
+        while time.monotonic() - t0 < minutes * 60:
+            if not worker.thread.is_alive() or worker.state in ("reconnecting", "restarting", "failed"):
+                raise CalibrationAborted(
+                    f"camera {camera_id} was lost while learning ({worker.state}); nothing was saved"
+                )
+            if pipeline.scorer is not tee or worker.pipeline is not pipeline:
+                raise CalibrationAborted(
+                    f"the model of camera {camera_id} changed while learning; nothing was saved"
+                )
+            time.sleep(0.2)
+    finally:
+        if pipeline.scorer is tee:
+            pipeline.scorer = tee.inner
+    elapsed = time.monotonic() - t0
+    fps = worker.gate.fps or ((worker.stats.frames - frames0) / elapsed if elapsed > 0 else 30.0)
+    summary = fit_and_save_site(
+        app.cfg, camera_id, loaded, tee, fps, minutes, target_alarms_per_hour,
+        f"live camera {camera_id} (learn command)",
+    )  # fmt: skip
+    app.poll_site_models()
+    return summary
 
 
 # -- cross-fitting -------------------------------------------------------------------------------
@@ -287,23 +364,36 @@ def learn(
             )
     frames_wanted = round(minutes * 60 * fps)
     _run_until(app, worker, rec, frames_wanted, fps, progress)
-    frames = worker.stats.frames
-    footage_min = frames / fps / 60
+    return fit_and_save_site(cfg, cam.id, loaded, rec, fps, minutes, target_alarms_per_hour, source, trim)
+
+
+def fit_and_save_site(
+    cfg: ApplianceConfig,
+    camera_id: str,
+    loaded,
+    rec: SkeletonRecorder,
+    fps: float,
+    minutes: float,
+    target_alarms_per_hour: float,
+    source: Path | str | None,
+    trim: float = TRIM,
+) -> dict[str, Any]:
+    """Cross-fit the recorded skeletons and save the camera's active site model (CLI and live)."""
+    footage_min = (rec.frame + 1) / fps / 60
     if rec.people == 0:
         raise CalibrationAborted(
-            f"no person was seen in {footage_min:.1f} min of footage from camera {cam.id}: learn while "
+            f"no person was seen in {footage_min:.1f} min of footage from camera {camera_id}: learn while "
             "people do their normal work in view (check the camera view and pose backend)"
         )
     t0 = time.perf_counter()
-    window = loaded.bundle.contract.window
-    split = split_windows(rec.records(), rec.frame + 1, fps, window)
+    split = split_windows(rec.records(), rec.frame + 1, fps, loaded.bundle.contract.window)
     det = cfg.detector
     fitted = fit_site(
         split, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
         loaded.bundle.model_type == "fused", trim,
     )  # fmt: skip
     fit_seconds = time.perf_counter() - t0
-    return _save(cfg, cam.id, loaded, fitted, split, footage_min, minutes, fps, source, fit_seconds, trim)
+    return _save(cfg, camera_id, loaded, fitted, split, footage_min, minutes, fps, source, fit_seconds, trim)
 
 
 def _run_until(app, worker, rec: SkeletonRecorder, frames_wanted: int, fps: float, progress: bool) -> None:
@@ -372,7 +462,7 @@ def _save(cfg, camera_id, loaded, fitted: SiteFit, split: SplitWindows, footage_
         "held_out_windows": fitted.fold_windows[1],
         "trimmed_windows": fitted.trimmed,
         "trim": trim,
-        "source": str(source) if source else redact(str(cfg.cameras[0].source)),
+        "source": str(source) if source else redact(str(cfg.cameras[0].source)),  # (live: said by caller)
         "software_version": __version__,
         "fit_seconds": round(fit_seconds, 2),
     }

@@ -285,3 +285,35 @@ def test_a_target_the_footage_cannot_support_is_refused_before_any_processing(si
     assert out.returncode == 2 and "holds 1." in out.stderr and "needs at least 2.0 min" in out.stderr
     assert "learning:" not in out.stderr
     assert not (tmp_path / "state" / "models" / "site").exists()
+
+
+def test_the_running_daemon_learns_a_cameras_site_model_on_command_and_switches_to_it(mocap, tmp_path):
+    """``cmd/learn`` (here called as the MQTT command handler calls it): the camera keeps watching while
+    the running pipeline's skeletons are recorded; then the site model is saved and the camera switches
+    to it between frames, without a restart."""
+    from appliance.config import load_config
+    from appliance.daemon import Appliance
+
+    recording = tmp_path / "walks.csv"
+    write_keypoints_csv(recording, lanes(mocap.train, lanes=2))  # 48 clips, ~3 min of two people walking
+    app = Appliance(load_config(replay_config(tmp_path, recording)))
+    app.start()
+    try:
+        worker = app.workers[0]
+        # a high alarm target, so that 40 s of footage supports a threshold counted directly (the
+        # replay runs as fast as the shared CPU allows; the test checks the flow, not the threshold)
+        answer = app.command("learn", {"minutes": 0.7, "target_alarms_per_hour": 1000})
+        assert answer["ok"] is True and answer["site_model"] == "s1", answer
+        assert answer["method"] == "empirical"
+        assert worker.thread.is_alive() and app.status()["cameras"]["aisle"]["site_model"] == "s1"
+        assert app.camera_models["aisle"].ref.version == "2.0.0+site.s1"
+        from calibration.run import CalibrationAborted
+
+        with pytest.raises(CalibrationAborted, match="needs at least"):
+            app.command("learn", {"minutes": 0.01, "target_alarms_per_hour": 60})
+    finally:
+        app.stop()
+    site = json.loads(
+        (tmp_path / "state" / "models" / "site" / "aisle" / "versions" / "s1" / "site.json").read_text()
+    )
+    assert site["provenance"]["source"] == "live camera aisle (learn command)"
