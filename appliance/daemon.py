@@ -420,9 +420,13 @@ class Appliance:
     """Everything configured, started in order, stopped in reverse."""
 
     def __init__(
-        self, cfg: ApplianceConfig, scorer_override: Callable[[LoadedModel], Any] | None = None
+        self,
+        cfg: ApplianceConfig,
+        scorer_override: Callable[[LoadedModel], Any] | None = None,
+        purpose: str = "run",
     ) -> None:
         self.cfg = cfg
+        self.purpose = purpose  # run, calibrate or learn: what the start-up log says the cameras do
         # learning replaces every camera's scorer with a recorder (calibration.learn)
         self.scorer_override = scorer_override
         self.sites = SiteModelStore(cfg.state_dir)

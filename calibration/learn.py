@@ -38,8 +38,14 @@ from appliance.motion_features import normalise_window, sequence_features
 from appliance.posture_motion_fit import PostureMotionParams, fit_robust
 from appliance.redact import redact
 from appliance.window import sliding_windows
-from calibration.run import CalibrationAborted, calibration_config, footage_available, scoring_fps
-from calibration.thresholds import MAX_EXTRAPOLATION, CalibrationResult, fit_threshold
+from calibration.run import (
+    CalibrationAborted,
+    calibration_config,
+    check_minutes,
+    refuse_short_recording,
+    scoring_fps,
+)
+from calibration.thresholds import CalibrationResult, fit_threshold
 
 log = logging.getLogger("appliance.learn")
 
@@ -134,11 +140,7 @@ class TeeRecorder(SkeletonRecorder):
 def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: float) -> dict[str, Any]:
     """``cmd/learn``: learn a camera's site model from the running pipeline (no second capture, the
     camera keeps watching with its current model meanwhile); blocks for ``minutes``."""
-    need = minimum_minutes(target_alarms_per_hour)
-    if minutes < need:
-        raise CalibrationAborted(
-            f"a target of {target_alarms_per_hour:g} alarms/hour needs at least {need:.1f} min of footage"
-        )
+    check_minutes(minutes, target_alarms_per_hour)
     worker = next((w for w in app.workers if w.cfg.id == camera_id), None)
     if worker is None:
         raise CalibrationAborted(
@@ -305,11 +307,6 @@ def fit_site(
     return SiteFit(params, cal, scores, result, trimmed, counts)
 
 
-def minimum_minutes(target_alarms_per_hour: float) -> float:
-    """Footage a target needs: it must expect 1/MAX_EXTRAPOLATION alarms in it (as for ``calibrate``)."""
-    return 60.0 / (target_alarms_per_hour * MAX_EXTRAPOLATION)
-
-
 # -- the command -----------------------------------------------------------------------------------
 def learn(
     cfg: ApplianceConfig,
@@ -321,13 +318,7 @@ def learn(
     trim: float = TRIM,
 ) -> dict[str, Any]:
     """Learn and activate one camera's site model; returns the summary printed by the CLI."""
-    need = minimum_minutes(target_alarms_per_hour)
-    if minutes < need:
-        raise CalibrationAborted(
-            f"a target of {target_alarms_per_hour:g} alarms/hour needs at least {need:.1f} min of footage "
-            f"(the threshold may extrapolate at most {MAX_EXTRAPOLATION:g}x beyond the footage); pass "
-            f"--minutes {math.ceil(need)} or raise the target"
-        )
+    need = check_minutes(minutes, target_alarms_per_hour)
     run_cfg = calibration_config(cfg, camera_id, source)
     cam = run_cfg.cameras[0]
     from appliance.daemon import Appliance
@@ -354,14 +345,7 @@ def learn(
     rec = recorder["rec"]
     loaded = app.loaded
     fps = scoring_fps(worker)
-    if source is not None:
-        have = footage_available(worker, fps)
-        if have is not None and have < need:
-            app.stop()
-            raise CalibrationAborted(
-                f"--from {source} holds {have:.1f} min of footage; a target of {target_alarms_per_hour:g} "
-                f"alarms/hour needs at least {need:.1f} min: give a longer recording or raise the target"
-            )
+    refuse_short_recording(app, worker, fps, need)
     frames_wanted = round(minutes * 60 * fps)
     _run_until(app, worker, rec, frames_wanted, fps, progress)
     return fit_and_save_site(cfg, cam.id, loaded, rec, fps, minutes, target_alarms_per_hour, source, trim)

@@ -11,6 +11,7 @@ appliance's state, tagged with the model (:mod:`calibration.store`).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -91,18 +92,20 @@ class ScoreCollector:
 
 
 def collect_scores(
-    cfg: ApplianceConfig, minutes: float, progress: bool = True
+    cfg: ApplianceConfig, minutes: float, progress: bool = True, need_minutes: float = 0.0
 ) -> tuple[list[np.ndarray], dict]:
-    """Per-track window scores (time order) from ``minutes`` of footage of the config's one camera."""
+    """Per-track window scores (time order) from ``minutes`` of footage of the config's one camera;
+    a recording shorter than ``need_minutes`` is refused before it is processed."""
     from appliance.daemon import Appliance
 
-    app = Appliance(cfg)
+    app = Appliance(cfg, purpose="calibrate")
     collected = ScoreCollector()
     lost = threading.Event()
     app.start()
     worker = app.workers[0]
     worker.on_result = collected
     fps = scoring_fps(worker)
+    refuse_short_recording(app, worker, fps, need_minutes)
     frames_wanted = round(minutes * 60 * fps)
     stop = threading.Event()
     started = time.monotonic()
@@ -178,6 +181,31 @@ def _source_fps(worker) -> float:
     return video_fps(worker.cfg.source)
 
 
+def refuse_short_recording(app, worker, fps: float, need_minutes: float) -> None:
+    """Stop before processing a recording that cannot hold the footage the target needs."""
+    have = footage_available(worker, fps)
+    if have is not None and have < need_minutes:
+        app.stop()
+        raise CalibrationAborted(
+            f"the recording holds {have:.1f} min of footage; the alarm target needs at least "
+            f"{need_minutes:.1f} min: give a longer recording or raise the target"
+        )
+
+
+def check_minutes(minutes: float, target_alarms_per_hour: float) -> float:
+    """The footage a target needs (minutes); refused at once when fewer minutes are asked for."""
+    from calibration.thresholds import MAX_EXTRAPOLATION, minimum_footage_minutes
+
+    need = minimum_footage_minutes(target_alarms_per_hour)
+    if minutes < need:
+        raise CalibrationAborted(
+            f"a target of {target_alarms_per_hour:g} alarms/hour needs at least {need:.1f} min of footage "
+            f"(the threshold may extrapolate at most {MAX_EXTRAPOLATION:g}x beyond the footage); pass "
+            f"--minutes {math.ceil(need)} or raise the target"
+        )
+    return need
+
+
 def footage_available(worker, fps: float) -> float | None:
     """Minutes of footage a recording holds (a replayed keypoint file or a video file); None for a live
     camera or a file that does not say."""
@@ -221,9 +249,10 @@ def calibrate(
     progress: bool = True,
 ) -> dict:
     """Learn and save one camera's threshold from a run of its own; returns the saved summary."""
+    need = check_minutes(minutes, target_alarms_per_hour)
     run_cfg = calibration_config(cfg, camera_id, source)
     cam: CameraConfig = run_cfg.cameras[0]
-    sequences, info = collect_scores(run_cfg, minutes, progress)
+    sequences, info = collect_scores(run_cfg, minutes, progress, need)
     info["source"] = str(source) if source else redact(str(cam.source))
     return fit_and_save(cfg, cam.id, sequences, info, minutes, target_alarms_per_hour, accept_drift)
 

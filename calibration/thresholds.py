@@ -43,6 +43,13 @@ MAX_EXTRAPOLATION = 10.0
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
+def minimum_footage_minutes(target_alarms_per_hour: float) -> float:
+    """The least footage (camera minutes) any threshold for this target can come from: the target must
+    expect 1/MAX_EXTRAPOLATION alarms in it (more may be needed: the tail fit also needs enough
+    separate alarm clusters, known only once the footage is scored)."""
+    return 60.0 / (target_alarms_per_hour * MAX_EXTRAPOLATION)
+
+
 class CalibrationError(ApplianceError):
     """The calibration footage cannot support the requested threshold (too short, or unusable)."""
 

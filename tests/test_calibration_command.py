@@ -142,3 +142,18 @@ def test_calibration_survives_a_model_update_only_when_both_declare_the_same_sco
     assert load_thresholds(tmp_path, "line-model", "2.0.0", None) == {}  # nothing declared: recalibrate
     save_threshold(tmp_path, "line-model", "1.0.0", "cam2", {"threshold": 7.0}, score_scale="line-v1")
     assert set(load_thresholds(tmp_path, "line-model", "1.0.0", "line-v1")) == {"cam1", "cam2"}
+
+
+def test_a_target_the_footage_cannot_support_is_refused_before_the_clip_is_processed(tmp_path):
+    state = str(tmp_path / "state")
+    out = calibrate(
+        "--minutes", "1", "--from", str(VTEST), "--target-alarms-per-hour", "1", "--state-dir", state
+    )
+    assert out.returncode == 2 and "needs at least 6.0 min of footage" in out.stderr
+    assert "calibrating:" not in out.stderr and "Traceback" not in out.stderr
+    out = calibrate(
+        "--minutes", "10", "--from", str(VTEST), "--target-alarms-per-hour", "3", "--state-dir", state
+    )
+    assert out.returncode == 2 and "the recording holds 1.3 min of footage" in out.stderr
+    assert "needs at least 2.0 min" in out.stderr and "calibrating:" not in out.stderr
+    assert not (tmp_path / "state" / "calibration" / "thresholds.json").exists()
