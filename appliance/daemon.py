@@ -947,8 +947,16 @@ class Appliance:
 
     def recalibrate(self, camera_id: str, minutes: float, target: float, accept_drift: bool = False) -> dict:
         """Calibrate one camera from the running pipeline (no second capture, no restart); blocks."""
-        from calibration.run import CalibrationAborted, ScoreCollector, fit_and_save, scoring_model
+        from calibration.run import (
+            CalibrationAborted,
+            ScoreCollector,
+            check_minutes,
+            fit_and_save,
+            scoring_model,
+            watch_live,
+        )
 
+        check_minutes(minutes, target)  # a target the minutes cannot support: refused at once
         worker = next((w for w in self.workers if w.cfg.id == camera_id), None)
         if worker is None:
             raise CalibrationAborted(
@@ -957,20 +965,12 @@ class Appliance:
         if worker.on_result is not None:
             raise CalibrationAborted(f"camera {camera_id} is already being calibrated")
         collected = ScoreCollector()
-        frames0, t0 = worker.stats.frames, time.monotonic()
         worker.on_result = collected
         log.info("camera %s: recalibrating from %.1f min of live footage", camera_id, minutes)
         try:
-            while time.monotonic() - t0 < minutes * 60:
-                if not worker.thread.is_alive() or worker.state in ("reconnecting", "restarting", "failed"):
-                    raise CalibrationAborted(
-                        f"camera {camera_id} was lost during calibration ({worker.state}); nothing was saved"
-                    )
-                time.sleep(0.2)
+            frames, elapsed = watch_live(worker, minutes, "calibration")
         finally:
             worker.on_result = None
-        elapsed = time.monotonic() - t0
-        frames = worker.stats.frames - frames0
         if collected.people == 0:
             raise CalibrationAborted(f"no person was seen on camera {camera_id} in {elapsed / 60:.1f} min")
         info = collected.info(elapsed / 60, frames, frames / elapsed if elapsed > 0 else 30.0)

@@ -44,6 +44,7 @@ from calibration.run import (
     check_minutes,
     refuse_short_recording,
     scoring_fps,
+    watch_live,
 )
 from calibration.thresholds import CalibrationResult, fit_threshold
 
@@ -157,24 +158,15 @@ def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: floa
         raise CalibrationAborted(f"camera {camera_id} is already learning")
     tee = TeeRecorder(pipeline.scorer)
     pipeline.scorer = tee
-    t0, frames0 = time.monotonic(), worker.stats.frames
     log.info("camera %s: learning a site model from %.1f min of live footage", camera_id, minutes)
     try:
-        while time.monotonic() - t0 < minutes * 60:
-            if not worker.thread.is_alive() or worker.state in ("reconnecting", "restarting", "failed"):
-                raise CalibrationAborted(
-                    f"camera {camera_id} was lost while learning ({worker.state}); nothing was saved"
-                )
-            if pipeline.scorer is not tee or worker.pipeline is not pipeline:
-                raise CalibrationAborted(
-                    f"the model of camera {camera_id} changed while learning; nothing was saved"
-                )
-            time.sleep(0.2)
+        frames, elapsed = watch_live(
+            worker, minutes, "learning", lambda: pipeline.scorer is not tee or worker.pipeline is not pipeline
+        )
     finally:
         if pipeline.scorer is tee:
             pipeline.scorer = tee.inner
-    elapsed = time.monotonic() - t0
-    fps = worker.gate.fps or ((worker.stats.frames - frames0) / elapsed if elapsed > 0 else 30.0)
+    fps = worker.gate.fps or (frames / elapsed if elapsed > 0 else 30.0)
     summary = fit_and_save_site(
         app.cfg, camera_id, loaded, tee, fps, minutes, target_alarms_per_hour,
         f"live camera {camera_id} (learn command)",

@@ -154,6 +154,24 @@ def collect_scores(
     return collected.sequences(), info
 
 
+def watch_live(worker, minutes: float, doing: str, changed=lambda: False) -> tuple[int, float]:
+    """Let a running camera work for ``minutes`` while a calibration or learning records it; returns
+    (frames processed, seconds). A camera lost meanwhile, or ``changed()`` (its model switched),
+    aborts: nothing is saved."""
+    t0, frames0 = time.monotonic(), worker.stats.frames
+    while time.monotonic() - t0 < minutes * 60:
+        if not worker.thread.is_alive() or worker.state in ("reconnecting", "restarting", "failed"):
+            raise CalibrationAborted(
+                f"camera {worker.cfg.id} was lost during {doing} ({worker.state}); nothing was saved"
+            )
+        if changed():
+            raise CalibrationAborted(
+                f"the model of camera {worker.cfg.id} changed during {doing}; nothing was saved"
+            )
+        time.sleep(0.2)
+    return worker.stats.frames - frames0, time.monotonic() - t0
+
+
 def scoring_model(app, camera_id: str) -> dict:
     """The model whose scores a calibration collected: the running bundle, and the camera's site
     model when it runs one (its threshold then belongs to the site model)."""

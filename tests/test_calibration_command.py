@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,12 +71,21 @@ def test_camera_lost_during_calibration_aborts_and_saves_nothing(tmp_path):
     shutil.copy(DEMO_CLIP, clip)
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "calibrate",
-         "--config", str(config(tmp_path, str(clip), loop=True)), "--minutes", "10"],
+         "--config", str(config(tmp_path, str(clip), loop=True)), "--minutes", "10",
+         "--target-alarms-per-hour", "30"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(8)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120  # streaming for a moment first (start-up is slow on a busy machine)
+    while time.monotonic() < deadline and not any("starting -> streaming" in line for line in lines):
+        time.sleep(0.2)
+    time.sleep(2)
     clip.unlink()  # the camera goes away
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(10)
+    err = "".join(lines)
     assert proc.returncode == 2 and "Traceback" not in err
     assert "was lost after" in err and "nothing was saved" in err
     assert not (tmp_path / "state" / "calibration" / "thresholds.json").exists()

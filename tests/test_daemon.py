@@ -382,8 +382,12 @@ def test_mqtt_commands_are_answered_on_their_response_topics(tmp_path, broker: B
         return json.loads(got[-1])
 
     try:
-        time.sleep(4)  # connected and subscribed
-        send("status", '{"request_id": "s1"}')
+        # a command sent before the daemon has subscribed is dropped by the broker (it has no session
+        # yet): ask for the status until the first answer shows the command channel is up
+        deadline = time.monotonic() + 90
+        while not sub.messages("appliance/test-box/cmd/status/response") and time.monotonic() < deadline:
+            send("status", '{"request_id": "s1"}')
+            time.sleep(1)
         assert answer("status") == {**answer("status"), "ok": True, "request_id": "s1", "command": "status"}
         send("reload", "{}")
         assert answer("reload")["ok"] is True

@@ -184,6 +184,22 @@ def test_a_stalled_pipeline_stops_the_watchdog_pings(tmp_path):
     assert "pipeline stalled on camera(s) workcell: watchdog pings withheld" in err
 
 
+def _outbox_has_events(path: Path) -> bool:
+    import sqlite3
+
+    if not path.exists():
+        return False
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'outbox'").fetchone()[0] > 0 and (
+            db.execute("SELECT count(*) FROM outbox").fetchone()[0] > 0
+        )
+    except sqlite3.OperationalError:
+        return False  # being created
+    finally:
+        db.close()
+
+
 def test_sigterm_with_the_broker_away_exits_0_and_keeps_the_events_on_disk(tmp_path):
     from appliance.outbox import Outbox
 
@@ -197,7 +213,10 @@ def test_sigterm_with_the_broker_away_exits_0_and_keeps_the_events_on_disk(tmp_p
         assert systemd.collect_until("READY=1", timeout=60)
         ready = next(m for _, m in systemd.messages if "READY=1" in m)
         assert "broker not reached yet, buffering events" in ready
-        time.sleep(6)  # squats above a zero threshold: a start event at least
+        # squats above a zero threshold: wait for a start event in the outbox (read-only look)
+        outbox, deadline = tmp_path / "state" / "outbox.sqlite", time.monotonic() + 90
+        while time.monotonic() < deadline and not _outbox_has_events(outbox):
+            time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
