@@ -91,6 +91,11 @@ def cmd_score(args: argparse.Namespace) -> int:
         if unknown:
             raise ApplianceError(f"{args.keypoints} has no sequence(s) {', '.join(unknown)}")
         sequences = [s for s in sequences if s.name in set(args.only)]
+    if args.by_label and all(seq.labels is None for seq in sequences):
+        raise ApplianceError(
+            f"--by-label needs per-frame labels, and {args.keypoints} has none "
+            "(a label column: 0 normal, 1, 2, ... anomaly classes)"
+        )
     rows, all_scores, all_labels = [], [], []
     for seq in sequences:
         scores = window_scores_to_frames(sequence_window_scores(bundle, runtime, seq), len(seq), window)
@@ -109,6 +114,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         s, y = np.concatenate(all_scores), np.concatenate(all_labels)
         keep = np.isfinite(s)
         print(f"frame-level AUROC against the file's labels: {auroc(s[keep], y[keep] > 0):.4f}")
+        if args.by_label:  # each anomaly label's frames against the normal (label 0) frames alone
+            s, y = s[keep], y[keep]
+            print(f"AUROC per label (its frames against the {int((y == 0).sum())} normal frames):")
+            for label in sorted(set(y.tolist()) - {0}):
+                pick = (y == label) | (y == 0)
+                value = auroc(s[pick], y[pick] == label)
+                shown = f"{value:.4f}" if np.isfinite(value) else "n/a (no normal frames)"
+                print(f"  label {label}: {shown} ({int((y == label).sum())} frames)")
     if args.out:
         try:
             with args.out.open("w", newline="") as fh:
@@ -327,14 +340,23 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from appliance.keypoints.table import write_keypoints_csv
     from appliance.pose.registry import create_backend
 
+    if args.min_track_frames < 1:
+        raise ApplianceError(f"--min-track-frames must be at least 1, not {args.min_track_frames}")
     backend = create_backend(BlazePoseConfig())
-    sequences = extract_tracks(args.video, backend, start=args.start, frames=args.frames)
+    sequences = extract_tracks(
+        args.video, backend, start=args.start, frames=args.frames, min_length=args.min_track_frames
+    )
     if not sequences:
-        raise ApplianceError(f"{args.video}: no person was tracked for a whole window (30 frames)")
+        raise ApplianceError(f"{args.video}: no person was tracked for {args.min_track_frames} frames")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_keypoints_csv(args.out, sequences)
     frames = sum(len(s) for s in sequences)
-    print(f"{len(sequences)} tracks, {frames} skeleton frames written to {args.out}")
+    print(
+        f"{len(sequences)} tracks of at least {args.min_track_frames} frames, {frames} skeleton frames "
+        f"written to {args.out}"
+    )
+    if args.min_track_frames < 30:
+        print("note: tracks shorter than a model's window (30 frames in the shipped bundles) go unscored")
     return 0
 
 
@@ -524,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", help="bundle variant (default: int8 if the bundle has it for the runtime)")
     p.add_argument("--threads", type=int, default=1, help="inference threads")
     p.add_argument("--only", nargs="+", metavar="NAME", help="score only these sequences (videos/tracks)")
+    p.add_argument(
+        "--by-label", action="store_true",
+        help="also print the AUROC of each anomaly label (its frames against the normal frames)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("run", help="run the appliance daemon")
@@ -622,6 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="keypoint CSV to write")
     p.add_argument("--start", type=int, default=0, help="first frame")
     p.add_argument("--frames", type=int, help="how many frames (default: to the end)")
+    p.add_argument(
+        "--min-track-frames", type=int, default=30, metavar="N",
+        help="drop tracks seen in fewer than N frames (default 30, a model's window: shorter ones are "
+        "never scored)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("schemas", help="write the JSON Schemas of the MQTT payloads")

@@ -2,7 +2,8 @@
 
 A site collects its normal work this way (training or calibration data that holds no pixels), and
 the starter model is trained on what it gives for the walking footage. Short tracks (fewer frames
-than a window) are dropped: they can never be scored.
+than ``min_length``, by default a model's window of 30) are dropped: a track shorter than the window
+can never be scored (``appliance extract --min-track-frames``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def extract_tracks(
     name: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[KeypointSequence]:
-    """Per-track keypoint sequences of frames ``start`` to ``start + frames`` of a video file."""
+    """Per-track keypoint sequences of frames ``start`` to ``start + frames`` of a video file; tracks
+    seen in fewer than ``min_length`` frames are left out."""
+    if min_length < 1:
+        raise ValueError(f"min_length must be at least 1, not {min_length}")
     tracker = tracker or Tracker()
     camera = Camera(source, "extract", fps=None, loop=False, realtime=False).start()
     rows: dict[int, list[tuple[int, np.ndarray]]] = {}

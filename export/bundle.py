@@ -151,8 +151,11 @@ def build_bundle(
     log=print,
     score_scale: str | None = None,
     sign_key: Path | None = None,
+    evaluation_split: str = "test",
 ) -> Path:
-    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
+    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate.
+
+    ``test`` is the parity and evaluation set; ``evaluation_split`` says what it is in the manifest."""
     if not isinstance(model, LSTMVAE):
         raise ApplianceError("bundles hold the LSTM-VAE; the AE/VAE baselines are evaluation-only")
     unknown = [v for v in variants if v not in VARIANT_BUILDERS]
@@ -211,7 +214,10 @@ def build_bundle(
                 "auroc": rows[-1].auroc,
             }
         enforce_parity(
-            rows, ref_auroc, f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split)", log
+            rows,
+            ref_auroc,
+            f"parity on {len(ref_flat)} real evaluation windows ({dataset}: {evaluation_split})",
+            log,
         )
 
         files = {
@@ -248,7 +254,7 @@ def build_bundle(
             },
             "evaluation": {
                 "dataset": dataset,
-                "split": "test",
+                "split": evaluation_split,
                 "frames": len(ref_frames),
                 "pytorch_auroc": ref_auroc,
                 "parity": [r.to_dict() for r in rows],
@@ -286,7 +292,7 @@ def enforce_parity(rows: list[VariantParity], reference_auroc: float, heading: s
 def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None, log=print) -> Path:
     """Write the manifest into a staged bundle folder, sign it, move it to ``out`` and tar it."""
     declare_file_sizes(stage, manifest)
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (stage / MANIFEST).write_text(manifest_json(manifest))
     if sign_key is not None:
         log(f"signed with key {sign_manifest(stage, sign_key)}")
     if out.exists():
@@ -300,6 +306,34 @@ def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None
         f"default threshold {threshold:.2f}"
     )
     return out
+
+
+# Metrics that have no value when the evaluation data lack a class (a site's footage without
+# anomalies has no AUROC): written as null. Any other NaN or infinity is a defect, refused.
+ABSENT_WHEN_NAN = frozenset({"auroc", "auroc_diff", "pytorch_auroc", "fp32_auroc"})
+
+
+def _strict(value: object, where: str) -> object:
+    """``value`` with honestly absent metrics as None; ApplianceError naming any other non-finite."""
+    if isinstance(value, dict):
+        return {k: _strict(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        if where.rsplit(".", 1)[-1] in ABSENT_WHEN_NAN and np.isnan(value):
+            return None
+        raise ApplianceError(f"refusing to write a manifest with {where} = {value} (not a finite number)")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def manifest_json(manifest: dict) -> str:
+    """The manifest as strict JSON (RFC 8259: no NaN or Infinity, which many parsers refuse).
+
+    An AUROC without both classes in the evaluation data becomes null; any other non-finite value
+    is an ApplianceError naming the field (``threshold.default``, ``evaluation.parity[1].spearman``)."""
+    return json.dumps(_strict(manifest, ""), indent=2, allow_nan=False) + "\n"
 
 
 def declare_file_sizes(bundle_dir: Path, manifest: dict) -> dict:
@@ -336,7 +370,7 @@ def sign_bundle(
         if model_version is not None:
             manifest = json.loads((root / MANIFEST).read_text())
             manifest["model"]["version"] = model_version
-            (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            (root / MANIFEST).write_text(manifest_json(manifest))
         key_id = sign_manifest(root, key)
         target = out or source
         if target.suffix == ".tar":

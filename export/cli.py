@@ -67,20 +67,74 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return args.data
 
 
-def _load_source(args: argparse.Namespace) -> Split:
+VAL_HELP = (
+    "keypoint files of other normal footage for shrinkage, z-scores and the default threshold (with "
+    "--keypoints). Without it, {rule}; use the same files for train and bundle, so that they split alike"
+)
+USER_EVALUATION = "all given keypoints (fit and validation tracks; no held-out test set)"
+
+
+def _add_val_option(p: argparse.ArgumentParser) -> None:
+    from export.datasets import SPLIT_RULE
+
+    p.add_argument(
+        "--val",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help=VAL_HELP.format(rule=SPLIT_RULE.replace("%", "%%")),
+    )
+
+
+def _read_labelled(paths: list[Path]) -> list:
+    """Sequences of keypoint files; unlabelled ones count as normal (label 0 on every frame)."""
+    import numpy as np
+
+    from appliance.keypoints.readers import read_keypoints
+
+    sequences = [seq for path in paths for seq in read_keypoints(path)]
+    for seq in sequences:
+        if seq.labels is None:
+            seq.labels = np.zeros(len(seq), dtype=np.int64)
+    return sequences
+
+
+def _load_source(args: argparse.Namespace, window: int = 30) -> Split:
+    """The built-in set's split, or the user's keypoints: with --val those validate; without it, for
+    commands that take --val, whole tracks are held out (:func:`export.datasets.split_by_track`)."""
+    val_files = getattr(args, "val", None)
     if args.dataset:
         from export.datasets import load_split
 
+        if val_files:
+            raise ApplianceError(
+                "--val goes with --keypoints; the built-in sets have their own validation split"
+            )
         return load_split(args.dataset, _data_dir(args))
-    from appliance.keypoints.readers import read_keypoints
+    from export.datasets import split_by_track
 
-    sequences = [seq for path in args.keypoints for seq in read_keypoints(path)]
-    for seq in sequences:
-        if seq.labels is None:
-            import numpy as np
+    classes = {0: "normal", 1: "anomaly"}
+    sequences = _read_labelled(args.keypoints)
+    if not hasattr(args, "val"):  # evaluate, onnx: every sequence is scored, none fitted
+        return Split("keypoints", sequences, [], sequences, classes, "the given keypoints")
+    if val_files:
+        fit, val = sequences, _read_labelled(val_files)
+        how = f"from {', '.join(str(p) for p in val_files)}"
+    else:
+        fit, val = split_by_track(sequences, window)
+        how = f"held out of {len(sequences)} tracks of --keypoints (every fifth with a normal window)"
+    _check_validation(val, window)
+    shown = ", ".join(s.name for s in val[:6]) + (", ..." if len(val) > 6 else "")
+    print(f"validation: {len(val)} tracks {how}: {shown}")
+    return Split("keypoints", fit, val, fit + val, classes, USER_EVALUATION)
 
-            seq.labels = np.zeros(len(seq), dtype=np.int64)
-    return Split("keypoints", sequences, [], sequences, {0: "normal", 1: "anomaly"})
+
+def _check_validation(val: list, window: int) -> None:
+    """Refuse validation data without a single window of normal frames (nothing to choose on)."""
+    from export.datasets import has_normal_window
+
+    if not any(has_normal_window(s, window) for s in val):
+        raise ApplianceError(f"the validation keypoints hold no {window} consecutive normal frames")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -93,7 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     train = render_sequences(split.train, spec)
     val = render_sequences(split.val, spec)
     result = train_model(ModelConfig(model_type=args.model), _train_config(args), train, val)
-    path = save_checkpoint(args.out, result, spec, {"dataset": split.name})
+    names = {"train_sequences": [s.name for s in split.train], "val_sequences": [s.name for s in split.val]}
+    path = save_checkpoint(args.out, result, spec, {"dataset": split.name, **names})
     last = result.history[-1]
     print(
         f"trained {args.model} on {result.data_summary['samples']} {result.data_summary['sample_kind']} "
@@ -142,10 +197,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _render_split(args: argparse.Namespace, spec: MapSpec):
+def _render_split(args: argparse.Namespace, spec: MapSpec, window: int = 30):
     from export.datasets import render_sequences
 
-    split = _load_source(args)
+    split = _load_source(args, window)
     return split, *(render_sequences(part, spec) for part in (split.train, split.val, split.test))
 
 
@@ -203,7 +258,14 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from export.train import load_checkpoint
 
     model, ckpt = load_checkpoint(args.checkpoint)
-    split, train, val, test = _render_split(args, MapSpec(**ckpt["map_spec"]))
+    split, train, val, test = _render_split(args, MapSpec(**ckpt["map_spec"]), model.cfg.window)
+    trained_on = set(ckpt.get("extra", {}).get("train_sequences", []))
+    if overlap := sorted(trained_on & {s.name for s in split.val}):
+        print(
+            f"warning: {len(overlap)} validation tracks ({', '.join(overlap[:3])}) were training tracks of "
+            f"{args.checkpoint}: pass the --keypoints and --val it was trained with",
+            file=sys.stderr,
+        )
     name = args.name or args.out.name
     build_bundle(
         model,
@@ -219,6 +281,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         args.force,
         score_scale=args.score_scale,
         sign_key=args.sign,
+        evaluation_split=split.test_split,
     )
     return 0
 
@@ -235,6 +298,55 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
     build_posture_motion_bundle(
         model, info, train, val, test, args.out, args.name or args.out.name, args.version, split.name,
         force=args.force, sign_key=args.sign, score_scale=args.score_scale, variants=args.variants,
+        evaluation_split=split.test_split,
+    )  # fmt: skip
+    return 0
+
+
+def cmd_fused(args: argparse.Namespace) -> int:
+    from appliance.bundle import open_bundle
+    from export.datasets import render_sequences
+    from export.fused_bundle import FusedSequence, build_fused_bundle
+    from export.motion_eval import feature_sequences
+
+    for flag, path in (("--map-bundle", args.map_bundle), ("--motion-bundle", args.motion_bundle)):
+        if not path.exists():
+            raise ApplianceError(f"{flag} {path}: no such bundle (.tar or folder)")
+    map_part, motion_part = open_bundle(args.map_bundle), open_bundle(args.motion_bundle)
+    if map_part.model_type != "lstm_vae" or motion_part.model_type != "posture_motion":
+        raise ApplianceError(
+            f"--map-bundle takes a map-model bundle (is: {map_part.model_type}) and --motion-bundle a "
+            f"posture-motion bundle (is: {motion_part.model_type})"
+        )
+    window = motion_part.contract.window
+    if args.dataset or args.keypoints:  # the built-in split, or the same hold-out as the parts'
+        split = _load_source(args, window)
+        val_seqs, test_seqs, dataset, evaluation = split.val, split.test, split.name, split.test_split
+    elif args.val:
+        val_seqs = _read_labelled(args.val)
+        _check_validation(val_seqs, window)
+        test_seqs, dataset, evaluation = val_seqs, "keypoints", "the --val keypoints (no --test given)"
+    else:
+        raise ApplianceError(
+            "no validation footage: pass --val FILE, or the --keypoints both parts were built from "
+            "(the same tracks are held out), or --dataset"
+        )
+    if args.test:
+        test_seqs, evaluation = _read_labelled(args.test), "the --test keypoints"
+    if not any(len(s) >= window for s in test_seqs):
+        raise ApplianceError(f"the evaluation keypoints hold no sequence of {window} frames")
+    spec = map_part.contract.map_spec
+
+    def joined(seqs: list) -> list[FusedSequence]:
+        rendered, features = render_sequences(seqs, spec), feature_sequences(seqs)
+        return [
+            FusedSequence(r.name, r.maps, f.raw, f.labels) for r, f in zip(rendered, features, strict=True)
+        ]
+
+    build_fused_bundle(
+        args.map_bundle, args.motion_bundle, joined(val_seqs), joined(test_seqs), args.out,
+        args.name or args.out.name, args.version, dataset, force=args.force, sign_key=args.sign,
+        evaluation_split=evaluation,
     )  # fmt: skip
     return 0
 
@@ -285,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model on normal data")
     _add_source_options(p)
+    _add_val_option(p)
     p.add_argument("--model", choices=MODEL_TYPES, default="lstm_vae")
     p.add_argument("--out", type=Path, required=True, help="checkpoint path (.pt)")
     _add_train_options(p)
@@ -314,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="export, quantise, check parity and package a bundle (dir + .tar)")
     p.add_argument("--checkpoint", type=Path, required=True)
     _add_source_options(p)
+    _add_val_option(p)
     p.add_argument("--out", type=Path, required=True, help="bundle directory; a .tar of it is written beside")
     p.add_argument("--name", help="model name (default: the --out folder name)")
     p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
@@ -333,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         "posture-motion", help="fit the posture-motion model on normal data and package it as a bundle"
     )
     _add_source_options(p)
+    _add_val_option(p)
     p.add_argument("--out", type=Path, required=True, help="bundle directory; a .tar of it is written beside")
     p.add_argument("--name", help="model name (default: the --out folder name)")
     p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
@@ -347,6 +462,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
     p.set_defaults(func=cmd_posture_motion)
+
+    p = sub.add_parser(
+        "fused",
+        help="join a map-model (LSTM-VAE) bundle and a posture-motion bundle into one fused bundle",
+        description="Join your own map-model bundle (appliance-export bundle) and posture-motion bundle "
+        "(appliance-export posture-motion) into one fused bundle, the kind the starter is. The map "
+        "model's score is calibrated onto the posture-motion scale, and the default threshold chosen, on "
+        "the normal windows of the validation footage, which both parts must NOT have been fitted on: "
+        "pass the same --val you gave them, or, where they split --keypoints themselves, the same "
+        "--keypoints (the same tracks are held out).",
+    )
+    p.add_argument("--map-bundle", type=Path, required=True, help="LSTM-VAE bundle (.tar or folder)")
+    p.add_argument("--motion-bundle", type=Path, required=True, help="posture-motion bundle (.tar or folder)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=DATASETS, help="a built-in set's validation and test splits")
+    src.add_argument(
+        "--keypoints", type=Path, nargs="+",
+        help="the keypoint files the parts were fitted on without --val: the same tracks are held out",
+    )  # fmt: skip
+    p.add_argument("--val", type=Path, nargs="+", metavar="FILE", help="normal validation keypoint files")
+    p.add_argument(
+        "--test", type=Path, nargs="+", metavar="FILE",
+        help="labelled keypoint files for the parity gate and the evaluation (default: the --val files)",
+    )  # fmt: skip
+    _add_data_option(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle directory; a .tar of it is written beside")
+    p.add_argument("--name", help="model name (default: the --out folder name)")
+    p.add_argument("--version", default="0.1.0", help="model version recorded in the manifest")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key")
+    p.set_defaults(func=cmd_fused)
 
     p = sub.add_parser(
         "compare", help="posture-motion model vs the speed rule (and the paper model's reports) on both sets"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.errors import ApplianceError
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.skeleton_map import MapSpec, render_keypoints
@@ -42,6 +43,7 @@ class Split:
     val: list[KeypointSequence]
     test: list[KeypointSequence]
     classes: dict[int, str]  # label -> name (0 = normal)
+    test_split: str = "test"  # what ``test`` is, as the manifests and parity tables say it
 
     def summary(self) -> dict:
         def part(seqs: list[KeypointSequence]) -> dict:
@@ -116,6 +118,43 @@ def mocap_split(data_dir: str | Path) -> Split:
     load(val_clips, val)
     load(test_clips, test)
     return Split("mocap", train, val, test, classes)
+
+
+VAL_EVERY = 5  # a user's own data: every fifth track validates (as the benchmark sets' rest[4::5])
+SPLIT_RULE = (
+    "whole tracks are held out, never frames: of the tracks (clips) with at least one window of normal "
+    f"frames, in file order, every {VAL_EVERY}th (the {VAL_EVERY}th, {2 * VAL_EVERY}th, ...) validates; "
+    f"with fewer than {VAL_EVERY} such tracks the last one does"
+)
+
+
+def has_normal_window(seq: KeypointSequence, window: int) -> bool:
+    """Whether the sequence holds ``window`` consecutive normal (label 0 or unlabelled) frames."""
+    if len(seq) < window:
+        return False
+    if seq.labels is None:
+        return True
+    run = np.convolve((seq.labels == 0).astype(int), np.ones(window, int), "valid")
+    return bool(run.max() == window)
+
+
+def split_by_track(
+    sequences: list[KeypointSequence], window: int = 30
+) -> tuple[list[KeypointSequence], list[KeypointSequence]]:
+    """(fit, validation) of a user's own keypoints when no validation file is given: whole tracks
+    are held out (:data:`SPLIT_RULE`), so shrinkage, z-scores and default thresholds are chosen on
+    windows the model was not fitted on. Deterministic: the same files split the same way in
+    ``train``, ``bundle`` and ``posture-motion``."""
+    eligible = [i for i, s in enumerate(sequences) if has_normal_window(s, window)]
+    if len(eligible) < 2:
+        raise ApplianceError(
+            f"cannot hold out a whole track for validation: {len(eligible)} of the {len(sequences)} "
+            f"tracks hold {window} consecutive normal frames (2 needed); pass --val FILE with keypoints "
+            "of other normal footage"
+        )
+    held = set(eligible[VAL_EVERY - 1 :: VAL_EVERY] or eligible[-1:])
+    fit = [s for i, s in enumerate(sequences) if i not in held]
+    return fit, [s for i, s in enumerate(sequences) if i in held]
 
 
 def load_split(name: str, data_dir: str | Path) -> Split:

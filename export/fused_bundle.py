@@ -6,7 +6,6 @@ the parity gate against fp32 (each part already passed its own gate against PyTo
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from export.bundle import (
     REFERENCE_TOLERANCE,
     THRESHOLD_QUANTILE,
     enforce_parity,
+    manifest_json,
     normal_windows,
     publish_bundle,
 )
@@ -90,7 +90,13 @@ def build_fused_bundle(
     force: bool = False,
     sign_key: Path | None = None,
     log=print,
+    evaluation_split: str = "test",
 ) -> Path:
+    """Write fused bundle directory ``out`` and ``out.tar`` from two part bundles (folders or .tar).
+
+    The map part is calibrated, and the default threshold chosen, on the normal windows of ``val``
+    (hold them out of both parts' fitting); ``test`` is the parity and evaluation set, described in
+    the manifest by ``evaluation_split``. Raises ParityError if a variant fails the gate."""
     if out.exists() and not force:
         raise ApplianceError(f"{out} exists; pass --force to replace it")
     stage = out.with_name(out.name + ".partial")
@@ -148,9 +154,8 @@ def build_fused_bundle(
             "reference_tolerance": REFERENCE_TOLERANCE["int8" if "int8" in v else "fp32"],
             "auroc": rows[-1].auroc,
         }
-    enforce_parity(
-        rows, ref_auroc, f"fused parity on {len(ref_flat)} windows ({dataset}; reference: fp32 parts)", log
-    )
+    heading = f"fused parity on {len(ref_flat)} windows ({dataset}: {evaluation_split}; reference: fp32)"
+    enforce_parity(rows, ref_auroc, heading, log)
     contract = {**motion_part.manifest["input_contract"], **maps_part.contract.map_spec.to_dict()}
     files = {p.relative_to(stage).as_posix(): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
     parts_info = {k: b.manifest["model"] for k, b in ((MAP_PART, maps_part), (MOTION_PART, motion_part))}
@@ -179,7 +184,7 @@ def build_fused_bundle(
         "files": files,
         "evaluation": {
             "dataset": dataset,
-            "split": "test",
+            "split": evaluation_split,
             "fp32_auroc": ref_auroc,
             "parity": [r.to_dict() for r in rows],
         },
@@ -197,6 +202,6 @@ def build_fused_bundle(
             "source": f"{val[ref_i].name} frames {ref_j}..{ref_j + window - 1}",
         },
     }
-    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (stage / MANIFEST).write_text(manifest_json(manifest))
     open_bundle(stage).open("onnxruntime")  # the written bundle loads and passes its own smoke test
     return publish_bundle(stage, manifest, out, sign_key, log)

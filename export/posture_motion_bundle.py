@@ -95,8 +95,11 @@ def build_posture_motion_bundle(
     score_scale: str | None = None,
     variants: tuple[str, ...] | list[str] = DEFAULT_VARIANTS,
     log=print,
+    evaluation_split: str = "test",
 ) -> Path:
-    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate."""
+    """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate.
+
+    ``test`` is the parity and evaluation set; ``evaluation_split`` says what it is in the manifest."""
     if out.exists() and not force:
         raise ApplianceError(f"{out} exists; pass --force to replace it")
     scored = [s for s in test if len(s.labels) >= window]
@@ -143,7 +146,10 @@ def build_posture_motion_bundle(
                 "auroc": rows[-1].auroc,
             }
         enforce_parity(
-            rows, ref_auroc, f"parity on {len(ref_flat)} real evaluation windows ({dataset} test split)", log
+            rows,
+            ref_auroc,
+            f"parity on {len(ref_flat)} real evaluation windows ({dataset}: {evaluation_split})",
+            log,
         )
         files = {p.relative_to(work).as_posix(): sha256_file(p) for _, p in graphs.values()}
         manifest = {
@@ -165,10 +171,15 @@ def build_posture_motion_bundle(
             },
             "variants": manifest_variants,
             "files": files,
-            "training": {"dataset": dataset, "sequences": [s.name for s in train], **fit_info},
+            "training": {
+                "dataset": dataset,
+                "sequences": [s.name for s in train],
+                "validation_sequences": [s.name for s in val],
+                **fit_info,
+            },
             "evaluation": {
                 "dataset": dataset,
-                "split": "test",
+                "split": evaluation_split,
                 "frames": len(frames),
                 "pytorch_auroc": ref_auroc,
                 "parity": [r.to_dict() for r in rows],

@@ -37,6 +37,7 @@ from export.train import TrainConfig, save_checkpoint, train_model
 NAME = "starter-walking-lstm-vae"
 POSTURE_MOTION_NAME = "starter-walking-posture-motion"
 FUSED_NAME = "starter-walking-fused"
+EVALUATION = "validation (frames 500-599: no held-out test footage)"  # what the parity gate scores
 LSTM_STARTER = Path(__file__).resolve().parents[1] / "appliance" / "assets" / "starter-walking-lstm-vae.tar"
 
 
@@ -101,6 +102,7 @@ def build_starter(
             "1.0.0",
             ["onnx-fp32", "onnx-int8"],
             "vtest-walking",
+            evaluation_split=EVALUATION,
         )
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
@@ -120,7 +122,10 @@ def _posture_motion_starter(
     info["source"] = f"{video.name} frames 0-{frames - 1}, blazepose"
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = Path(tmp) / name
-        build_posture_motion_bundle(model, info, train, val, val, bundle_dir, name, "2.0.0", "vtest-walking")
+        build_posture_motion_bundle(
+            model, info, train, val, val, bundle_dir, name, "2.0.0", "vtest-walking",
+            evaluation_split=EVALUATION,
+        )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
     print(f"starter bundle written to {out_tar} ({out_tar.stat().st_size // 1024} KiB)")
@@ -142,7 +147,10 @@ def _fused_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int
             for r, f in zip(render_sequences(val_seqs, spec), feature_sequences(val_seqs), strict=True)
         ]
         bundle_dir = Path(tmp) / FUSED_NAME
-        build_fused_bundle(map_bundle, motion_tar, val, val, bundle_dir, FUSED_NAME, "2.0.0", "vtest-walking")
+        build_fused_bundle(
+            map_bundle, motion_tar, val, val, bundle_dir, FUSED_NAME, "2.0.0", "vtest-walking",
+            evaluation_split=EVALUATION,
+        )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
     print(f"starter bundle written to {out_tar} ({out_tar.stat().st_size // 1024} KiB)")
