@@ -152,8 +152,11 @@ def build_bundle(
     score_scale: str | None = None,
     sign_key: Path | None = None,
     evaluation_split: str = "test",
+    fps: float | None = None,
 ) -> Path:
     """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate.
+
+    ``fps``: the frame rate the model was learned at, recorded as its time base in the contract.
 
     ``test`` is the parity and evaluation set; ``evaluation_split`` says what it is in the manifest."""
     if not isinstance(model, LSTMVAE):
@@ -235,7 +238,9 @@ def build_bundle(
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "architecture": cfg.to_dict(),
             },
-            "input_contract": InputContract(window, cfg.frame_features, spec, tuple(LAYOUTS)).to_dict(),
+            "input_contract": InputContract(
+                window, cfg.frame_features, spec, tuple(LAYOUTS), fps=fps
+            ).to_dict(),
             "score": {
                 "definition": SCORE_DEFINITION,
                 "units": "nats per frame",

@@ -255,6 +255,7 @@ def cmd_tflite(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from export.bundle import build_bundle
+    from export.datasets import learning_fps
     from export.train import load_checkpoint
 
     model, ckpt = load_checkpoint(args.checkpoint)
@@ -282,11 +283,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         score_scale=args.score_scale,
         sign_key=args.sign,
         evaluation_split=split.test_split,
+        fps=learning_fps(split.train),
     )
     return 0
 
 
 def cmd_posture_motion(args: argparse.Namespace) -> int:
+    from export.datasets import learning_fps
     from export.motion_eval import feature_sequences, normal_windows
     from export.posture_motion import fit_posture_motion
     from export.posture_motion_bundle import build_posture_motion_bundle
@@ -298,7 +301,7 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
     build_posture_motion_bundle(
         model, info, train, val, test, args.out, args.name or args.out.name, args.version, split.name,
         force=args.force, sign_key=args.sign, score_scale=args.score_scale, variants=args.variants,
-        evaluation_split=split.test_split,
+        evaluation_split=split.test_split, fps=learning_fps(split.train),
     )  # fmt: skip
     return 0
 

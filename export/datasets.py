@@ -175,6 +175,13 @@ class RenderedSequence:
     meta: dict = field(default_factory=dict)
 
 
+def learning_fps(sequences: list[KeypointSequence]) -> float | None:
+    """The frame rate a model learned from these sequences is learned at (its time base, recorded in
+    the bundle's input contract); None when they disagree or do not say."""
+    rates = {round(float(s.fps), 3) for s in sequences if getattr(s, "fps", None)}
+    return rates.pop() if len(rates) == 1 else None
+
+
 def render_sequences(sequences: list[KeypointSequence], spec: MapSpec = MapSpec()) -> list[RenderedSequence]:
     return [
         RenderedSequence(

@@ -23,7 +23,7 @@ from appliance.keypoints.sequence import KeypointSequence
 from appliance.motion_features import normalise_window, sequence_features
 from appliance.pose.layouts import to_body_graph
 from appliance.window import sliding_windows, window_scores_to_frames
-from export.datasets import RenderedSequence, load_split
+from export.datasets import RenderedSequence, learning_fps, load_split
 from export.evaluate import Evaluation, write_json
 from export.posture_motion import PostureMotionModel, fit_posture_motion, speed_rule
 
@@ -84,7 +84,7 @@ def fit_dataset(name: str, data_dir: Path) -> tuple[PostureMotionModel, dict, di
     t0 = time.perf_counter()
     model, info = fit_posture_motion(normal_windows(parts["train"]), normal_windows(parts["val"]))
     info["fit_seconds"] = round(time.perf_counter() - t0, 2)
-    return model, info, {"parts": parts, "classes": split.classes}
+    return model, info, {"parts": parts, "classes": split.classes, "fps": learning_fps(split.train)}
 
 
 def evaluate_dataset(name: str, data_dir: Path, map_checkpoints: list[Path] = ()) -> dict:

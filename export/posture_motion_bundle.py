@@ -96,10 +96,12 @@ def build_posture_motion_bundle(
     variants: tuple[str, ...] | list[str] = DEFAULT_VARIANTS,
     log=print,
     evaluation_split: str = "test",
+    fps: float | None = None,
 ) -> Path:
     """Write bundle directory ``out`` and ``out.tar``; raises ParityError if a variant fails the gate.
 
-    ``test`` is the parity and evaluation set; ``evaluation_split`` says what it is in the manifest."""
+    ``test`` is the parity and evaluation set; ``evaluation_split`` says what it is in the manifest;
+    ``fps`` the frame rate the model was learned at (its time base, in the input contract)."""
     if out.exists() and not force:
         raise ApplianceError(f"{out} exists; pass --force to replace it")
     scored = [s for s in test if len(s.labels) >= window]
@@ -161,7 +163,9 @@ def build_posture_motion_bundle(
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "architecture": {"model_type": "posture_motion", "window": window, **fit_info},
             },
-            "input_contract": InputContract(window, FEATURE_DIM, None, tuple(LAYOUTS), FEATURES).to_dict(),
+            "input_contract": InputContract(
+                window, FEATURE_DIM, None, tuple(LAYOUTS), FEATURES, fps
+            ).to_dict(),
             "score": {
                 "definition": SCORE_DEFINITION,
                 "units": "z (normal validation windows)",
@@ -220,6 +224,6 @@ def bundle_dataset(
     parts = d["parts"]
     build_posture_motion_bundle(
         model, info, parts["train"], parts["val"], parts["test"], out, name, version, dataset,
-        variants=variants, log=log,
+        variants=variants, log=log, fps=d["fps"],
     )  # fmt: skip
     return out, model, parts

@@ -30,7 +30,7 @@ from appliance.keypoints.table import write_keypoints_csv
 from appliance.pose.registry import create_backend
 from appliance.skeleton_map import MapSpec
 from export.bundle import build_bundle
-from export.datasets import render_sequences
+from export.datasets import learning_fps, render_sequences
 from export.models import ModelConfig
 from export.train import TrainConfig, save_checkpoint, train_model
 
@@ -103,6 +103,7 @@ def build_starter(
             ["onnx-fp32", "onnx-int8"],
             "vtest-walking",
             evaluation_split=EVALUATION,
+            fps=learning_fps(train_seqs),
         )
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)
@@ -124,7 +125,7 @@ def _posture_motion_starter(
         bundle_dir = Path(tmp) / name
         build_posture_motion_bundle(
             model, info, train, val, val, bundle_dir, name, "2.0.0", "vtest-walking",
-            evaluation_split=EVALUATION,
+            evaluation_split=EVALUATION, fps=learning_fps(train_seqs),
         )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)

@@ -129,16 +129,19 @@ def test_a_bundle_with_unknown_body_features_is_refused(urfd_bundle, tmp_path):
 
 
 def test_the_daemon_scores_real_footage_with_a_posture_motion_bundle(urfd_bundle, tmp_path):
-    """Real video -> BlazePose -> body features -> the exported posture-motion graph -> events."""
+    """Real video -> BlazePose -> body features -> the exported posture-motion graph -> events.
+
+    The bundle was learned on URFD at 30 fps, so it is fed a 30 fps clip (a slower one is refused:
+    tests/test_time_base.py)."""
     from appliance.config import load_config
     from appliance.daemon import Appliance
-    from appliance.demo import SQUATS_CLIP
 
     out, _, _ = urfd_bundle
+    clip = DATA / "pose-testdata" / "pose_1.mp4"  # a person moving, 30 fps, 4 s
     cfg = load_config(
         write_appliance_config(
             tmp_path / "c.yaml",
-            {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None},
+            {"id": "workcell", "source": str(clip), "fps": None},
             model={"bundle": str(out) + ".tar"},
             detector={"threshold": -100.0, "start_windows": 3},
         )
@@ -150,6 +153,7 @@ def test_the_daemon_scores_real_footage_with_a_posture_motion_bundle(urfd_bundle
     app.workers[0].thread.join(60)
     app.stop()
     assert app.model.name == "urfd-pm" and app.status()["runtime"] == "onnxruntime onnx-int8"
+    assert app.bundle.contract.fps == 30.0  # the rate it was learned at (URFD), recorded by the export
     assert len(scores) >= 30 and np.isfinite(scores).all()
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert events[0]["type"] == "start" and events[-1]["type"] == "end"
