@@ -310,8 +310,8 @@ def learn(
     trim: float = TRIM,
 ) -> dict[str, Any]:
     """Learn and activate one camera's site model; returns the summary printed by the CLI."""
+    run_cfg = calibration_config(cfg, camera_id, source)  # an unknown camera or file is named first
     need = check_minutes(minutes, target_alarms_per_hour)
-    run_cfg = calibration_config(cfg, camera_id, source)
     cam = run_cfg.cameras[0]
     from appliance.daemon import Appliance
 

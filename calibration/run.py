@@ -267,8 +267,8 @@ def calibrate(
     progress: bool = True,
 ) -> dict:
     """Learn and save one camera's threshold from a run of its own; returns the saved summary."""
+    run_cfg = calibration_config(cfg, camera_id, source)  # an unknown camera or file is named first
     need = check_minutes(minutes, target_alarms_per_hour)
-    run_cfg = calibration_config(cfg, camera_id, source)
     cam: CameraConfig = run_cfg.cameras[0]
     sequences, info = collect_scores(run_cfg, minutes, progress, need)
     info["source"] = str(source) if source else redact(str(cam.source))
