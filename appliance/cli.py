@@ -322,7 +322,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
     cfg = _footage_config(args, "learn")
     summary = learn(cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path)
     keys = ("camera", "site_model", "base", "threshold", "method", "footage_minutes", "tracks",
-            "fit_windows", "held_out_windows", "trimmed_windows", "fit_seconds")  # fmt: skip
+            "windows", "fold_windows", "trimmed_windows", "fit_seconds")  # fmt: skip
     print(json.dumps({k: summary[k] for k in keys if k in summary}))
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
@@ -492,7 +492,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         for m in learned:
             p, base = m.get("provenance", {}), m.get("base", {})
             mark = "* " if m["active"] else "  "
-            windows = f"{p.get('fit_windows', '?')}+{p.get('held_out_windows', '?')} windows"
+            folds = "+".join(str(n) for n in p.get("fold_windows", [])) or "?"
+            windows = f"{p.get('windows', '?')} windows (folds {folds})"
             base_name = f"{base.get('name')} {base.get('version')} ({str(base.get('manifest_sha256'))[:12]})"
             threshold = m.get("threshold", {}).get("threshold", float("nan"))
             print(f"{mark}{m['id']:6} learned {p.get('learned_at', '?')} from "

@@ -10,7 +10,10 @@ very code and only wraps the result in a torch module to export it, so a model l
 device and one learned on the server from the same windows are the same model.
 
 Windows are (N, T, ``FEATURE_DIM``) body-normalised features (:func:`appliance.motion_features.
-normalise_window`); NaN speeds count as 0, as in the exported graph.
+normalise_window`); NaN speeds count as 0, as in the exported graph. Everything the model needs of a
+window is its (``stat_dim``,) statistics (:func:`window_stats`; the speed rule is their first ``S``
+value), so the functions ending in ``_stats`` take those instead: a tenth of a window's memory, which
+is what lets ``appliance learn`` hold an hour of footage.
 """
 
 from __future__ import annotations
@@ -141,21 +144,27 @@ class PostureMotionParams:
 
     def log_components(self, windows: np.ndarray) -> np.ndarray:
         """(N, T, FEATURE_DIM) -> (N, components) log distances (before z-scoring)."""
-        stats = window_stats(windows, STAT_GROUPS)
+        return self.log_components_stats(window_stats(windows))
+
+    def log_components_stats(self, stats: np.ndarray) -> np.ndarray:
+        """(N, stat_dim) window statistics -> (N, components) log distances."""
         offsets = _group_offsets(STAT_GROUPS)
         cols = []
         for c in self.components:
             idx = np.concatenate([offsets[g] for g in c.groups])
             cols.append(np.log(c.distance(stats[:, idx]) + LOG_FLOOR))
-        speed = np.nan_to_num(np.asarray(windows, np.float32), nan=0.0)[..., SPEED].astype(np.float64).mean(1)
-        cols.append(np.log(speed + LOG_FLOOR))
+        cols.append(np.log(stats[:, offsets["S"][0]] + LOG_FLOOR))  # the mean joint speed
         return np.stack(cols, axis=1)
 
     def score(self, windows: np.ndarray) -> np.ndarray:
         """(N, T, FEATURE_DIM) windows -> (N,) float64 scores: the largest z-scored log distance."""
-        if len(windows) == 0:
+        return self.score_stats(window_stats(windows))
+
+    def score_stats(self, stats: np.ndarray) -> np.ndarray:
+        """(N, stat_dim) window statistics -> (N,) float64 scores."""
+        if len(stats) == 0:
             return np.zeros(0)
-        return ((self.log_components(windows) - self.loc) / self.scale).max(axis=1)
+        return ((self.log_components_stats(stats) - self.loc) / self.scale).max(axis=1)
 
     # -- as arrays (the site model's file) ---------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -211,11 +220,15 @@ def _group_offsets(groups: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 def fit(fit_windows: np.ndarray, held_windows: np.ndarray) -> PostureMotionParams:
     """Gaussians on ``fit_windows``; shrinkage and z-scores on ``held_windows`` (both normal)."""
-    if len(fit_windows) < 2 or len(held_windows) < 2:
+    return fit_stats(window_stats(fit_windows), window_stats(held_windows))
+
+
+def fit_stats(fit_all: np.ndarray, held_all: np.ndarray) -> PostureMotionParams:
+    """:func:`fit` on the windows' statistics."""
+    if len(fit_all) < 2 or len(held_all) < 2:
         raise ValueError(
-            f"fitting needs at least 2 windows in each part (got {len(fit_windows)} and {len(held_windows)})"
+            f"fitting needs at least 2 windows in each part (got {len(fit_all)} and {len(held_all)})"
         )
-    fit_all, held_all = window_stats(fit_windows), window_stats(held_windows)
     offsets = _group_offsets(STAT_GROUPS)
     comps = []
     for name, groups in COMPONENTS.items():
@@ -223,37 +236,72 @@ def fit(fit_windows: np.ndarray, held_windows: np.ndarray) -> PostureMotionParam
         shrink = choose_shrink(fit_all[:, idx], held_all[:, idx])
         comps.append(fit_component(name, groups, fit_all[:, idx], shrink))
     params = PostureMotionParams(comps, np.zeros(len(comps) + 1), np.ones(len(comps) + 1))
-    logs = params.log_components(held_windows)
+    logs = params.log_components_stats(held_all)
     params.loc, params.scale = logs.mean(0), logs.std(0, ddof=1) + 1e-6
     params.info = {
         "components": params.names,
         "fusion": "max of z-scored log scores",
         **{f"shrink_{c.name}": c.shrink for c in comps},
-        "train_windows": len(fit_windows),
-        "val_windows": len(held_windows),
+        "train_windows": len(fit_all),
+        "val_windows": len(held_all),
     }
     return params
 
 
 def fit_robust(
-    fit_windows: np.ndarray, held_windows: np.ndarray, trim: float
+    fit_all: np.ndarray, held_all: np.ndarray, trim: float
 ) -> tuple[PostureMotionParams, np.ndarray]:
-    """Fit, drop the ``trim`` share of fitting windows the first fit scores worst, refit.
+    """Fit on window statistics, drop the ``trim`` share of fitting windows the first fit scores
+    worst, refit. Returns the model and the mask of fitting windows kept.
 
-    A shift of "normal" work holds a few odd moments; left in, they widen the Gaussians and hide
-    the anomalies like them. Returns the refitted model and the mask of fitting windows kept."""
-    first = fit(fit_windows, held_windows)
-    keep = np.ones(len(fit_windows), bool)
+    Meant for a shift of "normal" work holding a few odd moments; measured, it costs AUROC on clean
+    and on dirty footage alike (README), so ``appliance learn`` runs it with ``trim`` 0."""
+    first = fit_stats(fit_all, held_all)
+    keep = np.ones(len(fit_all), bool)
     if trim > 0:
-        scores = first.score(fit_windows)
+        scores = first.score_stats(fit_all)
         cut = np.quantile(scores, 1.0 - trim)
         keep = scores <= cut
         if keep.sum() >= 2:
-            refit = fit(fit_windows[keep], held_windows)
+            refit = fit_stats(fit_all[keep], held_all)
             refit.info["trimmed_windows"] = int((~keep).sum())
             return refit, keep
     first.info["trimmed_windows"] = 0
     return first, keep
+
+
+def refit(
+    stats: np.ndarray, folds: list[PostureMotionParams], held_logs: list[np.ndarray]
+) -> PostureMotionParams:
+    """The model fitted on all the footage after cross-fitting (as cross-validation refits on all data).
+
+    Gaussians on ``stats`` (every fold's fitting windows' statistics) with each component's shrinkage averaged
+    over the fold models; z-scores from the fold models' log distances of the windows each did not
+    fit (``held_logs``, pooled), so the z-scale is one no model set on its own windows. A model fitted
+    on twice the windows scores new normal work at most as high as the fold models did, so a
+    threshold chosen on their out-of-fold scores errs towards fewer false alarms."""
+    offsets = _group_offsets(STAT_GROUPS)
+    comps = []
+    for i, (name, groups) in enumerate(COMPONENTS.items()):
+        idx = np.concatenate([offsets[g] for g in groups])
+        shrink = float(np.mean([f.components[i].shrink for f in folds]))
+        comps.append(fit_component(name, groups, stats[:, idx], shrink))
+    logs = np.concatenate(held_logs)
+    params = PostureMotionParams(comps, logs.mean(0), logs.std(0, ddof=1) + 1e-6)
+    params.info = {
+        "components": params.names,
+        "fusion": "max of z-scored log scores",
+        **{f"shrink_{c.name}": c.shrink for c in comps},
+        "train_windows": len(stats),
+        "val_windows": len(logs),
+        "z_scores": "pooled out-of-fold log distances of the fold models",
+    }
+    return params
+
+
+def pooled_z(params: PostureMotionParams, loc: np.ndarray, scale: np.ndarray) -> PostureMotionParams:
+    """``params`` scoring on another z-scale (its Gaussians unchanged)."""
+    return PostureMotionParams(params.components, loc, scale, dict(params.info))
 
 
 class NumpyPostureMotionRuntime:

@@ -288,7 +288,7 @@ class SiteModelStore:
         if state["active"] is not None and state["active"] != site_id:
             history.append(state["active"])
         data = {"active": site_id, "history": history[-20:], "switched_at": _now()}
-        write_atomic(self.pointer(camera), json.dumps(data, indent=2) + "\n")
+        write_atomic(self.pointer(camera), json.dumps(data, indent=2, allow_nan=False) + "\n")
 
     def rollback(self, camera: str) -> str | None:
         """Deactivate the camera's site model: the one before it, or the base bundle (None)."""
@@ -305,5 +305,5 @@ class SiteModelStore:
             break
         history = [h for h in state["history"] if h != previous]
         data = {"active": previous, "history": history, "switched_at": _now(), "rolled_back": state["active"]}
-        write_atomic(self.pointer(camera), json.dumps(data, indent=2) + "\n")
+        write_atomic(self.pointer(camera), json.dumps(data, indent=2, allow_nan=False) + "\n")
         return previous

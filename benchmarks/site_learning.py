@@ -72,6 +72,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 CAMERA = "site"
 TRACK = 1  # the one track a test clip is fed as
 GAP = 10  # frames between clips in a recording
+TRIM_TRIED = 0.02  # the contamination rows' alternative to learn's default trim
 START_WINDOWS, END_WINDOWS = 5, 15  # the config's detector defaults (the benchmark config sets no others)
 
 
@@ -662,6 +663,7 @@ def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[di
     from appliance.daemon import LoadedModel
     from appliance.errors import ApplianceError
     from appliance.fused import fit_map_calibration
+    from appliance.posture_motion_fit import window_stats
     from appliance.signing import SignaturePolicy
     from appliance.site_model import SiteModelStore
     from calibration.learn import score_with
@@ -699,8 +701,8 @@ def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[di
             "method",
             "footage_minutes",
             "tracks",
-            "fit_windows",
-            "held_out_windows",
+            "windows",
+            "fold_windows",
             "trimmed_windows",
             "fit_seconds",
             "warnings",
@@ -732,7 +734,8 @@ def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[di
         "site model (learn)": TestScores("site", [st.scores[29:] for st in streamed]),
     }
     offline = [
-        score_with(site.params, site.map_calibration, w, m) for w, m in zip(windows, maps, strict=True)
+        score_with(site.params, site.map_calibration, window_stats(w), m)
+        for w, m in zip(windows, maps, strict=True)
     ]
     diff = max(
         (
@@ -854,7 +857,8 @@ def contamination(
     verify: bool,
 ) -> dict:
     from appliance.errors import ApplianceError
-    from calibration.learn import fit_site, score_with
+    from appliance.posture_motion_fit import window_stats
+    from calibration.learn import TRIM, fit_site, score_with
 
     dirt = [s for s in split.val if s.labels[0] != 0]
     train = split.train[:24] if quick else split.train
@@ -864,11 +868,11 @@ def contamination(
         "rows": [],
     }
 
-    def row(share: float, trim: bool, fitted, info: dict, got: dict) -> dict:
+    def row(share: float, trim: float, fitted, info: dict, got: dict) -> dict:
         sc = TestScores(
             "c",
             [
-                score_with(fitted.params, fitted.map_calibration, w, m)
+                score_with(fitted.params, fitted.map_calibration, window_stats(w), m)
                 for w, m in zip(windows, maps, strict=True)
             ],
         )
@@ -902,18 +906,18 @@ def contamination(
                 flush=True,
             )
             got = learn_on(work / f"dirty-{share:g}", rec, target)
-        for trim in (True, False):
+        for trim in (TRIM, TRIM_TRIED):
             fitted = (
                 got["fitted"]
-                if trim
-                else fit_site(got["split"], got["fps"], target, START_WINDOWS, END_WINDOWS, True, trim=0.0)
+                if trim == TRIM
+                else fit_site(got["split"], got["fps"], target, START_WINDOWS, END_WINDOWS, True, trim=trim)
             )
             out["rows"].append(row(share, trim, fitted, info, got))
     if verify:
-        print("[contamination] check: a full learn(trim=0) equals the refit without trim", flush=True)
-        full = learn_on(work / "verify-notrim", reuse["recording"], target, trim=0.0)
-        refit = next(r for r in out["rows"] if r["share"] == 0.0 and not r["trim"])
-        out["verify_learn_trim0"] = {
+        print(f"[contamination] check: a full learn(trim={TRIM_TRIED}) equals the refit with it", flush=True)
+        full = learn_on(work / "verify-trim", reuse["recording"], target, trim=TRIM_TRIED)
+        refit = next(r for r in out["rows"] if r["share"] == 0.0 and r["trim"] == TRIM_TRIED)
+        out["verify_learn_trim"] = {
             "learn_threshold": full["summary"]["threshold"],
             "refit_threshold": refit["threshold"],
             "equal": bool(np.isclose(full["summary"]["threshold"], refit["threshold"], rtol=1e-9)),
@@ -975,7 +979,7 @@ def learn_child(config: Path, source: Path, minutes: float, target: float, out: 
         after_footage_s=t1 - marks.pop("t_footage_end"),
         fit_seconds=summary["fit_seconds"],
         footage_minutes=summary["footage_minutes"],
-        windows=summary["fit_windows"] + summary["held_out_windows"],
+        windows=summary["windows"],
         tracks=summary["tracks"],
     )
     marks["extra_mb"] = max(marks["peak_recording_mb"], marks["peak_fit_mb"]) - marks["rss_daemon_started_mb"]
@@ -1113,8 +1117,9 @@ def _set_tables(name: str, s: dict, target: float) -> list[str]:
     ln = s["learn"]
     lines += [
         "",
-        f"learn: {ln['footage_minutes']} min, {ln['tracks']} tracks, {ln['fit_windows']} + "
-        f"{ln['held_out_windows']} windows, {ln['trimmed_windows']} trimmed, threshold {ln['threshold']:.2f} "
+        f"learn: {ln['footage_minutes']} min, {ln['tracks']} tracks, {ln['windows']} windows (folds "
+        f"{'+'.join(str(n) for n in ln['fold_windows'])}), {ln['trimmed_windows']} trimmed, "
+        f"threshold {ln['threshold']:.2f} "
         f"({ln['method']}), {ln['after_footage_s']} s after the footage; streamed vs offline site scores "
         f"max |diff| {s['site_streamed_vs_offline_max_abs_diff']:.1e}",
         "",
@@ -1166,7 +1171,7 @@ def _contamination_tables(c: dict) -> list[str]:
     for r in c["rows"]:
         e = r["events"]
         cells = [
-            f"{r['share']:.1%}", "yes" if r["trim"] else "no", r["trimmed_windows"], _f(r["frames"]["auroc"]),
+            f"{r['share']:.1%}", f"{r['trim']:.0%}", r["trimmed_windows"], _f(r["frames"]["auroc"]),
             _f(r["frames_pm_part"]["auroc"]), _f(e["event_recall"], "{:.2f}"),
             _f(e["median_delay_s"], "{:.2f}"),
             f"{r['threshold']:.2f}", f"{_f(e['false_alarms_per_hour'], '{:.1f}')} ({e['false_alarms']})",
@@ -1174,11 +1179,11 @@ def _contamination_tables(c: dict) -> list[str]:
             _hi(r.get("events_60", {})),
         ]  # fmt: skip
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
-    if "verify_learn_trim0" in c:
-        v = c["verify_learn_trim0"]
+    if "verify_learn_trim" in c:
+        v = c["verify_learn_trim"]
         same = "equal" if v["equal"] else "DIFFERENT"
         lines.append(
-            f"\nfull learn(trim=0) threshold {v['learn_threshold']:.4f}, "
+            f"\nfull learn(trim={TRIM_TRIED}) threshold {v['learn_threshold']:.4f}, "
             f"refit {v['refit_threshold']:.4f}: {same}"
         )
     return [*lines, ""]

@@ -169,8 +169,10 @@ def test_the_devices_numpy_fit_scores_like_the_server_bundle_graph_on_real_windo
 
 
 def test_thresholds_are_chosen_on_out_of_fold_scores_never_on_the_fitting_windows(mocap):
+    from appliance.motion_features import normalise_window, sequence_features
     from appliance.pose.layouts import to_body_graph
-    from appliance.posture_motion_fit import fit_robust
+    from appliance.posture_motion_fit import fit_robust, pooled_z, window_stats
+    from appliance.window import sliding_windows
     from calibration.learn import TrackRecord, fit_site, split_windows
 
     recording = lanes(mocap.train[:24])
@@ -178,15 +180,33 @@ def test_thresholds_are_chosen_on_out_of_fold_scores_never_on_the_fitting_window
     frames = int(max(s.frames[-1] for s in recording)) + 1
     split = split_windows(records, frames, 30.0, 30)
     assert split.count(0) > 1000 and split.count(1) > 1000 and split.tracks == 24
+    # a run keeps its windows' statistics: those of the windows themselves (made in chunks)
+    first = split.folds[0][0]
+    windows = normalise_window(sliding_windows(sequence_features(np.stack(records[0].bodies)), 30))
+    np.testing.assert_allclose(first.stats, window_stats(windows[: len(first.stats)]))
     fitted = fit_site(split, 30.0, 10.0, 3, 30, fused=False)
     runs0, runs1 = split.folds
     assert len(fitted.held_scores) == len(runs0) + len(runs1)
-    # fold 0's windows were scored by the model fitted on fold 1, and fold 1's by the one the camera runs
-    other, _ = fit_robust(split.windows(1), split.windows(0), 0.02)
-    for run, scores in zip(runs0, fitted.held_scores[: len(runs0)], strict=True):
-        np.testing.assert_allclose(scores, other.score(run.windows))
-    for run, scores in zip(runs1, fitted.held_scores[len(runs0) :], strict=True):
-        np.testing.assert_allclose(scores, fitted.params.score(run.windows))
+    # each fold's windows were scored by the model fitted on the other fold (on the pooled z-scale)
+    on_1, _ = fit_robust(split.stats(1), split.stats(0), 0.0)
+    on_0, _ = fit_robust(split.stats(0), split.stats(1), 0.0)
+    camera = fitted.params
+    for model, runs, scores in ((on_1, runs0, fitted.held_scores[: len(runs0)]),
+                                (on_0, runs1, fitted.held_scores[len(runs0) :])):  # fmt: skip
+        pooled = pooled_z(model, camera.loc, camera.scale)
+        for run, got in zip(runs, scores, strict=True):
+            np.testing.assert_allclose(got, pooled.score_stats(run.stats))
+    # the pooled z-scale is the fold models' out-of-fold log distances, not the camera model's own
+    logs = np.concatenate(
+        [on_0.log_components_stats(split.stats(1)), on_1.log_components_stats(split.stats(0))]
+    )
+    np.testing.assert_allclose(camera.loc, logs.mean(0))
+    # the camera runs the Gaussians refitted on both folds: its in-sample scores sit below the
+    # out-of-fold ones the threshold was chosen on (a threshold on them would sit too low)
+    both = np.concatenate([split.stats(0), split.stats(1)])
+    assert camera.info["train_windows"] == len(both)
+    in_sample, held = camera.score_stats(both), np.concatenate(fitted.held_scores)
+    assert np.quantile(in_sample, 0.99) < np.quantile(held, 0.99)
     # and the threshold is the one those out-of-fold scores give, over the whole footage
     from calibration.thresholds import fit_threshold
 
@@ -215,7 +235,7 @@ def test_learn_from_a_recording_saves_an_active_site_model_with_its_provenance(l
     summary = json.loads(out.stdout.splitlines()[0])
     assert summary["site_model"] == "s1" and summary["camera"] == "aisle"
     assert summary["base"] == "starter-walking-fused 2.0.0" and summary["tracks"] == 24
-    assert 1.4 < summary["footage_minutes"] < 2.0 and summary["fit_windows"] > 1000
+    assert 1.4 < summary["footage_minutes"] < 2.0 and summary["windows"] > 2000
     assert "held only" in out.stderr  # 10 minutes asked, the recording holds less: said
     assert "appliance rollback --camera aisle" in out.stdout
     site = json.loads(
@@ -223,7 +243,7 @@ def test_learn_from_a_recording_saves_an_active_site_model_with_its_provenance(l
     )
     assert site["base"]["name"] == "starter-walking-fused" and len(site["base"]["manifest_sha256"]) == 64
     assert (
-        site["provenance"]["software_version"] and site["provenance"]["fit_windows"] == summary["fit_windows"]
+        site["provenance"]["software_version"] and site["provenance"]["windows"] == summary["windows"]
     )
     assert site["map_calibration"]["scale"] > 0 and site["threshold"]["threshold"] == summary["threshold"]
     listing = appliance_cli("models", "--config", str(config))
