@@ -47,8 +47,10 @@ bundle: setup $(CKPT)  ## the paper's LSTM-VAE (URFD) as a parity-checked bundle
 bench: setup $(CKPT)  ## scorer latency/MACs/AUROC per runtime variant
 	$(PY) benchmarks/scorer.py --checkpoint $(CKPT) --data $(DATA)
 
-test: setup  ## the test suite
-	$(PY) -m pytest -q
+TEST_WORKERS ?= 2
+
+test: setup  ## the test suite (two pytest-xdist workers, one test file each at a time)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -47,18 +48,30 @@ def write_appliance_config(path: Path, camera: dict, **overrides) -> Path:
 TEST_PORTS = range(20000, 32768)
 
 
+def worker_ports() -> range:
+    """This test process's share of ``TEST_PORTS``: under pytest-xdist each worker draws from its own
+    slice, so a port one worker's broker left free during an outage is never handed to another."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = len(TEST_PORTS) // max(count, 1)
+    start = TEST_PORTS.start + index * size
+    return range(start, start + size)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, below the ephemeral range."""
     rng = random.SystemRandom()
+    ports = worker_ports()
     for _ in range(500):
-        port = rng.choice(TEST_PORTS)
+        port = rng.choice(ports)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {TEST_PORTS.start}-{TEST_PORTS.stop - 1} on 127.0.0.1")
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")
 
 
 @dataclass
