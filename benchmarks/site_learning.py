@@ -1307,6 +1307,9 @@ def main() -> None:
     ap.add_argument(
         "--work", type=Path, help="keep the recordings and state here (default: a temporary folder)"
     )
+    ap.add_argument(
+        "--timing-minutes", nargs="+", type=float, help="footage lengths to time learn on (default 3 10 30)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     from calibration.thresholds import minimum_footage_minutes
@@ -1329,6 +1332,16 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "sets": {},
     }
+    if out_path.is_file() and set(args.only) != {"sets", "timing", "contamination"}:
+        # a partial run (--only) updates its own sections of the earlier figures and says when
+        earlier = json.loads(out_path.read_text())
+        parts = {"sets": "sets", "timing": "timing", "contamination": "contamination"}
+        kept = {k: v for k, v in earlier.items() if k in parts.values() and k not in args.only}
+        report.update(kept)
+        report["sections_measured"] = {
+            **earlier.get("sections_measured", {k: earlier.get("started") for k in kept}),
+            **{k: report["started"] for k in args.only},
+        }
 
     def save() -> None:
         """Write what is measured so far (a late failure keeps the earlier figures)."""
@@ -1373,8 +1386,8 @@ def main() -> None:
             )
             save()
         if "timing" in args.only:
-            minutes = [1.5] if args.quick else [3.0, 10.0, 30.0]
-            repeats = {1.5: 1} if args.quick else {3.0: 1, 10.0: 3, 30.0: 1}
+            minutes = args.timing_minutes or ([1.5] if args.quick else [3.0, 10.0, 30.0])
+            repeats = {m: 3 if m == 10.0 and not args.quick else 1 for m in minutes}
             report["timing"] = timing(split, work / "timing", minutes, repeats, target, args.quick)
     if not report["sets"]:
         del report["sets"]

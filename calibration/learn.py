@@ -62,7 +62,7 @@ log = logging.getLogger("appliance.learn")
 
 BLOCK_S = 15.0  # cross-fitting blocks of camera time: even ones fit, odd ones are held out
 TRIM = 0.0  # share of fitting windows dropped before a refit (0: chosen on validation splits, see README)
-CHUNK = 2048  # windows made at a time when reducing them to statistics
+CHUNK = 512  # windows made at a time when reducing them to statistics (~25 MB of float64 working arrays)
 MIN_WINDOWS = 60  # per part: fewer cannot estimate the Gaussians' spread, nor a threshold
 
 
