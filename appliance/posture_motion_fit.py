@@ -231,21 +231,35 @@ def fit_stats(fit_all: np.ndarray, held_all: np.ndarray) -> PostureMotionParams:
         raise ValueError(
             f"fitting needs at least 2 windows in each part (got {len(fit_all)} and {len(held_all)})"
         )
+    comps = _gaussians(fit_all, lambda i, idx: choose_shrink(fit_all[:, idx], held_all[:, idx]))
+    logs = PostureMotionParams(comps, np.zeros(len(comps) + 1), np.ones(len(comps) + 1)).log_components_stats(
+        held_all
+    )
+    return _z_scored(comps, logs, len(fit_all))
+
+
+def _gaussians(stats: np.ndarray, shrink_of) -> list[GaussianComponent]:
+    """One Gaussian per component on ``stats``, shrunk by ``shrink_of(component index, columns)``."""
     offsets = _group_offsets(STAT_GROUPS)
     comps = []
-    for name, groups in COMPONENTS.items():
+    for i, (name, groups) in enumerate(COMPONENTS.items()):
         idx = np.concatenate([offsets[g] for g in groups])
-        shrink = choose_shrink(fit_all[:, idx], held_all[:, idx])
-        comps.append(fit_component(name, groups, fit_all[:, idx], shrink))
-    params = PostureMotionParams(comps, np.zeros(len(comps) + 1), np.ones(len(comps) + 1))
-    logs = params.log_components_stats(held_all)
-    params.loc, params.scale = logs.mean(0), logs.std(0, ddof=1) + 1e-6
+        comps.append(fit_component(name, groups, stats[:, idx], shrink_of(i, idx)))
+    return comps
+
+
+def _z_scored(
+    comps: list[GaussianComponent], logs: np.ndarray, fit_windows: int, **info: str
+) -> PostureMotionParams:
+    """The model of ``comps``, each log distance z-scored by its mean and spread in ``logs``."""
+    params = PostureMotionParams(comps, logs.mean(0), logs.std(0, ddof=1) + 1e-6)
     params.info = {
         "components": params.names,
         "fusion": "max of z-scored log scores",
         **{f"shrink_{c.name}": c.shrink for c in comps},
-        "train_windows": len(fit_all),
-        "val_windows": len(held_all),
+        "train_windows": fit_windows,
+        "val_windows": len(logs),
+        **info,
     }
     return params
 
@@ -277,33 +291,14 @@ def refit(
 ) -> PostureMotionParams:
     """The model fitted on all the footage after cross-fitting (as cross-validation refits on all data).
 
-    Gaussians on ``stats`` (every fold's fitting windows' statistics) with each component's shrinkage averaged
-    over the fold models; z-scores from the fold models' log distances of the windows each did not
-    fit (``held_logs``, pooled), so the z-scale is one no model set on its own windows. A model fitted
-    on twice the windows scores new normal work at most as high as the fold models did, so a
-    threshold chosen on their out-of-fold scores errs towards fewer false alarms."""
-    offsets = _group_offsets(STAT_GROUPS)
-    comps = []
-    for i, (name, groups) in enumerate(COMPONENTS.items()):
-        idx = np.concatenate([offsets[g] for g in groups])
-        shrink = float(np.mean([f.components[i].shrink for f in folds]))
-        comps.append(fit_component(name, groups, stats[:, idx], shrink))
-    logs = np.concatenate(held_logs)
-    params = PostureMotionParams(comps, logs.mean(0), logs.std(0, ddof=1) + 1e-6)
-    params.info = {
-        "components": params.names,
-        "fusion": "max of z-scored log scores",
-        **{f"shrink_{c.name}": c.shrink for c in comps},
-        "train_windows": len(stats),
-        "val_windows": len(logs),
-        "z_scores": "pooled out-of-fold log distances of the fold models",
-    }
-    return params
-
-
-def pooled_z(params: PostureMotionParams, loc: np.ndarray, scale: np.ndarray) -> PostureMotionParams:
-    """``params`` scoring on another z-scale (its Gaussians unchanged)."""
-    return PostureMotionParams(params.components, loc, scale, dict(params.info))
+    Gaussians on ``stats`` (every fold's fitting windows' statistics) with each component's shrinkage
+    averaged over the fold models; z-scores from the fold models' log distances of the windows each did
+    not fit (``held_logs``, pooled), so the z-scale is one no model set on its own windows. Fitted on
+    twice the windows, the refit should score new normal work no higher than the fold models did, so
+    a threshold chosen on their out-of-fold scores errs towards fewer false alarms."""
+    comps = _gaussians(stats, lambda i, idx: float(np.mean([f.components[i].shrink for f in folds])))
+    pooled = "pooled out-of-fold log distances of the fold models"
+    return _z_scored(comps, np.concatenate(held_logs), len(stats), z_scores=pooled)
 
 
 class NumpyPostureMotionRuntime:

@@ -659,12 +659,9 @@ def learned_threshold(got: dict, target: float) -> dict:
 
 
 def fused_score(motion, cal):
-    def score(windows, maps):
-        m = motion(windows)
-        z = (np.log(np.maximum(np.asarray(maps, np.float64), 1e-9)) - cal[0]) / cal[1]
-        return np.maximum(m, z)
+    from calibration.learn import fuse
 
-    return score
+    return lambda windows, maps: fuse(motion(windows), cal, maps)
 
 
 # -- one set ----------------------------------------------------------------------------------------

@@ -36,12 +36,12 @@ import numpy as np
 
 from appliance import __version__
 from appliance.config import ApplianceConfig
+from appliance.fused import MapCalibration, fit_map_calibration
 from appliance.motion_features import normalise_window, sequence_features
 from appliance.posture_motion_fit import (
     STAT_GROUPS,
     PostureMotionParams,
     fit_robust,
-    pooled_z,
     refit,
     stat_dim,
     window_stats,
@@ -261,22 +261,22 @@ class SiteFit:
     fold_windows: tuple[int, int]
 
 
-def score_with(params: PostureMotionParams, cal: tuple[float, float] | None, stats, maps) -> np.ndarray:
-    """The site model's scores of windows (given by their statistics): posture-motion, or on a fused
-    base the larger of it and the map part's calibrated score (as :class:`appliance.fused.FusedScorer`
-    computes them live)."""
-    s = params.score_stats(stats)
+def fuse(motion: np.ndarray, cal: tuple[float, float] | None, maps) -> np.ndarray:
+    """Posture-motion scores, or on a fused base the larger of them and the map part's calibrated
+    score (as :class:`appliance.fused.FusedScorer` computes them live)."""
     if cal is None:
-        return s
-    z = (np.log(np.maximum(np.asarray(maps, np.float64), 1e-9)) - cal[0]) / cal[1]
-    return np.maximum(s, z)
+        return motion
+    return np.maximum(motion, MapCalibration(*cal)(np.asarray(maps, np.float64)))
+
+
+def score_with(params: PostureMotionParams, cal: tuple[float, float] | None, stats, maps) -> np.ndarray:
+    """The site model's scores of windows given by their statistics (and, fused, their map scores)."""
+    return fuse(params.score_stats(stats), cal, maps)
 
 
 def _map_calibration(split: SplitWindows) -> tuple[float, float]:
     """The map part's calibration onto the site's scale, on every recorded window: its LSTM-VAE never
     saw this footage, so no window is in-sample for it."""
-    from appliance.fused import fit_map_calibration
-
     maps = np.concatenate([split.maps(0), split.maps(1)])
     finite = maps[np.isfinite(maps)]
     if len(finite) < 2 * MIN_WINDOWS:
@@ -313,9 +313,11 @@ def fit_site(
     params = refit(np.concatenate([stats[k][fits[k][1]] for k in (0, 1)]), [f for f, _ in fits], held_logs)
     cal = _map_calibration(split) if fused else None
     scores = []
-    for held in (0, 1):  # fold ``held`` scored by the model fitted on the other fold, on the pooled z-scale
-        model = pooled_z(fits[1 - held][0], params.loc, params.scale)
-        scores += [score_with(model, cal, r.stats, r.maps) for r in split.folds[held]]
+    for held in (0, 1):  # fold ``held`` as the other fold's model scored it, on the pooled z-scale
+        motion = ((held_logs[1 - held] - params.loc) / params.scale).max(axis=1)
+        runs = split.folds[held]
+        ends = np.cumsum([len(r.maps) for r in runs])[:-1]
+        scores += [fuse(m, cal, r.maps) for m, r in zip(np.split(motion, ends), runs, strict=True)]
     result = fit_threshold(
         scores, fps, target_alarms_per_hour, start_windows, end_windows,
         footage_hours=split.frames / fps / 3600,

@@ -171,7 +171,7 @@ def test_the_devices_numpy_fit_scores_like_the_server_bundle_graph_on_real_windo
 def test_thresholds_are_chosen_on_out_of_fold_scores_never_on_the_fitting_windows(mocap):
     from appliance.motion_features import normalise_window, sequence_features
     from appliance.pose.layouts import to_body_graph
-    from appliance.posture_motion_fit import fit_robust, pooled_z, window_stats
+    from appliance.posture_motion_fit import PostureMotionParams, fit_robust, window_stats
     from appliance.window import sliding_windows
     from calibration.learn import TrackRecord, fit_site, split_windows
 
@@ -193,7 +193,7 @@ def test_thresholds_are_chosen_on_out_of_fold_scores_never_on_the_fitting_window
     camera = fitted.params
     for model, runs, scores in ((on_1, runs0, fitted.held_scores[: len(runs0)]),
                                 (on_0, runs1, fitted.held_scores[len(runs0) :])):  # fmt: skip
-        pooled = pooled_z(model, camera.loc, camera.scale)
+        pooled = PostureMotionParams(model.components, camera.loc, camera.scale)  # its Gaussians, pooled z
         for run, got in zip(runs, scores, strict=True):
             np.testing.assert_allclose(got, pooled.score_stats(run.stats))
     # the pooled z-scale is the fold models' out-of-fold log distances, not the camera model's own
