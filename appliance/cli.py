@@ -77,7 +77,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from appliance.bundle import open_bundle
     from appliance.keypoints.readers import read_keypoints
     from appliance.metrics import auroc
-    from appliance.sequence_scoring import sequence_window_scores
+    from appliance.sequence_scoring import at_model_rate, sequence_window_scores
     from appliance.window import window_scores_to_frames
 
     if args.out:
@@ -91,6 +91,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         if unknown:
             raise ApplianceError(f"{args.keypoints} has no sequence(s) {', '.join(unknown)}")
         sequences = [s for s in sequences if s.name in set(args.only)]
+    model_fps = bundle.contract.fps
+    resampled = {s.fps for s in sequences if model_fps is not None and abs(s.fps - model_fps) >= 1e-6}
+    sequences = [at_model_rate(s, model_fps) for s in sequences]  # the daemon's time base
+    if resampled:
+        rates = ", ".join(f"{r:g}" for r in sorted(resampled))
+        print(
+            f"scored at the model's {model_fps:g} fps (the file's {rates} fps thinned as a camera's would be)"
+        )
     if args.by_label and all(seq.labels is None for seq in sequences):
         raise ApplianceError(
             f"--by-label needs per-frame labels, and {args.keypoints} has none "
@@ -573,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="the whole pipeline on the two bundled clips (people walking; a person doing squats) "
+        help="the whole pipeline on the two bundled clips (people walking; a person dancing) "
         "with the starter model",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo/events.jsonl"), help="JSON-lines event file")

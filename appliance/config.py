@@ -173,7 +173,9 @@ class CameraConfig(_Section):
         None, gt=0, le=16384, description="Frame width to request from a device (None = as is)."
     )
     height: int | None = Field(None, gt=0, le=16384, description="Frame height to request from a device.")
-    loop: bool = Field(False, description="Restart a video file at its end (demos).")
+    loop: bool = Field(
+        False, description="Restart a video file or a keypoint replay at its end (demos, tests)."
+    )
     realtime: bool | None = Field(
         None,
         description="Pace a video file at its frame rate like a live camera (default: files as fast "

@@ -134,8 +134,12 @@ class ReplayFrames:
     file's fps when ``realtime``) and give it timestamps, like a camera would.
     """
 
-    def __init__(self, camera_id: str, frames: int, fps: float, realtime: bool) -> None:
+    def __init__(
+        self, camera_id: str, frames: int, fps: float, realtime: bool, loop: bool = False, on_loop=None
+    ) -> None:
         self.camera_id, self.total, self.fps, self.realtime = camera_id, frames, fps, realtime
+        self.loop, self._on_loop = loop, on_loop  # ``loop``: start over at the end (``on_loop`` rewinds)
+        self.loops = 0
         self._next = 0
         self._t0 = 0.0
         self.state = CameraState.STARTING
@@ -146,6 +150,11 @@ class ReplayFrames:
         return self
 
     def read(self, timeout: float | None = 1.0) -> Frame | None:
+        if self.loop and self.total and self._next >= self.total and self.state != CameraState.STOPPED:
+            self._next, self._t0 = 0, time.monotonic()  # source time starts over, as a looped file's
+            self.loops += 1
+            if self._on_loop is not None:
+                self._on_loop()
         if self._next >= self.total or self.state == CameraState.STOPPED:
             self.state = CameraState.ENDED if self.state != CameraState.STOPPED else self.state
             return None
@@ -781,7 +790,9 @@ class Appliance:
     def _source(self, cam: CameraConfig, backend: PoseBackend) -> tuple[Camera | ReplayFrames, tuple | None]:
         if isinstance(self.cfg.pose, KeypointsPoseConfig):
             replay = backend  # a KeypointReplay
-            frames = ReplayFrames(cam.id, len(replay), replay.fps, bool(cam.realtime))
+            frames = ReplayFrames(
+                cam.id, len(replay), replay.fps, bool(cam.realtime), bool(cam.loop), replay.reset
+            )
             return frames.start(), (replay.width, replay.height)
         camera = Camera(
             cam.source,

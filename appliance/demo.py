@@ -6,9 +6,10 @@ Two cameras, real footage, the starter model at its production threshold:
   walking, elevated camera). The starter model is an LSTM-VAE trained on skeletons that the
   default pose backend extracted from the first 60 s of the same footage, so this is normal work
   it has not seen: it should stay quiet.
-- ``workcell``: a person doing squats (``pose_squats.mp4`` from tfjs-models' pose test data,
-  Apache-2.0, 5 fps): bending down low, like digging in a bin, which the walking model has never
-  seen: it should raise anomalies.
+- ``workcell``: a person dancing with arms out and raised (``pose_1.mp4`` from tfjs-models' pose
+  test data, Apache-2.0, 30 fps): arms at shoulder height and above, which the walking model has
+  never seen: it should raise anomalies. The starter was learned at 10 fps, so both clips are scored
+  at 10 fps.
 
 No broker is needed: events go to the terminal and a JSON-lines file, and to MQTT when one is given.
 """
@@ -22,7 +23,7 @@ from appliance.errors import ApplianceError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS / "demo-walking.mp4"
-SQUATS_CLIP = ASSETS / "demo-squats.mp4"
+WORKCELL_CLIP = ASSETS / "demo-dancing.mp4"
 STARTER_BUNDLE = ASSETS / "starter-walking-fused.tar"  # the default: map model + posture-motion
 STARTER_LSTM_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"  # the paper's model alone
 
@@ -42,7 +43,7 @@ def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = Fal
         "pose": {"type": "blazepose"},
         "cameras": [
             {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "realtime": realtime},
-            {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "realtime": realtime},
+            {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "realtime": realtime},
         ],
         "detector": {"when_uncalibrated": "bundle_default"},  # the demo has no site to calibrate on
         "sinks": sinks,

@@ -6,12 +6,41 @@ from __future__ import annotations
 import numpy as np
 
 from appliance.bundle import Bundle
+from appliance.errors import ApplianceError
+from appliance.frame_rate import RateGate, too_slow
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.motion_features import model_input, normalise_window, sequence_features
 from appliance.pose.layouts import to_body_graph
 from appliance.scorer import score_map_sequence
 from appliance.skeleton_map import render_keypoints
 from appliance.window import sliding_windows
+
+
+def at_model_rate(seq: KeypointSequence, model_fps: float | None) -> KeypointSequence:
+    """The frames of ``seq`` a camera scored at the model's learning rate keeps (as the daemon's
+    :class:`appliance.frame_rate.RateGate` keeps them, on the file's frame clock); ``seq`` itself when
+    the model records no rate or the file is at it. A file slower than the model is refused."""
+    if model_fps is None or abs(seq.fps - model_fps) < 1e-6:
+        return seq
+    if too_slow(seq.fps, model_fps):
+        raise ApplianceError(
+            f"{seq.name}: the keypoints are at {seq.fps:g} frames per second and the model was learned at "
+            f"{model_fps:g}; it cannot be scored slower than that (extract the footage at {model_fps:g} fps "
+            "or more)"
+        )
+    gate = RateGate(model_fps)
+    keep = np.array([gate.keep(float(f) / seq.fps) for f in seq.frames], dtype=bool)
+    return KeypointSequence(
+        name=seq.name,
+        layout=seq.layout,
+        keypoints=seq.keypoints[keep],
+        frames=seq.frames[keep],
+        width=seq.width,
+        height=seq.height,
+        fps=model_fps,
+        labels=None if seq.labels is None else seq.labels[keep],
+        meta=dict(seq.meta),
+    )
 
 
 def sequence_window_scores(bundle: Bundle, runtime, seq: KeypointSequence) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     python benchmarks/faults.py [--outage-s 180] [--only NAME ...]
 
-Real parts throughout: ``appliance run`` as a process on the real squats clip (looping, paced like a
+Real parts throughout: ``appliance run`` as a process on the real dancing clip (looping, paced like a
 live camera, the starter model at its default threshold, updates every 0.2 s so that a few minutes
 carry hundreds of messages), a real mosquitto on 127.0.0.1, a real paho subscriber with a persistent
 session standing in for SCADA. The only injected fault is the exception inside a camera's pose call
@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.demo import SQUATS_CLIP, STARTER_BUNDLE  # noqa: E402
+from appliance.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
 from tests.conftest import free_port, make_broker  # noqa: E402
 
 
@@ -137,7 +137,7 @@ def daemon_config(d: Path, port: int | None, cameras: list[dict] | None = None) 
     cfg = {
         "schema_version": 1, "appliance_id": "bench", "state_dir": str(d / "state"),
         "model": {"bundle": str(STARTER_BUNDLE)},
-        "cameras": cameras or [{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True,
+        "cameras": cameras or [{"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True,
                                 "realtime": True}],
         "detector": {"when_uncalibrated": "bundle_default", "update_interval_s": 0.2},
         "sinks": sinks,
@@ -245,7 +245,7 @@ def case_camera_offline_at_boot(d: Path) -> Row:
     broker = make_broker(d / "broker")
     scada = Scada(broker.port)
     cameras = [
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
         {"id": "gate", "source": f"rtsp://127.0.0.1:{free_port()}/stream"},
         {"id": "dock", "source": f"http://127.0.0.1:{free_port()}/video.mjpg"},
     ]
@@ -285,8 +285,8 @@ def case_camera_crash(d: Path) -> Row:
     from appliance.daemon import Appliance
 
     cfg = daemon_config(d, None, [
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
-        {"id": "walkway", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "walkway", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
     ])  # fmt: skip
     app = Appliance(load_config(cfg))
     app.start()

@@ -3,7 +3,7 @@ switch, and memory with two models loaded.
 
     python benchmarks/field_update.py [--repeats 5]
 
-A daemon runs in-process on the real squats clip (looping, as fast as pose allows); a signed
+A daemon runs in-process on the real dancing clip (looping, as fast as pose allows); a signed
 re-release of the starter model is installed with the store and picked up by the daemon's own poll.
 """
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))  # the package, not benchmarks/calibration.py
 
 from appliance.config import load_config  # noqa: E402
 from appliance.daemon import Appliance  # noqa: E402
-from appliance.demo import SQUATS_CLIP, STARTER_BUNDLE  # noqa: E402
+from appliance.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
 from appliance.model_store import ModelStore  # noqa: E402
 from appliance.signing import generate_key_pair  # noqa: E402
 
@@ -59,7 +59,7 @@ def main() -> None:
             "schema_version": 1, "appliance_id": "bench", "state_dir": str(d / "state"),
             "model": {"bundle": str(STARTER_BUNDLE), "trusted_keys": str(d / "trusted-keys"),
                       "keep_versions": 2},
-            "cameras": [{"id": "cam", "source": str(SQUATS_CLIP), "fps": None, "loop": True}],
+            "cameras": [{"id": "cam", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}],
             "detector": {"when_uncalibrated": "bundle_default"}, "sinks": [],
         }))  # fmt: skip
         cfg = load_config(cfg_path)

@@ -60,7 +60,7 @@ def config(d: Path, trusted: Path) -> Path:
         "schema_version": 1, "appliance_id": "bench", "state_dir": str(d / "state"),
         "model": {"bundle": str(STARTER_LSTM_BUNDLE), "trusted_keys": str(trusted)},
         "pose": {"type": "blazepose"},
-        "cameras": [{"id": "c", "source": str(ROOT / "appliance" / "assets" / "demo-squats.mp4")}],
+        "cameras": [{"id": "c", "source": str(ROOT / "appliance" / "assets" / "demo-dancing.mp4")}],
         "sinks": [{"type": "jsonl", "path": str(d / "events.jsonl")}],
     }))  # fmt: skip
     return path

@@ -8,7 +8,10 @@ the training split's normal footage is "the site": written as a keypoint recordi
 one clip after another, :func:`tests.test_site_learning.lanes`) and learned through the code path of
 ``appliance learn --from <keypoints>`` (:func:`calibration.learn.learn` with a config whose camera
 replays that file; base bundle: the shipped starter; target 2 alarms/hour). Nothing is chosen on the
-test split. Test sequences are then scored clip by clip, each clip one track, frame by frame through
+test split. Test sequences are then scored clip by clip, each clip one track (a mocap clip after 4 s of a
+validation-split walk in the same track, moved to join it: clips are as short as 2 s, less than a
+window at the starter's 10 fps, and a camera never sees a person start at an anomaly; the walk's frames
+are left out of the AUROC and count as normal footage), frame by frame through
 the scorer the daemon builds (``SiteModelStore.active(camera).scorer(bundle, runtime)``, and the
 starter bundle's own scorer), fed the pipeline's per-track input (``CameraPipeline._track_input``);
 no tracker, so tracks are the ground-truth clips. Rows:
@@ -165,14 +168,36 @@ def repeats_for(recording: list[KeypointSequence], fps: float, minutes: float) -
     return max(1, math.ceil(minutes / period))
 
 
+LEAD_IN = 120  # frames of normal walking before each mocap test clip (4 s: a whole window at 10 fps)
+
+
+def lead_ins(split) -> list[KeypointSequence]:
+    """The last ``LEAD_IN`` frames of the validation split's normal walks, labelled -1 (not scored in the
+    AUROC; their time counts as normal footage for false alarms)."""
+    out = []
+    for s in split.val:
+        if len(s) >= LEAD_IN and not np.asarray(s.labels).any():
+            w = s.slice(len(s) - LEAD_IN, len(s), f"lead-in {s.name}")
+            w.labels = np.full(LEAD_IN, -1, np.int64)
+            out.append(w)
+    return out
+
+
 def mocap_set(data: Path, quick: bool, min_minutes: float) -> tuple[SiteSet, Any]:
     from export.datasets import mocap_split
+    from tests.test_site_learning import continued
 
     split = mocap_split(data)
     train = split.train[:24] if quick else split.train
     site = lanes(train, lanes=2 if quick else 1)
     test = split.test[::3] if quick else split.test
-    clips = [Clip(s, s.meta["action"] if s.labels[0] else "normal", 0 if s.labels[0] else None) for s in test]
+    walks = lead_ins(split)
+    clips = []
+    for i, s in enumerate(test):  # each clip one track, after a walk in (a camera sees no clip start)
+        joined = continued(walks[i % len(walks)], s, s.name)
+        clips.append(
+            Clip(joined, s.meta["action"] if s.labels[0] else "normal", LEAD_IN if s.labels[0] else None)
+        )
     k = repeats_for(site, 30.0, min_minutes * 1.02)
     note = f"{len(train)} training walks one after another ({'two' if quick else 'one'} in view)"
     return SiteSet(
@@ -494,7 +519,7 @@ def auroc_table(
         [frame_scores(c.seq, st, w) for c, st, w in zip(clips, streamed, scores.windows, strict=True)]
     )
     y = np.concatenate([np.asarray(c.seq.labels, np.int64) for c in clips])
-    keep = np.isfinite(s)
+    keep = np.isfinite(s) & (y >= 0)  # -1: a lead-in's frames (context for the windows, not scored)
     s, y = s[keep], y[keep]
     if not (y > 0).any():
         return {"auroc": None, "per_type": {}, "frames": len(y)}

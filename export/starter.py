@@ -37,6 +37,8 @@ from export.train import TrainConfig, save_checkpoint, train_model
 NAME = "starter-walking-lstm-vae"
 POSTURE_MOTION_NAME = "starter-walking-posture-motion"
 FUSED_NAME = "starter-walking-fused"
+LSTM_VERSION = "1.1.0"  # 1.1: records its learning rate (10 fps) and strict-JSON manifests
+POSTURE_MOTION_VERSION = FUSED_VERSION = "2.1.0"
 EVALUATION = "validation (frames 500-599: no held-out test footage)"  # what the parity gate scores
 LSTM_STARTER = Path(__file__).resolve().parents[1] / "appliance" / "assets" / "starter-walking-lstm-vae.tar"
 
@@ -99,7 +101,7 @@ def build_starter(
             train,
             bundle_dir,
             NAME,
-            "1.0.0",
+            LSTM_VERSION,
             ["onnx-fp32", "onnx-int8"],
             "vtest-walking",
             evaluation_split=EVALUATION,
@@ -124,7 +126,7 @@ def _posture_motion_starter(
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = Path(tmp) / name
         build_posture_motion_bundle(
-            model, info, train, val, val, bundle_dir, name, "2.0.0", "vtest-walking",
+            model, info, train, val, val, bundle_dir, name, POSTURE_MOTION_VERSION, "vtest-walking",
             evaluation_split=EVALUATION, fps=learning_fps(train_seqs),
         )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,7 @@ def _fused_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int
         ]
         bundle_dir = Path(tmp) / FUSED_NAME
         build_fused_bundle(
-            map_bundle, motion_tar, val, val, bundle_dir, FUSED_NAME, "2.0.0", "vtest-walking",
+            map_bundle, motion_tar, val, val, bundle_dir, FUSED_NAME, FUSED_VERSION, "vtest-walking",
             evaluation_split=EVALUATION,
         )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)

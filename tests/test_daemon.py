@@ -13,8 +13,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from appliance.demo import DEMO_CLIP, SQUATS_CLIP, STARTER_BUNDLE, STARTER_LSTM_BUNDLE
+from appliance.bundle import open_bundle
+from appliance.demo import DEMO_CLIP, STARTER_BUNDLE, STARTER_LSTM_BUNDLE, WORKCELL_CLIP
 from appliance.events import SCHEMAS, AnomalyEvent
+from appliance.frame_rate import RateGate
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.model_files import find_model_files
 
@@ -68,9 +70,15 @@ def test_replayed_real_skeletons_are_scored_once_per_frame_per_track(tmp_path):
     out = appliance("run", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     seqs = read_urfd_csv(URFD)
-    # a track is scored from its 3rd frame (min_hits) and needs 30 maps for its first window
-    expected_windows = sum(max(0, len(s) - 2 - 29) for s in seqs)
-    assert f"{sum(len(s) for s in seqs)} frames, {expected_windows} windows" in out.stderr
+    # the 30 fps replay is scored at the starter's 10 fps (every third frame, on the replay's clock);
+    # a track is scored from its 3rd kept frame (min_hits) and needs 30 maps for its first window
+    gate, at, kept = RateGate(open_bundle(STARTER_BUNDLE).contract.fps), 0, []
+    for s in seqs:
+        kept.append(sum(gate.keep((at + i) / 30.0) for i in range(len(s))))
+        at += len(s)
+    expected_windows = sum(max(0, k - 2 - 29) for k in kept)
+    assert sum(kept) < sum(len(s) for s in seqs) / 2.9  # thinned: the time base applies to replays too
+    assert f"{sum(kept)} frames, {expected_windows} windows" in out.stderr
     events = read_events(tmp_path / "events.jsonl")
     assert events, "falls in URFD should raise at least one anomaly with the bundle's default threshold"
     check_event_sequences(events)
@@ -193,7 +201,7 @@ def test_a_corrupt_bundle_is_refused_before_any_camera_opens(tmp_path):
     assert out.returncode == 3 and "truncated" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_demo_stays_quiet_on_normal_walking_and_alarms_on_squats(tmp_path, broker: Broker):
+def test_demo_stays_quiet_on_normal_walking_and_alarms_on_dancing(tmp_path, broker: Broker):
     """The shipped demo: two real clips, the starter model at its production threshold. A newcomer
     runs it twice: the second run's file holds its own events only, says so, and no inbox appears;
     the published status counts uptime from one start."""
@@ -220,7 +228,6 @@ def test_demo_stays_quiet_on_normal_walking_and_alarms_on_squats(tmp_path, broke
 @pytest.mark.skipif(not URFD.is_file(), reason="real data not found")
 def test_whole_frame_mode_scores_all_people_as_one_map():
     """Two real skeletons in one frame: per-person mode scores two tracks, whole-frame mode one map."""
-    from appliance.bundle import open_bundle
     from appliance.detector import HysteresisRule
     from appliance.events import ModelRef
     from appliance.pipeline import WHOLE_FRAME_TRACK, CameraPipeline
@@ -258,7 +265,7 @@ def test_whole_frame_mode_scores_all_people_as_one_map():
 
 
 def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_path, broker: Broker):
-    """The daemon with a Sparkplug B sink on the squats clip: NBIRTH, DBIRTH, then DDATA with the anomaly."""
+    """The daemon with a Sparkplug B sink on the dancing clip: NBIRTH, DBIRTH, then DDATA with the anomaly."""
     import paho.mqtt.client as mqtt
 
     from appliance.sparkplug.payload import Payload, metric_value
@@ -274,7 +281,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     assert ready.wait(10)
     cfg = write_config(
         tmp_path / "c.yaml",
-        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None}],
+        cameras=[{"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None}],
         detector={"when_uncalibrated": "bundle_default"},
         sinks=[{"type": "sparkplug", "host": broker.host, "port": broker.port, "group_id": "plant1"}],
     )
@@ -287,7 +294,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     assert got[1][0] == "spBv1.0/plant1/DBIRTH/test-box/workcell"
     data = [p for t, p in got if "/DDATA/" in t]
     active = [metric_value(m) for p in data for m in p.metrics if m.name == "Anomaly/Active"]
-    assert True in active  # the squats raise an anomaly, carried as a metric change
+    assert True in active  # the dancing raises an anomaly, carried as a metric change
     seqs = [p.seq for t, p in got if "NDEATH" not in t]
     assert seqs == [i % 256 for i in range(len(seqs))]
 
@@ -295,11 +302,10 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
 def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path):
     """Squats at the default setting: no calibration for this model -> no events; a calibration file for
     this model -> its threshold is used; a file learnt on another model version is ignored."""
-    from appliance.bundle import open_bundle
     from calibration.store import save_threshold
 
     manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
-    cams = [{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None}]
+    cams = [{"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None}]
 
     def run(name: str) -> tuple[list[AnomalyEvent], str]:
         cfg = write_config(tmp_path / f"{name}.yaml", cameras=cams, state_dir=str(tmp_path / "state"),
@@ -311,7 +317,7 @@ def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path)
 
     events, log = run("uncalibrated")
     assert events == [] and "uncalibrated for model starter-walking-fused" in log
-    assert "34 windows" in log  # it still scores every window
+    assert "9 windows" in log  # it still scores every window (40 frames at the model's 10 fps)
 
     save_threshold(tmp_path / "state", manifest["name"], "0.0.1-other", "workcell", {"threshold": 1.0})
     events, log = run("other-model")
@@ -325,14 +331,15 @@ def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path)
 def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
     """`appliance calibrate` writes the thresholds file while the service runs: the daemon applies it
     between frames (no restart, camera and tracks kept) and alarms from then on."""
-    from appliance.bundle import open_bundle
     from calibration.store import save_threshold
 
     manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
     cfg = write_config(
         tmp_path / "c.yaml",
         state_dir=str(tmp_path / "state"),
-        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}],
+        cameras=[
+            {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True}
+        ],
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "run", "--config", str(cfg)],
@@ -340,7 +347,7 @@ def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
     )  # fmt: skip
     events_file = tmp_path / "events.jsonl"
     try:
-        time.sleep(12)  # uncalibrated: a minute of squats would raise nothing
+        time.sleep(12)  # uncalibrated: a minute of dancing would raise nothing
         assert not events_file.exists() or events_file.read_text() == ""
         save_threshold(
             tmp_path / "state", manifest["name"], manifest["version"], "workcell", {"threshold": 3.0}
@@ -364,7 +371,9 @@ def test_mqtt_commands_are_answered_on_their_response_topics(tmp_path, broker: B
     sub = broker.subscribe("appliance/test-box/cmd/#")
     cfg = write_config(
         tmp_path / "c.yaml",
-        cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True}],
+        cameras=[
+            {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True}
+        ],
         sinks=[{"type": "mqtt", "host": broker.host, "port": broker.port, "commands": True}],
     )
     proc = subprocess.Popen(
@@ -408,3 +417,14 @@ def test_mqtt_commands_are_answered_on_their_response_topics(tmp_path, broker: B
         sub.stop()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_a_looped_keypoint_replay_starts_over_and_rewinds_its_skeletons():
+    from appliance.daemon import ReplayFrames
+
+    rewound = []
+    frames = ReplayFrames("c", 4, 30.0, realtime=False, loop=True, on_loop=lambda: rewound.append(1)).start()
+    got = [frames.read().source_frame for _ in range(10)]
+    assert got == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1] and len(rewound) == 2 and frames.loops == 2
+    once = ReplayFrames("c", 2, 30.0, realtime=False).start()
+    assert [once.read().source_frame, once.read().source_frame, once.read()] == [0, 1, None]

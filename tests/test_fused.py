@@ -97,7 +97,7 @@ def test_building_a_fused_bundle_from_two_real_bundles_passes_the_gate(tmp_path)
 @pytest.mark.skipif(not URFD.is_file(), reason="real data not found")
 def test_appliance_score_handles_every_bundle_type_and_the_fused_starter_transfers_better(tmp_path):
     """The walking starters (trained on CCTV walkers) scoring URFD falls they never saw: the fused one
-    ranks falls far better than the map model alone (measured 0.794 vs 0.485)."""
+    ranks falls far better than the map model alone (measured 0.744 vs 0.412, both at their 10 fps)."""
     import subprocess
     import sys
 
@@ -112,6 +112,6 @@ def test_appliance_score_handles_every_bundle_type_and_the_fused_starter_transfe
         assert out.returncode == 0, out.stderr
         found[bundle.name] = float(out.stdout.split("labels: ")[1].split()[0])
     assert (
-        found[STARTER_BUNDLE.name] > 0.75
-        and found[STARTER_BUNDLE.name] > found[STARTER_LSTM_BUNDLE.name] + 0.2
+        found[STARTER_BUNDLE.name] > 0.72
+        and found[STARTER_BUNDLE.name] > found[STARTER_LSTM_BUNDLE.name] + 0.25
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.demo import SQUATS_CLIP
+from appliance.demo import WORKCELL_CLIP
 
 from .conftest import ROOT, Broker, write_appliance_config
 
@@ -26,7 +26,7 @@ from .conftest import ROOT, Broker, write_appliance_config
 def write_config(path: Path, **overrides) -> Path:
     return write_appliance_config(
         path,
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
         **overrides,
     )
 
@@ -102,7 +102,7 @@ def test_sighup_reloads_thresholds_without_reconnecting_the_broker(tmp_path, bro
         write_config(
             tmp_path / "c.yaml",
             detector={"threshold": 80.0, "start_windows": 3},
-            cameras=[{"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True,
+            cameras=[{"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True,
                       "realtime": True, "threshold": 120.0}],
             sinks=[mqtt],
         )  # fmt: skip
@@ -213,7 +213,7 @@ def test_sigterm_with_the_broker_away_exits_0_and_keeps_the_events_on_disk(tmp_p
         assert systemd.collect_until("READY=1", timeout=60)
         ready = next(m for _, m in systemd.messages if "READY=1" in m)
         assert "broker not reached yet, buffering events" in ready
-        # squats above a zero threshold: wait for a start event in the outbox (read-only look)
+        # dancing above a zero threshold: wait for a start event in the outbox (read-only look)
         outbox, deadline = tmp_path / "state" / "outbox.sqlite", time.monotonic() + 90
         while time.monotonic() < deadline and not _outbox_has_events(outbox):
             time.sleep(0.5)

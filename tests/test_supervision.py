@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import load_config
-from appliance.demo import DEMO_CLIP, SQUATS_CLIP
+from appliance.demo import DEMO_CLIP, WORKCELL_CLIP
 from appliance.events import AnomalyEvent
 from appliance.model_store import ModelStore
 from appliance.service import Notifier
@@ -48,10 +48,10 @@ def read_events(path: Path) -> list[AnomalyEvent]:
 
 
 def two_cameras(tmp_path: Path, **overrides) -> Path:
-    squats = {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True}
+    dancing = {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}
     cfg = write_appliance_config(
         tmp_path / "appliance.yaml",
-        squats,
+        dancing,
         detector={"when_uncalibrated": "bundle_default"},
         **overrides,
     )
@@ -101,7 +101,9 @@ def test_a_crashed_camera_loop_restarts_says_so_and_the_other_camera_keeps_watch
     events_file = tmp_path / "events.jsonl"
     try:
         wait_until(
-            lambda: any(e.type == "start" for e in read_events(events_file)), 90, "an anomaly on squats"
+            lambda: any(e.type == "start" for e in read_events(events_file)),
+            90,
+            "an anomaly on the dancing clip",
         )
         (opened,) = [e for e in read_events(events_file) if e.type == "start"][:1]
         walkway_before = walkway.stats.frames
@@ -131,7 +133,7 @@ def test_watchdog_pings_go_on_while_a_camera_restarts_and_stop_when_its_loop_han
     notifier = Notifier()
     cfg = write_appliance_config(
         tmp_path / "appliance.yaml",
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
     )
     app = Appliance(load_config(cfg))
     app.start()
@@ -208,7 +210,7 @@ def test_cameras_offline_at_boot_are_retried_while_the_others_watch(tmp_path):
     listens on their ports) must not stop the appliance, nor the camera that is up."""
     cfg = write_appliance_config(
         tmp_path / "appliance.yaml",
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
         detector={"when_uncalibrated": "bundle_default"},
     )
     data = __import__("yaml").safe_load(cfg.read_text())
@@ -258,7 +260,7 @@ def test_a_source_that_can_never_work_is_a_configuration_error(tmp_path, source,
 def test_anomalies_open_at_a_hard_kill_end_with_reason_restart_at_the_next_start(tmp_path):
     cfg = write_appliance_config(
         tmp_path / "appliance.yaml",
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
         detector={"when_uncalibrated": "bundle_default"},
     )
     events = tmp_path / "events.jsonl"
@@ -292,11 +294,11 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
     cfg_path = config(
         tmp_path,
         keys,
-        {"id": "workcell", "source": str(SQUATS_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
     )
     cfg = load_config(cfg_path)
     store = ModelStore(cfg.state_dir)
-    installed = store.install(releases["1.0.1"], cfg).version_id
+    installed = store.install(releases["1.1.1"], cfg).version_id
     for _ in range(cfg.model.failed_starts_before_bad):  # each start dies before it is healthy (60 s)
         daemon = Daemon(cfg_path)
         try:
@@ -313,7 +315,7 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
     assert store.state().active is None
     assert store.is_bad(installed)
     with pytest.raises(Exception, match="marked bad"):  # dropped in again: refused without --force
-        store.install(releases["1.0.1"], cfg)
+        store.install(releases["1.1.1"], cfg)
 
 
 def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_camera(
@@ -324,7 +326,7 @@ def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_ca
     camera = {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera, health_window_s=0))  # no probation at all
     store = ModelStore(cfg.state_dir)
-    good = store.install(releases["1.0.1"], cfg).version_id
+    good = store.install(releases["1.1.1"], cfg).version_id
     faulty = field_update._static_batch_release(keys, releases, tmp_path)
     app = Appliance(cfg)
     app.start()
@@ -335,7 +337,7 @@ def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_ca
         wait_until(lambda: app.workers[0].stats.frames >= 5, what="first frames")
         bad = store.install(faulty, cfg).version_id
         wait_until(lambda: store.state().active == good, 120, "the rollback")
-        wait_until(lambda: app.model.version == "1.0.1" and app.workers[0].state == "streaming", 60, "1.0.1")
+        wait_until(lambda: app.model.version == "1.1.1" and app.workers[0].state == "streaming", 60, "1.1.1")
     finally:
         stop.set()
         waiter.join(30)

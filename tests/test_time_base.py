@@ -22,8 +22,8 @@ from appliance.frame_rate import RateGate
 from .conftest import ROOT
 
 STARTER = ROOT / "appliance" / "assets" / "starter-walking-fused.tar"
-SQUATS = ROOT / "appliance" / "assets" / "demo-squats.mp4"  # 5 fps
 DATA = ROOT.parent / "shared" / "data"
+SQUATS = DATA / "pose-testdata" / "pose_squats.mp4"  # real footage at 5 fps
 
 
 def bundle_at(tmp_path: Path, fps: float) -> Path:

@@ -1,6 +1,7 @@
 """Diagnostics of the selected scorer on the TEST split (for the report only; nothing here is tuned).
 
-    .venv/bin/python research/issue9/diagnose.py
+    .venv/bin/python docs/research/issue9/diagnose.py            # 1. and 2.
+    .venv/bin/python docs/research/issue9/diagnose.py --bound    # the best AUROC any scorer can reach
 
 1. mocap: per anomalous clip, the share of its frames above the threshold that flags 5 % of the
    test walking frames, and its mean speed (body lengths / frame): which runs look like walks.
@@ -15,16 +16,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parents[2]
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from appliance.metrics import auroc  # noqa: E402
+from appliance.motion_features import SPEED, model_input, normalise_window  # noqa: E402
+from appliance.window import sliding_windows, window_scores_to_frames  # noqa: E402
 from common import frame_scores, load_features, normal_windows  # noqa: E402
-from features import SPEED, model_input, normalise_window  # noqa: E402
 from model import fit_fusion, score  # noqa: E402
-from appliance.window import sliding_windows  # noqa: E402
 
 COMPONENTS, MODE = ("GS", "GM", "GA"), "max"
 
@@ -81,8 +83,6 @@ def protocol_bound() -> None:
     = 1 if the window's last frame is anomalous): the first T-1 frames of a video take the first
     window's score, so upright frames before a fall that starts inside the first window count as
     false alarms whatever the model."""
-    from appliance.window import window_scores_to_frames
-
     for name in ("urfd", "mocap"):
         d = load_features(name)
         s, y = [], []

@@ -1,12 +1,16 @@
 """Issue #9: posture + motion anomaly scoring. Reproduces every number of REPORT.md in one command:
 
-    .venv/bin/python research/issue9/run_eval.py            # full run (about 5 min on 1 core)
-    .venv/bin/python research/issue9/run_eval.py --quick    # 1 seed, no ONNX
+    .venv/bin/python docs/research/issue9/run_eval.py            # full run (about 5 min on 1 core)
+    .venv/bin/python docs/research/issue9/run_eval.py --quick    # 1 seed, no ONNX
 
 Protocol (as export/evaluate.py): stride-1 windows of T=30 frames, a window's score on its last
 frame, the first T-1 frames take the first window's score, sequences shorter than T excluded;
 frame-level AUROC on the test split, pooled and per anomaly type. Training uses normal windows of
 the training split only; shrinkage and score calibration use normal windows of the validation split.
+
+Runs against the product's code: features (appliance.motion_features), Gaussians and fusion
+(export.posture_motion), protocol (export.motion_eval), ONNX export and int8 (export.posture_motion,
+export.quantize), window runtime (appliance.runtimes); model.py adds only the research candidates.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parents[2]
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from appliance.window import sliding_windows  # noqa: E402
-from common import frame_scores, load_features, metrics, normal_windows, speed_rule  # noqa: E402
-from features import FEATURE_DIM, FeatureStream, model_input, normalise_window  # noqa: E402
+from appliance.motion_features import RAW_DIM, FeatureStream, model_input, normalise_window, sequence_features  # noqa: E402
+from appliance.runtimes import OnnxWindowRuntime  # noqa: E402
+from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
+from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
+from export.posture_motion import export_onnx, speed_rule  # noqa: E402
 from model import AEConfig, ConvAE, fit_fusion, score, train_ae  # noqa: E402
 
 WINDOW = 30
@@ -63,39 +70,24 @@ def cell(a: dict) -> str:
     return f"{a['mean']:.3f}" if a["n"] == 1 or a["max"] - a["min"] < 5e-4 else f"{a['mean']:.3f} ± {a['std']:.3f}"
 
 
-def export_onnx(model: torch.nn.Module, path: Path) -> Path:
+def export_graph(model: torch.nn.Module, path: Path) -> Path:
+    """The product's ONNX export (one graph: (batch, 30, FEATURE_DIM) window -> (batch,) score)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, WINDOW, FEATURE_DIM)
-    torch.onnx.export(
-        model, (dummy,), str(path), input_names=["window"], output_names=["score"],
-        dynamic_axes={"window": {0: "batch"}, "score": {0: "batch"}}, opset_version=17, dynamo=False,
-    )
+    export_onnx(model, path, WINDOW)
     return path
 
 
-def ort_session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def ort_fn(sess):
-    """One window per run, as the appliance scores (dynamic int8 quantises activations per run, so a
-    batch would change the int8 scores)."""
+def ort_fn(runtime: OnnxWindowRuntime):
+    """The appliance's onnxruntime window runtime: one window per run, as deployed (dynamic int8
+    quantises activations per run, so a batch would change the int8 scores)."""
     def fn(w):
-        x = model_input(w).astype(np.float32)
-        return np.array([sess.run(None, {"window": x[i : i + 1]})[0][0] for i in range(len(x))], dtype=np.float64)
+        return runtime.score_windows(model_input(w)).astype(np.float64)
     return fn
 
 
-def streaming_latency(sess, bodies: list[np.ndarray], frames: int = 2000) -> dict:
+def streaming_latency(runtime: OnnxWindowRuntime, bodies: list[np.ndarray], frames: int = 2000) -> dict:
     """Per new frame: FeatureStream.push + window normalisation + one ONNX run on the 30-frame window."""
-    from appliance.window import WindowBuffer
-
-    stream, buf = FeatureStream(), WindowBuffer(WINDOW, (80,), np.float32)
+    stream, buf = FeatureStream(), WindowBuffer(WINDOW, (RAW_DIM,), np.float32)
     seq = np.concatenate(bodies)[:frames]
     feat_t, model_t, live = [], [], []
     for body in seq:
@@ -105,13 +97,11 @@ def streaming_latency(sess, bodies: list[np.ndarray], frames: int = 2000) -> dic
         if window is None:
             continue
         x = model_input(normalise_window(window))[None]
-        live.append(float(sess.run(None, {"window": x})[0][0]))
+        live.append(float(runtime.score_windows(x)[0]))
         t2 = time.perf_counter()
         feat_t.append(t1 - t0)
         model_t.append(t2 - t1)
-    from features import sequence_features
-
-    offline = ort_fn(sess)(normalise_window(sliding_windows(sequence_features(seq), WINDOW)))
+    offline = ort_fn(runtime)(normalise_window(sliding_windows(sequence_features(seq), WINDOW)))
     f, m = np.asarray(feat_t) * 1e3, np.asarray(model_t) * 1e3
     tot = f + m
     return {
@@ -196,13 +186,13 @@ def main() -> None:
             slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
             for name, d in data.items():
                 model = fitted[(name, label)]
-                fp32 = export_onnx(model, args.out / f"{name}__{slug}.onnx")
+                fp32 = export_graph(model, args.out / f"{name}__{slug}.onnx")
                 int8 = quantize_sequence_dynamic(fp32, args.out / f"{name}__{slug}.int8.onnx")
                 onnx_res = {"torch_test_auroc": report["datasets"][name]["candidates"][label]["runs"]["test"][0]["auroc"]}
                 for tag, path in (("fp32", fp32), ("int8", int8)):
-                    sess = ort_session(path)
-                    m = evaluate(d, "test", ort_fn(sess))
-                    lat = streaming_latency(sess, [q["body"] for q in d["test"]])
+                    runtime = OnnxWindowRuntime(path, threads=1)
+                    m = evaluate(d, "test", ort_fn(runtime))
+                    lat = streaming_latency(runtime, [q["body"] for q in d["test"]])
                     onnx_res[tag] = {"test": m, "latency": lat, "bytes": path.stat().st_size}
                     print(f"[{name}] {label} ONNX {tag}: test AUROC {m['auroc']:.4f}, "
                           f"{lat['total_ms_median']:.3f} ms/window median (p99 {lat['total_ms_p99']:.3f}; "

@@ -1,6 +1,6 @@
 """Issue #9 follow-up: does a better-estimated score calibration (cross-fitting) generalise better?
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python research/issue9/crossfit.py [--no-test]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python docs/research/issue9/crossfit.py [--no-test]
 
 The product (``export.posture_motion.fit_posture_motion``) fits three Gaussians on the normal
 training windows, picks each covariance shrinkage by the likelihood of the normal validation windows
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
@@ -52,19 +52,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common import load_features, normal_windows  # noqa: E402
-from export.motion_eval import FeatureSequence, metrics  # noqa: E402
+from appliance.posture_motion_fit import COMPONENTS, SHRINK_GRID, window_stats  # noqa: E402
+from appliance.window import sliding_windows  # noqa: E402
+from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
 from export.posture_motion import (  # noqa: E402
-    COMPONENTS,
-    SHRINK_GRID,
     GaussianWindowScorer,
     PostureMotionModel,
     SpeedRuleScorer,
-    _stats,
     fit_posture_motion,
 )
-from appliance.motion_features import normalise_window  # noqa: E402
-from appliance.window import sliding_windows, window_scores_to_frames  # noqa: E402
 
 WINDOW = 30
 MARGIN = 0.005
@@ -102,7 +98,7 @@ def fit_posture_motion_crossfit(
     oos = np.zeros((len(windows), len(names)))
     info: dict = {"components": names, "fusion": "max of z-scored log scores", "calibration": "cross-fitted"}
     for ci, (name, stat_groups) in enumerate(COMPONENTS.items()):
-        s = _stats(windows, stat_groups)
+        s = window_stats(windows, stat_groups)
         ll = np.zeros((len(SHRINK_GRID), len(windows)))
         for k in range(folds):
             tr, te = s[part != k], s[part == k]
@@ -179,13 +175,9 @@ def fit_candidates(fit: list[dict], cal: list[dict], all_fit: list[dict]) -> tup
 
 
 def eval_model(model: PostureMotionModel, seqs: list[dict], classes: dict) -> dict:
-    frames = []
-    for q in seqs:
-        w = sliding_windows(q["feat"], WINDOW)
-        ws = model.score(normalise_window(w)) if len(w) else np.zeros(0)
-        frames.append(window_scores_to_frames(np.asarray(ws, np.float64), len(q["labels"]), WINDOW))
-    shells = [FeatureSequence(q["name"], np.zeros(0), q["labels"]) for q in seqs]
-    return metrics("posture_motion", shells, frames, classes)
+    """Pooled and per-type AUROC, by the product's protocol (export.motion_eval via common)."""
+    m = metrics(seqs, frame_scores(seqs, model.score), classes)
+    return {"auroc": m["auroc"], "auroc_per_class": m["per_class"]}
 
 
 def carve(fitting: list[dict]) -> tuple[list[dict], list[dict]]:

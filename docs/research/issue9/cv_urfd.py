@@ -1,7 +1,7 @@
 """Selection robustness on URFD: 5-fold cross-validation over the 20 non-test videos (4 per fold,
 the official validation fold is one of them), every candidate of run_eval.py, seed 0.
 
-    .venv/bin/python research/issue9/cv_urfd.py
+    .venv/bin/python docs/research/issue9/cv_urfd.py
 
 The test split is not touched. Each fold: fit on the upright windows of the 16 other videos,
 shrinkage + calibration on the fold's upright windows, pooled AUROC on the fold's frames.
@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parents[2]
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import frame_scores, load_features, metrics, normal_windows, speed_rule  # noqa: E402
-from features import model_input  # noqa: E402
+from appliance.motion_features import model_input  # noqa: E402
+from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
+from export.posture_motion import speed_rule  # noqa: E402
 from model import AEConfig, fit_fusion, score, train_ae  # noqa: E402
 from run_eval import CANDIDATES  # noqa: E402
 

@@ -3,7 +3,7 @@ speed rule (1) under the protocol (the first T-1 frames of a video take the firs
 (2) with those T-1 frames left out (only frames a full window ends on are scored). Diagnostic only:
 nothing is chosen on it.
 
-    .venv/bin/python research/issue9/protocol_sensitivity.py
+    .venv/bin/python docs/research/issue9/protocol_sensitivity.py
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # docs/research/issue9/this.py -> the repository
 sys.path.insert(0, str(ROOT))
 
 from appliance.metrics import auroc  # noqa: E402

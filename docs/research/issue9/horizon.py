@@ -1,6 +1,6 @@
 """Issue #9 follow-up: do one-sided / short-horizon components help the product's max-fusion?
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python research/issue9/horizon.py [--no-test]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python docs/research/issue9/horizon.py [--no-test]
 
 The product model (``export.posture_motion.fit_posture_motion``) is the max of the z-scored log
 scores of three Gaussian window scorers (speed, motion, all) and the one-sided 30-frame speed rule.
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
@@ -53,13 +53,14 @@ from appliance.motion_features import (  # noqa: E402
 )
 from appliance.pose.layouts import NECK  # noqa: E402
 from appliance.window import sliding_windows, window_scores_to_frames  # noqa: E402
-from common import load_features, metrics, normal_windows  # noqa: E402
+from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
+from appliance.posture_motion_fit import COMPONENTS  # noqa: E402
 from export.posture_motion import (  # noqa: E402
-    COMPONENTS,
     GaussianWindowScorer,
     PostureMotionModel,
     SpeedRuleScorer,
     choose_shrink,
+    export_onnx,
     fit_posture_motion,
     speed_rule,
 )
@@ -282,12 +283,7 @@ def candidate_metrics(z: dict, comps: tuple[str, ...], seqs: list[dict], classes
 
 
 def rule_metrics(seqs: list[dict], classes: dict) -> dict:
-    frames = []
-    for q in seqs:
-        w = sliding_windows(q["feat"], WINDOW)
-        ws = speed_rule(normalise_window(w)) if len(w) else np.zeros(0)
-        frames.append(window_scores_to_frames(np.asarray(ws, np.float64), len(q["labels"]), WINDOW))
-    return metrics(seqs, frames, classes)
+    return metrics(seqs, frame_scores(seqs, speed_rule), classes)
 
 
 def check_product(d: dict, scorers: dict, calib: dict, z: dict) -> float:
@@ -318,11 +314,7 @@ def check_onnx(scorers: dict, calib: dict, windows: np.ndarray) -> str:
     x = np.nan_to_num(windows[:512], nan=0.0).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "all.onnx"
-        torch.onnx.export(
-            model, (torch.zeros(1, WINDOW, x.shape[-1]),), str(path), input_names=["window"],
-            output_names=["score"], dynamic_axes={"window": {0: "batch"}, "score": {0: "batch"}},
-            opset_version=17, dynamo=False,
-        )  # fmt: skip
+        export_onnx(model, path, WINDOW)  # the product's export (opset 17)
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = sess.run(None, {"window": x})[0]
     with torch.no_grad():
@@ -353,7 +345,7 @@ def main() -> None:
         lines.append(s)
 
     src = (ROOT / "export" / "posture_motion.py").read_bytes()
-    log(f"# Issue #9 follow-up: short-horizon one-sided components (horizon.py)")
+    log("# Issue #9 follow-up: short-horizon one-sided components (horizon.py)")
     log(f"export/posture_motion.py sha256[:12] = {hashlib.sha256(src).hexdigest()[:12]}; "
         f"{len(CANDIDATES)} candidates, {len(NEW_COMPONENTS)} new components")  # fmt: skip
 
