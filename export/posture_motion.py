@@ -17,7 +17,7 @@ unchanged at 0.920).
 Each covariance is shrunk towards the identity by the amount that maximises the likelihood of the
 normal validation windows; each component's log score is z-scored on those windows, and the window
 score is the largest (a window abnormal in any respect is abnormal). Chosen on validation splits
-among Gaussian, autoencoder and fused candidates (``research/issue9/REPORT.md``); the graph is plain
+among Gaussian, autoencoder and fused candidates (``docs/research/issue9/REPORT.md``); the graph is plain
 arithmetic and two matrix products, so it exports to ONNX as it is.
 """
 
@@ -29,7 +29,7 @@ from torch import nn
 
 from appliance import posture_motion_fit as pmf
 from appliance.motion_features import CENTRE_VELOCITY, FEATURE_DIM, NUM_JOINTS, POSTURE, SPEED, VELOCITY
-from appliance.posture_motion_fit import COMPONENTS, STAT_GROUPS, PostureMotionParams  # noqa: F401 (research)
+from appliance.posture_motion_fit import STAT_GROUPS, PostureMotionParams
 
 
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
