@@ -61,11 +61,12 @@ def continued(first: KeypointSequence, then: KeypointSequence, name: str) -> Key
     def seen(kp: np.ndarray) -> np.ndarray:
         return np.isfinite(kp[..., :2]).all(-1) & (kp[..., 2] > 0)
 
-    def centre(kp: np.ndarray) -> np.ndarray:
-        return kp[seen(kp)][:, :2].mean(axis=0)
+    def centres(kp: np.ndarray) -> list[np.ndarray]:  # per frame where any joint is seen
+        return [k[seen(k)][:, :2].mean(axis=0) for k in kp if seen(k).any()]
 
     a, b = first.keypoints, then.keypoints.copy()
-    shift = 2 * centre(a[-1]) - centre(a[-2]) - centre(b[0])
+    ends, starts = centres(a[-10:]), centres(b[:10])
+    shift = 2 * ends[-1] - ends[-2] - starts[0] if len(ends) >= 2 and starts else np.zeros(2)
     b[..., :2] = np.where(seen(b)[..., None], b[..., :2] + shift, b[..., :2])  # unseen joints stay unseen
 
     def labels(s: KeypointSequence) -> np.ndarray:
