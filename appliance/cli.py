@@ -11,7 +11,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.errors import ApplianceError
-from appliance.runtimes import RUNTIMES
+from appliance.models.runtimes import RUNTIMES
 
 
 def _pick_sequence(path: Path, sequences: list, which: str):
@@ -42,8 +42,8 @@ def cmd_maps(args: argparse.Namespace) -> int:
     """Render a keypoint file's skeleton maps as a contact sheet PNG (what the model will see)."""
     import cv2
 
+    from appliance.features.skeleton_map import MapSpec, render_keypoints
     from appliance.keypoints.readers import read_keypoints
-    from appliance.skeleton_map import MapSpec, render_keypoints
 
     spec = MapSpec()
     sequences = read_keypoints(args.keypoints)
@@ -74,11 +74,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Per-frame anomaly scores of a keypoint file with a model bundle (no torch)."""
     import csv
 
-    from appliance.bundle import open_bundle
+    from appliance.features.window import window_scores_to_frames
     from appliance.keypoints.readers import read_keypoints
-    from appliance.metrics import auroc
-    from appliance.sequence_scoring import at_model_rate, sequence_window_scores
-    from appliance.window import window_scores_to_frames
+    from appliance.models.bundle import open_bundle
+    from appliance.models.metrics import auroc
+    from appliance.models.sequence import at_model_rate, sequence_window_scores
 
     if args.out:
         _make_parent(args.out)  # before the scoring, not after it
@@ -153,7 +153,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _setup_logging(verbose: bool = False) -> None:
     """Logging to stderr or the journal, every line with camera and broker secrets redacted."""
     from appliance.redact import install_log_redaction
-    from appliance.service import setup_logging
+    from appliance.service.systemd import setup_logging
 
     setup_logging(verbose)
     install_log_redaction()
@@ -163,15 +163,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file and everything it names that can be checked without a camera or broker.
 
     The schema, then the bundle (signature, hashes, runtime), pose model files, password and TLS
-    files and camera sources (:mod:`appliance.preflight`). Outside the systemd unit,
+    files and camera sources (:mod:`appliance.service.preflight`). Outside the systemd unit,
     ``${CREDENTIALS_DIRECTORY}`` stands for the unit's credential folder and is checked against the
     unit's ``LoadCredential=`` lines. Exit 0 when ``appliance run`` would accept it, 2 otherwise.
     """
     import os
 
     from appliance.config import ConfigError, key_locator, load_config
-    from appliance.preflight import UNIT_CREDENTIALS_DIR, check_files_and_sources
     from appliance.redact import redact
+    from appliance.service.preflight import UNIT_CREDENTIALS_DIR, check_files_and_sources
 
     # outside the unit, ${CREDENTIALS_DIRECTORY} is the folder systemd will give the service
     unit_dir = {"CREDENTIALS_DIRECTORY": str(UNIT_CREDENTIALS_DIR)}
@@ -204,8 +204,8 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
     import time
 
     from appliance.config import ConfigError, load_config
-    from appliance.daemon import Appliance
-    from appliance.service import Notifier
+    from appliance.service.daemon import Appliance
+    from appliance.service.systemd import Notifier
 
     log = logging.getLogger("appliance")
     notifier = Notifier()
@@ -262,7 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on the two bundled clips and the starter model; events to terminal and file."""
-    from appliance.demo import demo_config
+    from appliance.service.demo import demo_config
 
     _setup_logging(args.verbose)
     cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
@@ -282,7 +282,7 @@ def _footage_config(args: argparse.Namespace, what: str):
 
     if args.config is not None:
         return load_config(args.config)
-    from appliance.demo import demo_config
+    from appliance.service.demo import demo_config
 
     cfg = demo_config(args.state_dir / "events.jsonl").model_copy(update={"state_dir": args.state_dir})
     if args.from_path is None:
@@ -344,8 +344,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     """Skeletons of a video, tracked per person, to a keypoint CSV (training or calibration data)."""
     from appliance.config import BlazePoseConfig
-    from appliance.extract import extract_tracks
     from appliance.keypoints.table import write_keypoints_csv
+    from appliance.pose.extract import extract_tracks
     from appliance.pose.registry import create_backend
 
     if args.min_track_frames < 1:
@@ -372,7 +372,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     """Write the JSON Schemas of the MQTT payloads (docs/schemas in the repository)."""
     import json
 
-    from appliance.events import json_schemas
+    from appliance.alarms.events import json_schemas
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name, schema in json_schemas().items():
@@ -384,7 +384,7 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     """Install the systemd units, sysusers/tmpfiles files and a config skeleton (never overwritten)."""
-    from appliance.install_service import install_service
+    from appliance.service.install import install_service
 
     for path in install_service(args.root, args.prefix):
         print(f"installed {path}")
@@ -412,7 +412,7 @@ def _quiet_store_log() -> None:
 def cmd_update(args: argparse.Namespace) -> int:
     """Install a model bundle as a field update; the running daemon switches to it between frames."""
     from appliance.config import load_config
-    from appliance.model_store import ModelStore
+    from appliance.updates.store import ModelStore
 
     _quiet_store_log()
     cfg = load_config(args.config)
@@ -432,8 +432,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     """Undo the latest model change: a camera's site model (--camera, or the only camera's), else the
     active bundle version (or --to VERSION)."""
     from appliance.config import load_config
-    from appliance.model_store import ModelStore, display_path
-    from appliance.site_model import SiteModelStore
+    from appliance.models.site import SiteModelStore
+    from appliance.updates.store import ModelStore, display_path
 
     _quiet_store_log()
     cfg = load_config(args.config)
@@ -472,8 +472,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from appliance.config import load_config
-    from appliance.model_store import ModelStore, display_path
-    from appliance.site_model import SiteModelStore
+    from appliance.models.site import SiteModelStore
+    from appliance.updates.store import ModelStore, display_path
 
     cfg = load_config(args.config)
     store = ModelStore(cfg.state_dir)

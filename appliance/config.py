@@ -27,10 +27,10 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.credentials import resolve_password
 from appliance.errors import ApplianceError
+from appliance.publish.sparkplug.config import SparkplugSinkConfig
 from appliance.redact import redact
-from appliance.sparkplug.config import SparkplugSinkConfig
+from appliance.service.credentials import resolve_password
 
 CONFIG_SCHEMA_VERSION = 1
 

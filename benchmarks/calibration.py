@@ -37,10 +37,10 @@ def score_clips(bundle_path: Path, data: Path, cache: Path) -> dict[str, np.ndar
     if cache.is_file():
         with np.load(cache) as d:
             return {k: d[k] for k in d.files}
-    from appliance.bundle import open_bundle
+    from appliance.features.skeleton_map import render_keypoints
     from appliance.keypoints.readers import read_keypoints
-    from appliance.scorer import score_map_sequence
-    from appliance.skeleton_map import render_keypoints
+    from appliance.models.bundle import open_bundle
+    from appliance.models.lstm_vae import score_map_sequence
 
     bundle = open_bundle(bundle_path)
     runtime, _ = bundle.open()

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from appliance.alarms.events import AnomalyEvent, ModelRef, iso_utc  # noqa: E402
 from appliance.config import MqttSinkConfig  # noqa: E402
-from appliance.events import AnomalyEvent, ModelRef, iso_utc  # noqa: E402
 from tests.conftest import make_broker  # noqa: E402
 
 JUNK = [
@@ -64,7 +64,7 @@ def event(i: int) -> AnomalyEvent:
 
 def load_link(path: str | None):
     if path is None:
-        from appliance.mqtt import MqttLink
+        from appliance.publish.mqtt import MqttLink
 
         return MqttLink
     spec = importlib.util.spec_from_file_location("link_under_test", path)
@@ -163,7 +163,8 @@ def main() -> None:
               and sent_at[i] <= flood_span[1] + 1.0]  # fmt: skip
     outbox = sum(f.stat().st_size for f in (tmp / "state").glob("outbox.sqlite*"))
     print(
-        f"link: {args.link_module or 'appliance.mqtt'}; {args.commands} junk commands at QoS {args.qos} "
+        f"link: {args.link_module or 'appliance.publish.mqtt'}; {args.commands} junk commands "
+        f"at QoS {args.qos} "
         f"in {flood_span[1] - flood_span[0]:.2f} s; events {args.rate:g}/s for {args.seconds:g} s"
     )
     print("| events | delivered | lost | delay median | p99 | max | p99 in flood | answers | log | outbox |")

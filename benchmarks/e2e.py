@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.config import parse_config  # noqa: E402
-from appliance.daemon import Appliance  # noqa: E402
-from appliance.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
+from appliance.service.daemon import Appliance  # noqa: E402
+from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CLIP_30FPS = DATA / "pose-testdata" / "pose_1.mp4"

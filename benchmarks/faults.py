@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
+from appliance.service.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
 from tests.conftest import free_port, make_broker  # noqa: E402
 
 
@@ -282,7 +282,7 @@ def case_camera_offline_at_boot(d: Path) -> Row:
 def case_camera_crash(d: Path) -> Row:
     """An exception inside one camera's pose call (injected): time until that camera streams again."""
     from appliance.config import load_config
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     cfg = daemon_config(d, None, [
         {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},

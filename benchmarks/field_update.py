@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package, not benchmarks/calibration.py
 
 from appliance.config import load_config  # noqa: E402
-from appliance.daemon import Appliance  # noqa: E402
-from appliance.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
-from appliance.model_store import ModelStore  # noqa: E402
-from appliance.signing import generate_key_pair  # noqa: E402
+from appliance.service.daemon import Appliance  # noqa: E402
+from appliance.service.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
+from appliance.updates.signing import generate_key_pair  # noqa: E402
+from appliance.updates.store import ModelStore  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.signing import generate_key_pair  # noqa: E402
+from appliance.updates.signing import generate_key_pair  # noqa: E402
 from tests.test_hostile_bundles import (  # noqa: E402
     CASES,
     MEASURE,
@@ -53,7 +53,7 @@ BENCH_CASES = {
 def config(d: Path, trusted: Path) -> Path:
     import yaml
 
-    from appliance.demo import STARTER_LSTM_BUNDLE
+    from appliance.service.demo import STARTER_LSTM_BUNDLE
 
     path = d / "appliance.yaml"
     path.write_text(yaml.safe_dump({

@@ -2,7 +2,7 @@
 
     python benchmarks/outbox.py [--depths 0,1000,10000,100000] [--puts 200]
 
-Payloads are real :class:`appliance.events.AnomalyEvent` JSON with a 33-joint skeleton (pixels
+Payloads are real :class:`appliance.alarms.events.AnomalyEvent` JSON with a 33-joint skeleton (pixels
 rounded to 0.01 like the pipeline's), in the mix of one anomaly: a start, updates, an end. Every
 insert is a real ``Outbox.put`` (WAL, synchronous=FULL: one fsync each), so absolute times depend
 on the disk; what matters is that they do not grow with depth.
@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.events import AnomalyEvent, ModelRef, Skeleton, iso_utc  # noqa: E402
-from appliance.outbox import DEFAULT_MAX_BYTES, ROW_OVERHEAD, Outbox  # noqa: E402
+from appliance.alarms.events import AnomalyEvent, ModelRef, Skeleton, iso_utc  # noqa: E402
+from appliance.publish.outbox import DEFAULT_MAX_BYTES, ROW_OVERHEAD, Outbox  # noqa: E402
 
 TOPIC = "appliance/line3-box/line3-east/events"
 UPDATES_PER_ANOMALY = 8

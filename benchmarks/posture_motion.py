@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from appliance.bundle import open_bundle  # noqa: E402
-from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
+from appliance.models.bundle import open_bundle  # noqa: E402
+from appliance.models.posture_motion import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
 from export.bundle import buildable_variants  # noqa: E402
 from export.posture_motion_bundle import bundle_dataset  # noqa: E402

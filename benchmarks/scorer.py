@@ -70,10 +70,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from appliance.bundle import open_bundle
-    from appliance.metrics import auroc
-    from appliance.scorer import StreamingScorer, score_map_sequence
-    from appliance.window import window_scores_to_frames
+    from appliance.features.window import window_scores_to_frames
+    from appliance.models.bundle import open_bundle
+    from appliance.models.lstm_vae import StreamingScorer, score_map_sequence
+    from appliance.models.metrics import auroc
     from export.bundle import build_bundle, buildable_variants
     from export.datasets import load_split, render_sequences
     from export.evaluate import score_frames
@@ -85,7 +85,7 @@ def main() -> int:
     train, val, test = (render_sequences(p) for p in (split.train, split.val, split.test))
     if not args.checkpoint.is_file():
         print(f"{args.checkpoint} not found: training one with the paper's settings first")
-        from appliance.skeleton_map import MapSpec
+        from appliance.features.skeleton_map import MapSpec
         from export.models import ModelConfig
 
         save_checkpoint(args.checkpoint, train_model(ModelConfig(), TrainConfig(), train, val), MapSpec())

@@ -430,18 +430,18 @@ def kept_frames(seq: KeypointSequence, model_fps: float | None) -> np.ndarray:
     """The frames a camera at the clip's rate hands a model learned at ``model_fps`` (all when unknown)."""
     if not model_fps or model_fps >= 0.9 * seq.fps:
         return np.arange(len(seq))
-    from appliance.frame_rate import RateGate
+    from appliance.capture.frame_rate import RateGate
 
     gate = RateGate(model_fps)
     return np.asarray([r for r in range(len(seq)) if gate.keep(r / seq.fps)], np.int64)
 
 
 def stream(scorer, map_spec, seq: KeypointSequence, model_fps: float | None) -> Streamed:
-    from appliance.detector import HysteresisRule
-    from appliance.events import ModelRef
-    from appliance.pipeline import CameraPipeline
+    from appliance.alarms.detector import HysteresisRule
+    from appliance.alarms.events import ModelRef
     from appliance.pose.base import Person
-    from appliance.tracker import Tracker
+    from appliance.service.pipeline import CameraPipeline
+    from appliance.tracking.tracker import Tracker
 
     kind = getattr(scorer, "input_kind", "maps")
     pipe = CameraPipeline(
@@ -490,8 +490,8 @@ def stream(scorer, map_spec, seq: KeypointSequence, model_fps: float | None) -> 
 
 
 def clip_windows(bodies: np.ndarray, window: int = 30) -> np.ndarray:
-    from appliance.motion_features import normalise_window, sequence_features
-    from appliance.window import sliding_windows
+    from appliance.features.motion import normalise_window, sequence_features
+    from appliance.features.window import sliding_windows
 
     if len(bodies) < window:
         return np.zeros((0, window, 78), np.float32)
@@ -521,7 +521,7 @@ def frame_scores(seq: KeypointSequence, st: Streamed, ws: np.ndarray, window: in
 def auroc_table(
     clips: list[Clip], streamed: list[Streamed], scores: TestScores, classes: dict[int, str]
 ) -> dict:
-    from appliance.metrics import auroc
+    from appliance.models.metrics import auroc
 
     s = np.concatenate(
         [frame_scores(c.seq, st, w) for c, st, w in zip(clips, streamed, scores.windows, strict=True)]
@@ -700,14 +700,14 @@ def fused_score(motion, cal):
 # -- one set ----------------------------------------------------------------------------------------
 def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[dict, dict]:
     """Every row of one set; also returns what later steps reuse (streamed test clips, the learn run)."""
-    from appliance.bundle import open_bundle
     from appliance.config import load_config
-    from appliance.daemon import LoadedModel
     from appliance.errors import ApplianceError
-    from appliance.fused import fit_map_calibration
-    from appliance.posture_motion_fit import window_stats
-    from appliance.signing import SignaturePolicy
-    from appliance.site_model import SiteModelStore
+    from appliance.models.bundle import open_bundle
+    from appliance.models.fused import fit_map_calibration
+    from appliance.models.posture_motion_fit import window_stats
+    from appliance.models.site import SiteModelStore
+    from appliance.service.daemon import LoadedModel
+    from appliance.updates.signing import SignaturePolicy
     from calibration.learn import score_with
     from calibration.thresholds import MAX_EXTRAPOLATION
 
@@ -899,7 +899,7 @@ def contamination(
     verify: bool,
 ) -> dict:
     from appliance.errors import ApplianceError
-    from appliance.posture_motion_fit import window_stats
+    from appliance.models.posture_motion_fit import window_stats
     from calibration.learn import TRIM, fit_site, score_with
 
     dirt = [s for s in split.val if s.labels[0] != 0]

@@ -4,7 +4,7 @@ The posture-motion model is learned on the mocap set (projected through the ceil
 10 fps (every third frame of the 30 fps clips), then its test split is scored three ways:
 
 - at 10 fps, the rate it was learned at (what the daemon now does whatever the camera delivers:
-  :class:`appliance.frame_rate.RateGate` keeps every third frame of a 30 fps camera);
+  :class:`appliance.capture.frame_rate.RateGate` keeps every third frame of a 30 fps camera);
 - at 30 fps, every frame fed (what the daemon did before: a window then spans 1 s instead of 3 s,
   per-frame speeds are a third);
 - and, as a reference, a model learned at 30 fps scored at 30 fps.
@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from appliance.metrics import auroc  # noqa: E402
-from appliance.motion_features import normalise_window, sequence_features  # noqa: E402
+from appliance.features.motion import normalise_window, sequence_features  # noqa: E402
+from appliance.features.window import sliding_windows  # noqa: E402
+from appliance.models.metrics import auroc  # noqa: E402
+from appliance.models.posture_motion_fit import fit  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
-from appliance.posture_motion_fit import fit  # noqa: E402
-from appliance.window import sliding_windows  # noqa: E402
 
 WINDOW = 30
 

@@ -1,1 +1,3 @@
-"""On-site threshold calibration (learns where "normal" ends for one camera)."""
+"""On site: ``appliance calibrate`` learns where "normal" ends for one camera (:mod:`.run`,
+:mod:`.thresholds`, :mod:`.store`, :mod:`.report`); ``appliance learn`` fits the camera's own site
+model from its footage (:mod:`.learn`). Uses the service's public API (the daemon), never the reverse."""

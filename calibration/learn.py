@@ -18,7 +18,7 @@ pixels) and, on a fused base, the map part's window scores. Then, with numpy alo
 3. **Threshold** for the plant's false-alarm target exactly as ``calibrate`` chooses it
    (:mod:`calibration.thresholds`), per track run, in camera time.
 
-The result is saved as the camera's active site model (:mod:`appliance.site_model`).
+The result is saved as the camera's active site model (:mod:`appliance.models.site`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ import numpy as np
 
 from appliance import __version__
 from appliance.config import ApplianceConfig
-from appliance.fused import MapCalibration, fit_map_calibration
-from appliance.motion_features import normalise_window, sequence_features
-from appliance.posture_motion_fit import (
+from appliance.features.motion import normalise_window, sequence_features
+from appliance.features.window import sliding_windows
+from appliance.models.fused import MapCalibration, fit_map_calibration
+from appliance.models.posture_motion_fit import (
     STAT_GROUPS,
     PostureMotionParams,
     fit_robust,
@@ -47,7 +48,6 @@ from appliance.posture_motion_fit import (
     window_stats,
 )
 from appliance.redact import redact
-from appliance.window import sliding_windows
 from calibration.run import (
     CalibrationAborted,
     calibration_config,
@@ -263,7 +263,7 @@ class SiteFit:
 
 def fuse(motion: np.ndarray, cal: tuple[float, float] | None, maps) -> np.ndarray:
     """Posture-motion scores, or on a fused base the larger of them and the map part's calibrated
-    score (as :class:`appliance.fused.FusedScorer` computes them live)."""
+    score (as :class:`appliance.models.fused.FusedScorer` computes them live)."""
     if cal is None:
         return motion
     return np.maximum(motion, MapCalibration(*cal)(np.asarray(maps, np.float64)))
@@ -299,7 +299,7 @@ def fit_site(
     Each fold's model (Gaussians on its fold, shrinkage chosen on the other) gives log distances of
     the other fold's windows; pooled, they set the components' z-scale, and the out-of-fold scores on
     that scale are what the threshold is chosen on, over the whole footage. The camera runs the
-    Gaussians refitted on both folds (:func:`appliance.posture_motion_fit.refit`): half the footage
+    Gaussians refitted on both folds (:func:`appliance.models.posture_motion_fit.refit`): half the footage
     ranks anomalies measurably worse (``benchmarks/site_learning.py``)."""
     counts = (split.count(0), split.count(1))
     if min(counts) < MIN_WINDOWS:
@@ -340,7 +340,7 @@ def learn(
     run_cfg = calibration_config(cfg, camera_id, source)  # an unknown camera or file is named first
     need = check_minutes(minutes, target_alarms_per_hour)
     cam = run_cfg.cameras[0]
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     recorder: dict[str, SkeletonRecorder] = {}
 
@@ -436,8 +436,8 @@ def _run_until(app, worker, rec: SkeletonRecorder, frames_wanted: int, fps: floa
 
 def _save(cfg, camera_id, loaded, fitted: SiteFit, split: SplitWindows, footage_min, minutes, fps, source,
           fit_seconds, trim) -> dict[str, Any]:  # fmt: skip
-    from appliance.model_store import ModelStore
-    from appliance.site_model import SiteModelStore, base_identity
+    from appliance.models.site import SiteModelStore, base_identity
+    from appliance.updates.store import ModelStore
     from calibration.report import write_report
 
     result = fitted.threshold

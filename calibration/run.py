@@ -1,7 +1,7 @@
 """``appliance calibrate``: run the daemon's own pipeline on normal work and learn a camera's threshold.
 
 The same capture, pose backend, tracker, skeleton maps and scorer as ``appliance run`` (the
-:class:`appliance.daemon.Appliance` itself, with no sinks), on the live camera for ``minutes`` of
+:class:`appliance.service.daemon.Appliance` itself, with no sinks), on the live camera for ``minutes`` of
 footage, or on a recording with ``--from`` (a video file, or a keypoint file replayed). Every
 track's window scores are collected in time order; :mod:`calibration.thresholds` turns them into
 the threshold that gives the plant's chosen false-alarm rate, and the result is written beside the
@@ -96,7 +96,7 @@ def collect_scores(
 ) -> tuple[list[np.ndarray], dict]:
     """Per-track window scores (time order) from ``minutes`` of footage of the config's one camera;
     a recording shorter than ``need_minutes`` is refused before it is processed."""
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     app = Appliance(cfg, purpose="calibrate")
     collected = ScoreCollector()
@@ -194,7 +194,7 @@ def _source_fps(worker) -> float:
         return float(fps)
     if cfg_fps:
         return float(cfg_fps)
-    from appliance.extract import video_fps
+    from appliance.pose.extract import video_fps
 
     return video_fps(worker.cfg.source)
 
@@ -320,7 +320,7 @@ def fit_and_save(
             f"the footage held only {info['footage_minutes']:.1f} of the {minutes:g} minutes asked for"
         )
     if model.get("site_model"):
-        from appliance.site_model import SiteModelStore
+        from appliance.models.site import SiteModelStore
 
         path = SiteModelStore(cfg.state_dir).set_threshold(camera_id, model["site_model"], summary)
     else:

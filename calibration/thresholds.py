@@ -1,7 +1,7 @@
 """Learns a camera's anomaly threshold from normal footage so that false alarms meet the plant's target.
 
 The knob is *false alarms per hour*; what the detector raises is an **alarm start**: ``start_windows``
-(N) consecutive stride-1 window scores above the threshold ``u`` (``appliance.detector``). So the
+(N) consecutive stride-1 window scores above the threshold ``u`` (``appliance.alarms.detector``). So the
 statistic that matters is the running minimum over the last N windows, ``m_t = min(s_{t-N+1..t})``:
 an alarm can start at ``t`` only when ``m_t > u``. Overlapping windows share 29 of 30 frames, so
 ``m`` crosses ``u`` in long excursions (clusters), not independent windows; one excursion (and any

@@ -1,1 +1,2 @@
-"""Server side: training, evaluation and (later) export to edge bundles. Needs the [export] extra."""
+"""Server side (``appliance-export``): training, evaluation, export to ONNX/TFLite, int8, parity, signed
+bundles, and the motion-capture training tools (:mod:`.mocap`). Needs the ``[export]`` extra."""

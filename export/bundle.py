@@ -1,6 +1,6 @@
 """Build a model bundle from a checkpoint: export, quantise, prove parity, write directory and tar.
 
-Every variant is scored through the appliance's own runtime code (``appliance.runtimes``) on the
+Every variant is scored through the appliance's own runtime code (``appliance.models.runtimes``) on the
 real evaluation windows and compared with PyTorch; a bundle is written only when every variant
 passes the parity gate (``export.parity``). The default threshold is a high quantile of PyTorch
 scores on the validation split's normal windows; calibration on site replaces it.
@@ -19,15 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import FILE_SIZES, MANIFEST, SCHEMA_VERSION, InputContract, pack_maps, sha256_file
 from appliance.errors import ApplianceError
-from appliance.metrics import auroc
+from appliance.features.skeleton_map import MapSpec
+from appliance.features.window import sliding_windows, window_scores_to_frames
+from appliance.models.bundle import (
+    FILE_SIZES,
+    MANIFEST,
+    SCHEMA_VERSION,
+    InputContract,
+    pack_maps,
+    sha256_file,
+)
+from appliance.models.lstm_vae import score_map_sequence
+from appliance.models.metrics import auroc
+from appliance.models.runtimes import open_runtime
 from appliance.pose.layouts import LAYOUTS
-from appliance.runtimes import open_runtime
-from appliance.scorer import score_map_sequence
-from appliance.signing import sign_manifest
-from appliance.skeleton_map import MapSpec
-from appliance.window import sliding_windows, window_scores_to_frames
+from appliance.updates.signing import sign_manifest
 from export.datasets import RenderedSequence
 from export.evaluate import score_windows
 from export.models import LSTMVAE
@@ -365,7 +372,7 @@ def sign_bundle(
 
     Hashes are checked first: a signature vouches for the files the manifest lists.
     """
-    from appliance.bundle import open_bundle, safe_copy_dir, safe_extract
+    from appliance.models.bundle import open_bundle, safe_copy_dir, safe_extract
 
     with tempfile.TemporaryDirectory(prefix="sign-") as tmp:
         work = Path(tmp) / "in"

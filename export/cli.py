@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from appliance.errors import ApplianceError
-from appliance.skeleton_map import MapSpec
+from appliance.features.skeleton_map import MapSpec
 from export.datasets import DATASETS, Split
 from export.models import MODEL_TYPES
 from export.train import TrainConfig
@@ -205,8 +205,8 @@ def _render_split(args: argparse.Namespace, spec: MapSpec, window: int = 30):
 
 
 def cmd_onnx(args: argparse.Namespace) -> int:
-    from appliance.runtimes import open_runtime
-    from appliance.scorer import score_map_sequence
+    from appliance.models.lstm_vae import score_map_sequence
+    from appliance.models.runtimes import open_runtime
     from export.onnx_export import export_onnx
     from export.parity import check_variant, format_parity_table
     from export.train import load_checkpoint
@@ -224,7 +224,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
         ref_frames, positive = frame_level_scores(ref, test, model.cfg.window)
         scored = np.isfinite(ref_frames)
         ref_frames, positive = ref_frames[scored], positive[scored]
-        from appliance.metrics import auroc
+        from appliance.models.metrics import auroc
 
         rt = open_runtime("onnxruntime", paths["frame_encoder"], paths["sequence"])
         scores = [score_map_sequence(rt, s.maps, model.cfg.window) for s in test]
@@ -307,7 +307,7 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
 
 
 def cmd_fused(args: argparse.Namespace) -> int:
-    from appliance.bundle import open_bundle
+    from appliance.models.bundle import open_bundle
     from export.datasets import render_sequences
     from export.fused_bundle import FusedSequence, build_fused_bundle
     from export.motion_eval import feature_sequences
@@ -362,7 +362,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    from appliance.signing import generate_key_pair
+    from appliance.updates.signing import generate_key_pair
 
     private, public, key_id = generate_key_pair(args.out, args.force)
     print(f"key id {key_id}\nprivate key {private} (keep it on the build server, never on a device)")

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.errors import ApplianceError
+from appliance.features.skeleton_map import MapSpec, render_keypoints
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.keypoints.urfd import read_urfd_csv
-from appliance.skeleton_map import MapSpec, render_keypoints
 
 DATASETS = ("urfd", "mocap")
 MOCAP_NORMAL = ("walk", "walk-back", "walk-left", "walk-right")
@@ -89,7 +89,7 @@ def mocap_clips(data_dir: str | Path) -> list[tuple[Path, str]]:
 
 
 def mocap_split(data_dir: str | Path) -> Split:
-    from appliance.keypoints.ceiling_camera import project_bvh
+    from export.mocap.ceiling_camera import project_bvh
 
     classes = {0: "walk", **{i + 1: c for i, c in enumerate(MOCAP_ANOMALY)}}
     label_of = {"walk": 0, **{c: i + 1 for i, c in enumerate(MOCAP_ANOMALY)}}

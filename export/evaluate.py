@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from appliance.metrics import auroc, roc_curve
-from appliance.window import sliding_windows, window_scores_to_frames
+from appliance.features.window import sliding_windows, window_scores_to_frames
+from appliance.models.metrics import auroc, roc_curve
 from export.datasets import RenderedSequence
 from export.models import LSTMVAE, FrameAutoencoder, bernoulli_nll
 

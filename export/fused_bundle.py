@@ -1,5 +1,5 @@
 """Join a map-model bundle (the paper's LSTM-VAE) and a posture-motion bundle into one fused bundle
-(:mod:`appliance.fused`): each part is copied in whole, the map model's score is calibrated onto the
+(:mod:`appliance.models.fused`): each part is copied in whole, the map model's score is calibrated onto the
 posture-motion scale on normal validation windows, and the fused score of every variant goes through
 the parity gate against fp32 (each part already passed its own gate against PyTorch)."""
 
@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.bundle import (
+from appliance.errors import ApplianceError
+from appliance.features.motion import model_input, normalise_window
+from appliance.features.window import sliding_windows, window_scores_to_frames
+from appliance.models.bundle import (
     MANIFEST,
     SCHEMA_VERSION,
     open_bundle,
@@ -23,13 +26,10 @@ from appliance.bundle import (
     safe_extract,
     sha256_file,
 )
-from appliance.errors import ApplianceError
-from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration, fit_map_calibration
-from appliance.metrics import auroc
-from appliance.motion_features import model_input, normalise_window
-from appliance.scorer import score_map_sequence
-from appliance.signing import SIGNATURE_FILE
-from appliance.window import sliding_windows, window_scores_to_frames
+from appliance.models.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration, fit_map_calibration
+from appliance.models.lstm_vae import score_map_sequence
+from appliance.models.metrics import auroc
+from appliance.updates.signing import SIGNATURE_FILE
 from export.bundle import (
     REFERENCE_TOLERANCE,
     THRESHOLD_QUANTILE,

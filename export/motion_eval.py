@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.features.motion import normalise_window, sequence_features
+from appliance.features.window import sliding_windows, window_scores_to_frames
 from appliance.keypoints.sequence import KeypointSequence
-from appliance.motion_features import normalise_window, sequence_features
 from appliance.pose.layouts import to_body_graph
-from appliance.window import sliding_windows, window_scores_to_frames
 from export.datasets import RenderedSequence, learning_fps, load_split
 from export.evaluate import Evaluation, write_json
 from export.posture_motion import PostureMotionModel, fit_posture_motion, speed_rule
@@ -32,7 +32,7 @@ WINDOW = 30
 
 @dataclass
 class FeatureSequence:
-    """One sequence's raw per-frame posture-motion features (:mod:`appliance.motion_features`)."""
+    """One sequence's raw per-frame posture-motion features (:mod:`appliance.features.motion`)."""
 
     name: str
     raw: np.ndarray  # (N, RAW_DIM)
@@ -108,7 +108,7 @@ def _z(window_scores: np.ndarray, loc: float, scale: float) -> np.ndarray:
 
 
 def _fused_metrics(name, data_dir, checkpoint: Path, parts, motion, classes) -> dict:
-    from appliance.skeleton_map import MapSpec
+    from appliance.features.skeleton_map import MapSpec
     from export.datasets import render_sequences
     from export.evaluate import score_windows
     from export.train import load_checkpoint

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.metrics import auroc
+from appliance.models.metrics import auroc
 
 FP32_TOLERANCE = 1e-4
 MIN_SPEARMAN = 0.99

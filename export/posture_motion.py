@@ -2,7 +2,7 @@
 
 The paper's LSTM-VAE sees only a neck-centred skeleton map, so it misses running and dashing. This
 model scores a window of body-normalised posture and motion features
-(:mod:`appliance.motion_features`) with three Gaussians on window statistics, each a squared
+(:mod:`appliance.features.motion`) with three Gaussians on window statistics, each a squared
 Mahalanobis distance to the normal windows (closed form, no random element):
 
 - ``speed``: mean and spread of the mean joint speed (catches running, dashing, falling);
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from appliance import posture_motion_fit as pmf
-from appliance.motion_features import CENTRE_VELOCITY, FEATURE_DIM, NUM_JOINTS, POSTURE, SPEED, VELOCITY
-from appliance.posture_motion_fit import STAT_GROUPS, PostureMotionParams
+from appliance.features.motion import CENTRE_VELOCITY, FEATURE_DIM, NUM_JOINTS, POSTURE, SPEED, VELOCITY
+from appliance.models import posture_motion_fit as pmf
+from appliance.models.posture_motion_fit import STAT_GROUPS, PostureMotionParams
 
 
 def _mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,7 @@ class GaussianWindowScorer(nn.Module):
 
     @classmethod
     def fit(cls, windows: np.ndarray, shrink: float, groups: tuple[str, ...]) -> GaussianWindowScorer:
-        """Fitted by the device's numpy code (:mod:`appliance.posture_motion_fit`)."""
+        """Fitted by the device's numpy code (:mod:`appliance.models.posture_motion_fit`)."""
         comp = pmf.fit_component("fit", groups, pmf.window_stats(windows, tuple(groups)), shrink)
         return cls.from_component(comp)
 
@@ -149,7 +149,7 @@ class PostureMotionModel(nn.Module):
 def fit_posture_motion(train: np.ndarray, val: np.ndarray) -> tuple[PostureMotionModel, dict]:
     """Fit on normal training windows; shrinkage and score calibration on normal validation windows.
 
-    The fit is the device's own (:func:`appliance.posture_motion_fit.fit`, numpy): this only wraps
+    The fit is the device's own (:func:`appliance.models.posture_motion_fit.fit`, numpy): this only wraps
     its parameters in a module that exports to ONNX and TFLite."""
     params = pmf.fit(np.asarray(train, np.float32), np.asarray(val, np.float32))
     return PostureMotionModel.from_params(params), dict(params.info)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from appliance.bundle import SCHEMA_VERSION, InputContract, sha256_file
 from appliance.errors import ApplianceError
-from appliance.metrics import auroc
-from appliance.motion_features import FEATURE_DIM, model_input, normalise_window
+from appliance.features.motion import FEATURE_DIM, model_input, normalise_window
+from appliance.features.window import sliding_windows, window_scores_to_frames
+from appliance.models.bundle import SCHEMA_VERSION, InputContract, sha256_file
+from appliance.models.metrics import auroc
+from appliance.models.runtimes import open_window_runtime
 from appliance.pose.layouts import LAYOUTS
-from appliance.runtimes import open_window_runtime
-from appliance.window import sliding_windows, window_scores_to_frames
 from export.bundle import (
     REFERENCE_TOLERANCE,
     THRESHOLD_QUANTILE,

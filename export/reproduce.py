@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from appliance.skeleton_map import MapSpec
+from appliance.features.skeleton_map import MapSpec
 from export.datasets import load_split, render_sequences
 from export.evaluate import evaluate, plot_reconstructions, plot_roc, plot_score_timeline, write_json
 from export.models import LSTMVAE, ModelConfig

@@ -2,7 +2,7 @@
 
 The default (``--model fused``, ``starter-walking-fused``) joins the paper's LSTM-VAE
 (``starter-walking-lstm-vae``, ``--model lstm_vae``) and the posture-motion model
-(``--model posture_motion``) fitted on the same skeletons, in one bundle (:mod:`appliance.fused`).
+(``--model posture_motion``) fitted on the same skeletons, in one bundle (:mod:`appliance.models.fused`).
 
 Built from OpenCV's ``vtest.avi`` sample (real CCTV of a walkway, elevated camera; shippable, unlike
 the research sets), frames 0-599, with the appliance's own pose backend and tracker, so the model
@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from appliance.config import BlazePoseConfig
-from appliance.extract import extract_tracks
+from appliance.features.skeleton_map import MapSpec
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.keypoints.table import write_keypoints_csv
+from appliance.pose.extract import extract_tracks
 from appliance.pose.registry import create_backend
-from appliance.skeleton_map import MapSpec
 from export.bundle import build_bundle
 from export.datasets import learning_fps, render_sequences
 from export.models import ModelConfig
@@ -136,7 +136,7 @@ def _posture_motion_starter(
 
 
 def _fused_starter(train_seqs, val_seqs, out_tar: Path, video: Path, frames: int, map_bundle: Path) -> Path:
-    from appliance.bundle import open_bundle
+    from appliance.models.bundle import open_bundle
     from export.fused_bundle import FusedSequence, build_fused_bundle
     from export.motion_eval import feature_sequences
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from appliance.skeleton_map import MapSpec
-from appliance.window import sliding_windows
+from appliance.features.skeleton_map import MapSpec
+from appliance.features.window import sliding_windows
 from export.datasets import RenderedSequence
 from export.models import LSTMVAE, FrameAutoencoder, ModelConfig, build_model
 

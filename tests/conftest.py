@@ -26,7 +26,7 @@ def write_appliance_config(path: Path, camera: dict, **overrides) -> Path:
     """A daemon config for tests: the shipped starter bundle, one camera, events to a JSON-lines file."""
     import yaml
 
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     cfg = {
         "schema_version": 1,

@@ -15,13 +15,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="building bundles needs the [export] extra")
 
-from appliance.bundle import SCHEMA_VERSION, BundleError, InputContract, open_bundle  # noqa: E402
+from appliance.features.skeleton_map import MapSpec  # noqa: E402
+from appliance.features.window import window_scores_to_frames  # noqa: E402
 from appliance.keypoints.table import write_keypoints_csv  # noqa: E402
-from appliance.metrics import auroc  # noqa: E402
-from appliance.scorer import StreamingScorer, score_map_sequence  # noqa: E402
-from appliance.signing import SignatureError, SignaturePolicy, generate_key_pair  # noqa: E402
-from appliance.skeleton_map import MapSpec  # noqa: E402
-from appliance.window import window_scores_to_frames  # noqa: E402
+from appliance.models.bundle import SCHEMA_VERSION, BundleError, InputContract, open_bundle  # noqa: E402
+from appliance.models.lstm_vae import StreamingScorer, score_map_sequence  # noqa: E402
+from appliance.models.metrics import auroc  # noqa: E402
+from appliance.updates.signing import SignatureError, SignaturePolicy, generate_key_pair  # noqa: E402
 from export.bundle import VARIANT_BUILDERS, ParityError, Variant, build_bundle, buildable_variants  # noqa: E402
 from export.datasets import render_sequences, urfd_split  # noqa: E402
 from export.evaluate import evaluate, score_windows  # noqa: E402
@@ -209,7 +209,7 @@ def test_exported_scores_stay_finite_when_the_decoder_saturates(trained, tmp_pat
         last.weight.mul_(1000.0)
         last.bias.mul_(1000.0)
     paths = export_onnx(confident, tmp_path)
-    from appliance.runtimes import open_runtime
+    from appliance.models.runtimes import open_runtime
 
     rt = open_runtime("onnxruntime", paths["frame_encoder"], paths["sequence"])
     edge = score_map_sequence(rt, test[0].maps, 30)

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from appliance.errors import InputFormatError
-from appliance.keypoints.bvh import forward_kinematics, parse_bvh_text, read_bvh
-from appliance.keypoints.ceiling_camera import (
+from appliance.pose.layouts import COCO17
+from export.mocap.bvh import forward_kinematics, parse_bvh_text, read_bvh
+from export.mocap.ceiling_camera import (
     CeilingCamera,
     clip_azimuth,
     project_bvh,
     project_points,
     world_to_camera,
 )
-from appliance.pose.layouts import COCO17
 
 BANDAI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mocap-bandai"
 WALK = BANDAI / "dataset-1" / "data" / "dataset-1_walk_normal_001.bvh"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from appliance.demo import DEMO_CLIP, STARTER_BUNDLE
+from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE
 
 from .conftest import DATA, ROOT
 
@@ -119,9 +119,9 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     report = json.loads((state / "calibration" / "walkway-report.json").read_text())
     assert report["threshold"] == pytest.approx(cam["threshold"])
     # the daemon picks the calibrated threshold up for this model
-    from appliance.bundle import open_bundle
-    from appliance.daemon import Appliance
-    from appliance.demo import demo_config
+    from appliance.models.bundle import open_bundle
+    from appliance.service.daemon import Appliance
+    from appliance.service.demo import demo_config
     from calibration.store import load_thresholds
 
     cfg = demo_config(tmp_path / "e.jsonl").model_copy(update={"state_dir": state})

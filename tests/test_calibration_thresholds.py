@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.detector import HysteresisRule, TrackDetector
-from appliance.events import ModelRef
+from appliance.alarms.detector import HysteresisRule, TrackDetector
+from appliance.alarms.events import ModelRef
 from calibration.report import HEIGHT, WIDTH, write_report
 from calibration.thresholds import (
     CalibrationError,
@@ -35,10 +35,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def _score_clips(paths: list[Path]) -> list[np.ndarray]:
-    from appliance.bundle import open_bundle
+    from appliance.features.skeleton_map import render_keypoints
     from appliance.keypoints.readers import read_keypoints
-    from appliance.scorer import score_map_sequence
-    from appliance.skeleton_map import render_keypoints
+    from appliance.models.bundle import open_bundle
+    from appliance.models.lstm_vae import score_map_sequence
 
     bundle = open_bundle(BUNDLE)
     runtime, _ = bundle.open()

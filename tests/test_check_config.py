@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.demo import STARTER_BUNDLE
+from appliance.service.demo import STARTER_BUNDLE
 from tests.conftest import write_appliance_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +185,7 @@ def test_run_outside_the_unit_says_where_credentials_directory_comes_from(instal
 
 
 def test_a_drop_in_can_add_or_reset_credentials(installed, tmp_path):
-    from appliance.preflight import read_unit_credentials
+    from appliance.service.preflight import read_unit_credentials
 
     unit = tmp_path / "etc" / "systemd" / "system" / "appliance.service"
     drop_in = unit.with_name("appliance.service.d")

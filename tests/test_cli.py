@@ -182,7 +182,7 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "urfd-falls").is_dir(), reason="real data not found")
 def test_score_out_into_a_folder_that_does_not_exist_yet_creates_it(tmp_path):
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     out_csv = tmp_path / "runs" / "today" / "scores.csv"
     keypoints = DATA / "urfd-falls" / "pose_urfd_3classes.csv"
@@ -197,7 +197,7 @@ def test_score_out_into_a_folder_that_does_not_exist_yet_creates_it(tmp_path):
 
 
 def test_score_out_where_no_folder_can_be_made_is_one_clear_line(tmp_path):
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -213,9 +213,9 @@ def test_score_out_where_no_folder_can_be_made_is_one_clear_line(tmp_path):
 def test_a_keypoint_file_without_a_single_joint_is_refused_naming_the_file(tmp_path):
     import numpy as np
 
-    from appliance.demo import STARTER_BUNDLE
     from appliance.keypoints.readers import read_keypoints
     from appliance.keypoints.table import write_keypoints_csv
+    from appliance.service.demo import STARTER_BUNDLE
 
     # a real sequence with every coordinate lost (what a failed extraction writes): the fault itself
     seq = read_keypoints(DATA / "urfd-falls" / "pose_urfd_3classes.csv")[0]

@@ -20,9 +20,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from appliance.commands import BURST, sign, split_signature
 from appliance.config import MqttSinkConfig
-from appliance.mqtt import MqttLink
+from appliance.publish.commands import BURST, sign, split_signature
+from appliance.publish.mqtt import MqttLink
 
 from .conftest import ROOT, Broker, make_broker
 from .test_mqtt import Collector, event, in_order_without_duplicates

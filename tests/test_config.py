@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from appliance.config import ConfigError, MqttSinkConfig, load_config, parse_config
-from appliance.credentials import CredentialError
-from appliance.demo import STARTER_BUNDLE
+from appliance.service.credentials import CredentialError
+from appliance.service.demo import STARTER_BUNDLE
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from appliance.bundle import open_bundle
-from appliance.demo import DEMO_CLIP, STARTER_BUNDLE, STARTER_LSTM_BUNDLE, WORKCELL_CLIP
-from appliance.events import SCHEMAS, AnomalyEvent
-from appliance.frame_rate import RateGate
+from appliance.alarms.events import SCHEMAS, AnomalyEvent
+from appliance.capture.frame_rate import RateGate
 from appliance.keypoints.urfd import read_urfd_csv
+from appliance.models.bundle import open_bundle
 from appliance.pose.model_files import find_model_files
+from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE, STARTER_LSTM_BUNDLE, WORKCELL_CLIP
 
 from .conftest import DATA, ROOT, Broker, write_appliance_config
 
@@ -228,12 +228,12 @@ def test_demo_stays_quiet_on_normal_walking_and_alarms_on_dancing(tmp_path, brok
 @pytest.mark.skipif(not URFD.is_file(), reason="real data not found")
 def test_whole_frame_mode_scores_all_people_as_one_map():
     """Two real skeletons in one frame: per-person mode scores two tracks, whole-frame mode one map."""
-    from appliance.detector import HysteresisRule
-    from appliance.events import ModelRef
-    from appliance.pipeline import WHOLE_FRAME_TRACK, CameraPipeline
+    from appliance.alarms.detector import HysteresisRule
+    from appliance.alarms.events import ModelRef
+    from appliance.models.lstm_vae import MultiTrackScorer
     from appliance.pose.base import Person
-    from appliance.scorer import MultiTrackScorer
-    from appliance.tracker import Tracker
+    from appliance.service.pipeline import WHOLE_FRAME_TRACK, CameraPipeline
+    from appliance.tracking.tracker import Tracker
 
     bundle = open_bundle(STARTER_LSTM_BUNDLE)
     runtime, _ = bundle.open()
@@ -268,7 +268,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     """The daemon with a Sparkplug B sink on the dancing clip: NBIRTH, DBIRTH, then DDATA with the anomaly."""
     import paho.mqtt.client as mqtt
 
-    from appliance.sparkplug.payload import Payload, metric_value
+    from appliance.publish.sparkplug.payload import Payload, metric_value
 
     got: list[tuple[str, object]] = []
     ready = threading.Event()
@@ -420,7 +420,7 @@ def test_mqtt_commands_are_answered_on_their_response_topics(tmp_path, broker: B
 
 
 def test_a_looped_keypoint_replay_starts_over_and_rewinds_its_skeletons():
-    from appliance.daemon import ReplayFrames
+    from appliance.service.daemon import ReplayFrames
 
     rewound = []
     frames = ReplayFrames("c", 4, 30.0, realtime=False, loop=True, on_loop=lambda: rewound.append(1)).start()

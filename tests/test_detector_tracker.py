@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.detector import HysteresisRule, TrackDetector
-from appliance.events import AnomalyEvent, ModelRef
+from appliance.alarms.detector import HysteresisRule, TrackDetector
+from appliance.alarms.events import AnomalyEvent, ModelRef
 from appliance.keypoints.urfd import read_urfd_csv
 from appliance.pose.base import Person
-from appliance.tracker import Tracker
+from appliance.tracking.tracker import Tracker
 
 from .conftest import DATA
 

@@ -22,14 +22,19 @@ def test_edge_modules_import_and_render_with_torch_unimportable(tmp_path):
     code = (
         _BLOCK_TORCH
         + """
+import importlib, pkgutil
 import numpy as np
-import appliance.cli, appliance.keypoints.readers, appliance.skeleton_map, appliance.window
-import appliance.keypoints.ceiling_camera, appliance.bundle, appliance.scorer, appliance.runtimes
-import appliance.model_store, appliance.signing, appliance.inbox, appliance.daemon
-import appliance.site_model, calibration.learn, calibration.run
-from appliance.posture_motion_fit import fit
+import appliance, calibration
+imported = 0
+for package in (appliance, calibration):  # every module of the device's packages, whatever the layout
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+            imported += 1
+assert imported > 60, imported
+from appliance.models.posture_motion_fit import fit
 from appliance.pose.layouts import COCO17
-from appliance.skeleton_map import render_keypoints
+from appliance.features.skeleton_map import render_keypoints
 kp = np.zeros((3, 17, 3), np.float32)
 kp[:, 5] = (300, 200, 1); kp[:, 6] = (340, 200, 1); kp[:, 11] = (305, 300, 1); kp[:, 12] = (335, 300, 1)
 maps = render_keypoints(kp, COCO17, (640, 480))

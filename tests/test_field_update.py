@@ -25,12 +25,12 @@ import numpy as np
 import pytest
 import yaml
 
-from appliance.bundle import safe_extract, sha256_file
 from appliance.config import load_config
-from appliance.demo import DEMO_CLIP, WORKCELL_CLIP
-from appliance.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE  # versions 1.0.x of the map model
-from appliance.model_store import ModelStore, UpdateRefused
-from appliance.signing import generate_key_pair, sign_manifest
+from appliance.models.bundle import safe_extract, sha256_file
+from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP
+from appliance.service.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE  # versions 1.0.x of the map model
+from appliance.updates.signing import generate_key_pair, sign_manifest
+from appliance.updates.store import ModelStore, UpdateRefused
 from export.bundle import sign_bundle, write_tar
 from tests.conftest import ROOT, Broker, write_appliance_config
 
@@ -254,7 +254,7 @@ def test_a_bad_bundle_is_refused_with_a_clear_message_and_the_old_model_stays(ca
     last = store.updates(1)[-1]
     assert (last["action"], last["result"]) == ("install", "refused") and needle in last["message"]
     # and the appliance still starts on the old model
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     loaded = Appliance(cfg)._load_initial_model()
     assert loaded.version_id == "0001-starter-walking-lstm-vae-1.1.1"
@@ -334,7 +334,7 @@ def test_only_the_last_n_versions_are_kept_and_a_reinstall_reuses_its_copy(tmp_p
 CRASH_SCRIPT = """
 import os, sys, pathlib
 from appliance.config import load_config
-from appliance.model_store import ModelStore
+from appliance.updates.store import ModelStore
 
 step, cfg_path, bundle = sys.argv[1:4]
 
@@ -364,7 +364,7 @@ STEPS_AFTER_SWITCH = ["switched", "pruned"]
 def test_an_install_killed_at_any_step_leaves_the_old_or_the_new_model_complete(
     step, tmp_path, keys, releases
 ):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     cfg_path = config(tmp_path, keys, keep_versions=2)
     cfg = load_config(cfg_path)
@@ -458,7 +458,7 @@ def test_hot_reload_switches_models_between_frames_keeping_camera_and_mqtt(
     """A running daemon on the real dancing clip publishing to a real broker; `appliance update` in
     another process: frames stay contiguous, scoring continues on the next frame, events carry the
     new version, the MQTT session and the camera are never reopened."""
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     sub = broker.subscribe("appliance/#")
     camera = {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}
@@ -516,7 +516,7 @@ def test_hot_reload_switches_models_between_frames_keeping_camera_and_mqtt(
 def test_a_version_that_fails_to_load_in_the_daemon_is_rolled_back_and_the_camera_keeps_running(
     tmp_path, keys, releases
 ):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     camera = {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera))
@@ -563,7 +563,7 @@ def _static_batch_release(keys, releases, tmp_path: Path) -> Path:
 
 
 def test_scoring_errors_soon_after_a_switch_roll_back_automatically(tmp_path, keys, releases):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     camera = {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera))
@@ -593,7 +593,7 @@ def test_scoring_errors_soon_after_a_switch_roll_back_automatically(tmp_path, ke
 
 
 def test_a_bundle_dropped_into_the_inbox_is_installed_and_a_bad_one_is_set_aside(tmp_path, keys, releases):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     camera = {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera))
@@ -626,7 +626,7 @@ def test_a_bundle_dropped_into_the_inbox_is_installed_and_a_bad_one_is_set_aside
 def test_a_new_score_scale_leaves_cameras_uncalibrated_and_a_declared_same_scale_keeps_thresholds(
     tmp_path, keys, releases
 ):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
     from calibration.store import save_threshold
 
     def with_scale(tar: Path, scale: str | None, name: str) -> Path:

@@ -9,13 +9,13 @@ import shutil
 import numpy as np
 import pytest
 
-from appliance.bundle import BundleError, open_bundle, safe_extract
-from appliance.demo import STARTER_BUNDLE, STARTER_LSTM_BUNDLE
-from appliance.fused import MAP_PART, MOTION_PART, FusedRuntime, FusedScorer
+from appliance.features.motion import sequence_features
+from appliance.features.skeleton_map import render_keypoints
 from appliance.keypoints.urfd import read_urfd_csv
-from appliance.motion_features import sequence_features
+from appliance.models.bundle import BundleError, open_bundle, safe_extract
+from appliance.models.fused import MAP_PART, MOTION_PART, FusedRuntime, FusedScorer
 from appliance.pose.layouts import to_body_graph
-from appliance.skeleton_map import render_keypoints
+from appliance.service.demo import STARTER_BUNDLE, STARTER_LSTM_BUNDLE
 from tests.conftest import DATA
 
 URFD = DATA / "urfd-falls" / "pose_urfd_3classes.csv"

@@ -25,13 +25,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from appliance.bundle import BundleError, open_bundle
 from appliance.config import load_config
-from appliance.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE
 from appliance.errors import ModelError
-from appliance.inbox import Inbox
-from appliance.model_store import ModelStore, UpdateRefused, version_key
-from appliance.signing import generate_key_pair, sign_manifest
+from appliance.models.bundle import BundleError, open_bundle
+from appliance.service.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE
+from appliance.updates.inbox import Inbox
+from appliance.updates.signing import generate_key_pair, sign_manifest
+from appliance.updates.store import ModelStore, UpdateRefused, version_key
 from tests.conftest import ROOT, write_appliance_config
 
 MIB = 1 << 20
@@ -198,7 +198,7 @@ MEASURE = r"""
 import json, sys
 from pathlib import Path
 from appliance.config import load_config
-from appliance.model_store import ModelStore, UpdateRefused
+from appliance.updates.store import ModelStore, UpdateRefused
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -347,7 +347,7 @@ def test_a_second_manifest_later_in_the_tar_is_refused(tmp_path, keys):
 def test_a_tar_with_its_manifest_last_and_no_top_folder_opens(tmp_path, keys):
     """`tar -C bundle -cf x.tar onnx-int8 onnx-fp32 manifest.sig manifest.json`: the headers are walked
     first, so the manifest need not come first."""
-    from appliance.signing import SignaturePolicy
+    from appliance.updates.signing import SignaturePolicy
 
     root = release(tmp_path, keys["private"], "1.1.1")
     files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: "manifest" in p.name)
@@ -366,7 +366,7 @@ def _bytes_written() -> int:
 def test_a_bundle_tar_opened_directly_is_checked_against_its_signature_before_unpacking(tmp_path, keys):
     """open_bundle(tar, signatures=...) (the daemon's factory bundle) refuses before writing anything:
     before, the 64 MiB member was unpacked to a temporary folder first."""
-    from appliance.signing import SignaturePolicy
+    from appliance.updates.signing import SignaturePolicy
 
     policy = SignaturePolicy(keys["trusted"])
     crafted = _gzip_bomb_unsigned(tmp_path, keys["private"], 64 * MIB)

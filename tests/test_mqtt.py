@@ -19,10 +19,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from appliance.alarms.events import AnomalyEvent, ModelRef, iso_utc
 from appliance.config import MqttSinkConfig
-from appliance.events import AnomalyEvent, ModelRef, iso_utc
-from appliance.mqtt import MqttLink
-from appliance.outbox import Outbox
+from appliance.publish.mqtt import MqttLink
+from appliance.publish.outbox import Outbox
 
 from .conftest import ROOT, Broker, make_broker
 
@@ -127,7 +127,7 @@ PUBLISHER = """
 import sys, time
 sys.path.insert(0, {root!r})
 from appliance.config import MqttSinkConfig
-from appliance.mqtt import MqttLink
+from appliance.publish.mqtt import MqttLink
 from tests.test_mqtt import event
 first, last, port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 out = MqttLink(MqttSinkConfig(host="127.0.0.1", port=port, reconnect_max_s=0.5), "box1", {state!r})

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
+from appliance.alarms.events import AnomalyEvent, ApplianceStatus, ModelRef, iso_utc
 from appliance.config import ConfigError, MqttSinkConfig, parse_config
-from appliance.events import AnomalyEvent, ApplianceStatus, ModelRef, iso_utc
-from appliance.mqtt import MqttLink
-from appliance.outbox import Outbox
+from appliance.publish.mqtt import MqttLink
+from appliance.publish.outbox import Outbox
 
 from .conftest import ROOT, Broker, make_broker, write_appliance_config
 

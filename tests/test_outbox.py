@@ -14,8 +14,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from appliance.events import AnomalyEvent, ModelRef, Skeleton, iso_utc
-from appliance.outbox import Outbox
+from appliance.alarms.events import AnomalyEvent, ModelRef, Skeleton, iso_utc
+from appliance.publish.outbox import Outbox
 
 TOPIC = "appliance/box1/cam1/events"
 _rng = random.Random(0)

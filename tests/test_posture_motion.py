@@ -11,12 +11,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="fitting the model needs the [export] extra")
 
-from appliance.bundle import open_bundle  # noqa: E402
+from appliance.features.motion import RAW_DIM, FeatureStream, normalise_window, sequence_features  # noqa: E402
+from appliance.features.window import WindowBuffer, sliding_windows  # noqa: E402
 from appliance.keypoints.urfd import read_urfd_csv  # noqa: E402
-from appliance.motion_features import RAW_DIM, FeatureStream, normalise_window, sequence_features  # noqa: E402
-from appliance.motion_scorer import PostureMotionScorer  # noqa: E402
+from appliance.models.bundle import open_bundle  # noqa: E402
+from appliance.models.posture_motion import PostureMotionScorer  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
-from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
 from export.bundle import buildable_variants  # noqa: E402
 from export.motion_eval import evaluate_dataset, feature_sequences  # noqa: E402
 from export.posture_motion_bundle import bundle_dataset  # noqa: E402
@@ -110,8 +110,8 @@ def test_the_streaming_scorer_gives_the_offline_scores_frame_by_frame(urfd_bundl
 
 def test_a_bundle_with_unknown_body_features_is_refused(urfd_bundle, tmp_path):
     from appliance.config import load_config
-    from appliance.model_store import compatibility_problems
-    from appliance.signing import SignaturePolicy
+    from appliance.updates.signing import SignaturePolicy
+    from appliance.updates.store import compatibility_problems
 
     out, _, _ = urfd_bundle
     cfg = load_config(write_appliance_config(tmp_path / "c.yaml", {"id": "c", "source": "0"}))
@@ -134,7 +134,7 @@ def test_the_daemon_scores_real_footage_with_a_posture_motion_bundle(urfd_bundle
     The bundle was learned on URFD at 30 fps, so it is fed a 30 fps clip (a slower one is refused:
     tests/test_time_base.py)."""
     from appliance.config import load_config
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     out, _, _ = urfd_bundle
     clip = DATA / "pose-testdata" / "pose_1.mp4"  # a person moving, 30 fps, 4 s

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from appliance.events import json_schemas
+from appliance.alarms.events import json_schemas
 
 from .conftest import ROOT
 

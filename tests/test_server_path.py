@@ -18,7 +18,7 @@ import pytest
 from appliance.errors import ApplianceError
 from appliance.keypoints.readers import read_keypoints
 from appliance.keypoints.table import write_keypoints_csv
-from appliance.metrics import auroc
+from appliance.models.metrics import auroc
 from appliance.pose.layouts import LAYOUTS
 from tests.conftest import DATA, ROOT
 
@@ -84,8 +84,8 @@ def test_the_keypoint_doc_lists_each_layouts_joints_in_the_readers_order():
 def site(tmp_path_factory) -> dict[str, Path]:
     """Ten walking clips as one unlabelled multi-track CSV (the site's normal footage), and a
     labelled test file of another walk (0) and a run (1)."""
-    from appliance.keypoints.ceiling_camera import project_bvh
     from export.datasets import mocap_clips
+    from export.mocap.ceiling_camera import project_bvh
 
     clips = mocap_clips(DATA)
     walks = [path for path, content in clips if content == "walk"]
@@ -182,10 +182,10 @@ def test_val_with_a_built_in_set_and_a_single_track_without_val_are_refused_in_o
 
 @needs_mocap
 def test_fused_joins_a_sites_own_bundles_into_one_that_opens_and_scores(site, site_motion, capsys):
-    from appliance.bundle import open_bundle
     from appliance.cli import main as appliance
-    from appliance.demo import STARTER_LSTM_BUNDLE
-    from appliance.fused import MAP_PART
+    from appliance.models.bundle import open_bundle
+    from appliance.models.fused import MAP_PART
+    from appliance.service.demo import STARTER_LSTM_BUNDLE
 
     out = site["root"] / "site-fused"
     code = _export(
@@ -213,8 +213,8 @@ def test_fused_joins_a_sites_own_bundles_into_one_that_opens_and_scores(site, si
 
 
 def _staged_bundle(tmp_path: Path) -> tuple[Path, dict]:
-    from appliance.bundle import safe_extract
-    from appliance.demo import STARTER_LSTM_BUNDLE
+    from appliance.models.bundle import safe_extract
+    from appliance.service.demo import STARTER_LSTM_BUNDLE
 
     root = safe_extract(STARTER_LSTM_BUNDLE, tmp_path / "in")
     stage = tmp_path / "stage"
@@ -237,7 +237,7 @@ def test_a_nan_that_is_not_an_absent_metric_is_refused_naming_the_field(tmp_path
 
 
 def test_resigning_a_manifest_with_a_nan_auroc_writes_null(tmp_path):
-    from appliance.signing import generate_key_pair
+    from appliance.updates.signing import generate_key_pair
     from export.bundle import sign_bundle
 
     stage, manifest = _staged_bundle(tmp_path)
@@ -254,7 +254,7 @@ def test_resigning_a_manifest_with_a_nan_auroc_writes_null(tmp_path):
 
 def test_extract_keeps_tracks_as_short_as_min_track_frames(tmp_path, capsys):
     from appliance.cli import main as appliance
-    from appliance.demo import DEMO_CLIP
+    from appliance.service.demo import DEMO_CLIP
 
     out = tmp_path / "k.csv"
     argv = ["extract", "--video", str(DEMO_CLIP), "--frames", "40", "--min-track-frames", "20"]
@@ -270,7 +270,7 @@ def test_score_by_label_prints_each_anomaly_labels_auroc_against_the_normal_fram
     import csv
 
     from appliance.cli import main as appliance
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     out = tmp_path / "scores.csv"
     argv = ["score", "--bundle", str(STARTER_BUNDLE), "--keypoints", str(URFD), "--out", str(out)]
@@ -288,7 +288,7 @@ def test_score_by_label_prints_each_anomaly_labels_auroc_against_the_normal_fram
 
 def test_score_by_label_on_a_file_without_labels_says_so_in_one_line(tmp_path, capsys):
     from appliance.cli import main as appliance
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     (block,) = _doc_blocks("csv")
     lines = [re.sub(r"^(\d+,\d+),\d+,", r"\1,,", line) for line in block.splitlines()]

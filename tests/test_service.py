@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.demo import WORKCELL_CLIP
+from appliance.service.demo import WORKCELL_CLIP
 
 from .conftest import ROOT, Broker, write_appliance_config
 
@@ -201,7 +201,7 @@ def _outbox_has_events(path: Path) -> bool:
 
 
 def test_sigterm_with_the_broker_away_exits_0_and_keeps_the_events_on_disk(tmp_path):
-    from appliance.outbox import Outbox
+    from appliance.publish.outbox import Outbox
 
     from .conftest import free_port
 

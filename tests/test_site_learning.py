@@ -119,7 +119,7 @@ def replay_config(tmp_path: Path, keypoints: Path, bundle: Path = FUSED, loop: b
 def run_to_end(config: Path) -> tuple[dict, list[dict]]:
     """The daemon on the config's replay until it ends; its last status and the events."""
     from appliance.config import load_config
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     cfg = load_config(config)
     app = Appliance(cfg)
@@ -161,9 +161,9 @@ def test_the_devices_numpy_fit_scores_like_the_server_bundle_graph_on_real_windo
     torch = pytest.importorskip("torch")
     import onnxruntime as ort
 
-    from appliance.motion_features import normalise_window
-    from appliance.posture_motion_fit import fit, window_stats
-    from appliance.window import sliding_windows
+    from appliance.features.motion import normalise_window
+    from appliance.features.window import sliding_windows
+    from appliance.models.posture_motion_fit import fit, window_stats
     from export.motion_eval import feature_sequences, load_split, normal_windows
     from export.posture_motion import export_onnx, fit_posture_motion
     from export.posture_motion import window_stats as torch_window_stats
@@ -194,10 +194,10 @@ def test_the_devices_numpy_fit_scores_like_the_server_bundle_graph_on_real_windo
 
 
 def test_thresholds_are_chosen_on_out_of_fold_scores_never_on_the_fitting_windows(mocap):
-    from appliance.motion_features import normalise_window, sequence_features
+    from appliance.features.motion import normalise_window, sequence_features
+    from appliance.features.window import sliding_windows
+    from appliance.models.posture_motion_fit import PostureMotionParams, fit_robust, window_stats
     from appliance.pose.layouts import to_body_graph
-    from appliance.posture_motion_fit import PostureMotionParams, fit_robust, window_stats
-    from appliance.window import sliding_windows
     from calibration.learn import TrackRecord, fit_site, split_windows
 
     recording = lanes(mocap.train[:24])
@@ -336,7 +336,7 @@ def test_the_running_daemon_learns_a_cameras_site_model_on_command_and_switches_
     the running pipeline's skeletons are recorded; then the site model is saved and the camera switches
     to it between frames, without a restart."""
     from appliance.config import load_config
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     recording = tmp_path / "walks.csv"
     write_keypoints_csv(recording, lanes(mocap.train, lanes=2))  # 48 clips, ~3 min of two people walking

@@ -6,6 +6,13 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance.features.skeleton_map import (
+    MapSpec,
+    draw_crop,
+    render_keypoints,
+    render_map,
+    resize_bilinear_antialiased,
+)
 from appliance.pose.layouts import (
     BLAZEPOSE33,
     BODY25,
@@ -16,13 +23,6 @@ from appliance.pose.layouts import (
     URFD13,
     JointLayout,
     to_body_graph,
-)
-from appliance.skeleton_map import (
-    MapSpec,
-    draw_crop,
-    render_keypoints,
-    render_map,
-    resize_bilinear_antialiased,
 )
 
 # 800x560 image: the 560 crop maps 20 canvas pixels onto one map pixel, so expectations are exact.

@@ -19,12 +19,19 @@ import paho.mqtt.client as mqtt
 import pytest
 from pydantic import ValidationError
 
-from appliance.credentials import CredentialError
-from appliance.events import AnomalyEvent, ModelRef
-from appliance.sparkplug import SparkplugError
-from appliance.sparkplug.config import SparkplugSinkConfig
-from appliance.sparkplug.node import DEVICE_METRICS, NODE_METRICS, SparkplugNode
-from appliance.sparkplug.payload import PROTO_PATH, DataType, Payload, make_metric, metric_value, parse_proto
+from appliance.alarms.events import AnomalyEvent, ModelRef
+from appliance.publish.sparkplug import SparkplugError
+from appliance.publish.sparkplug.config import SparkplugSinkConfig
+from appliance.publish.sparkplug.node import DEVICE_METRICS, NODE_METRICS, SparkplugNode
+from appliance.publish.sparkplug.payload import (
+    PROTO_PATH,
+    DataType,
+    Payload,
+    make_metric,
+    metric_value,
+    parse_proto,
+)
+from appliance.service.credentials import CredentialError
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "plant-1"
@@ -395,8 +402,8 @@ def test_close_returns_promptly_while_the_broker_is_down(broker, make_node):
 NODE_PROCESS = """
 import sys, time
 from pathlib import Path
-from appliance.sparkplug.config import SparkplugSinkConfig
-from appliance.sparkplug.node import SparkplugNode
+from appliance.publish.sparkplug.config import SparkplugSinkConfig
+from appliance.publish.sparkplug.node import SparkplugNode
 
 port, group, node_id, state = sys.argv[1:]
 cfg = SparkplugSinkConfig(host="127.0.0.1", port=int(port), group_id=group, edge_node_id=node_id)

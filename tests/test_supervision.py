@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.alarms.events import AnomalyEvent
 from appliance.config import load_config
-from appliance.demo import DEMO_CLIP, WORKCELL_CLIP
-from appliance.events import AnomalyEvent
-from appliance.model_store import ModelStore
-from appliance.service import Notifier
+from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP
+from appliance.service.systemd import Notifier
+from appliance.updates.store import ModelStore
 
 from . import test_field_update as field_update
 from .conftest import ROOT, free_port, write_appliance_config
@@ -82,7 +82,7 @@ class InjectedPoseFault:
 
 
 def test_a_crashed_camera_loop_restarts_says_so_and_the_other_camera_keeps_watching(tmp_path):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     app = Appliance(load_config(two_cameras(tmp_path)))
     app.start()
@@ -125,7 +125,7 @@ def test_a_crashed_camera_loop_restarts_says_so_and_the_other_camera_keeps_watch
 
 
 def test_watchdog_pings_go_on_while_a_camera_restarts_and_stop_when_its_loop_hangs(tmp_path, monkeypatch):
-    from appliance.daemon import STALLED_AFTER_S, Appliance
+    from appliance.service.daemon import STALLED_AFTER_S, Appliance
 
     systemd = FakeSystemd(tmp_path)
     monkeypatch.setenv("NOTIFY_SOCKET", str(systemd.path))
@@ -321,7 +321,7 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
 def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_camera(
     tmp_path, keys, releases
 ):
-    from appliance.daemon import Appliance
+    from appliance.service.daemon import Appliance
 
     camera = {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera, health_window_s=0))  # no probation at all

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.install_service import install_service
+from appliance.service.install import install_service
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
@@ -208,7 +208,7 @@ def test_install_service_keeps_an_existing_config(tmp_path: Path) -> None:
 def test_config_skeleton_is_valid_under_the_unit(tmp_path: Path) -> None:
     """The skeleton passes check-config with the environment the unit gives it, once the files it
     names exist (check-config checks the bundle and the credential as `run` would)."""
-    from appliance.demo import STARTER_BUNDLE
+    from appliance.service.demo import STARTER_BUNDLE
 
     install_service(tmp_path)
     config = tmp_path / "etc/appliance/appliance.yaml"
@@ -272,7 +272,7 @@ MDWE_CHILD = textwrap.dedent(
 
     import numpy as np
     import onnxruntime as ort
-    from appliance.bundle import open_bundle
+    from appliance.models.bundle import open_bundle
     from appliance.pose.model_files import find_model_files
     from ai_edge_litert.interpreter import Interpreter
 

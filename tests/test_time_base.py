@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
-from appliance.frame_rate import RateGate
+from appliance.capture.frame_rate import RateGate
 
 from .conftest import ROOT
 
@@ -74,9 +74,9 @@ def test_a_camera_slower_than_the_models_learning_rate_is_refused_at_start_namin
 def test_a_faster_source_is_scored_at_the_models_rate_and_the_status_says_so(tmp_path):
     """A 30 fps recording into a model learned at 10 fps: one frame in three is scored (pose too)."""
     from appliance.config import load_config
-    from appliance.daemon import Appliance
     from appliance.keypoints.readers import read_keypoints
     from appliance.keypoints.table import write_keypoints_csv
+    from appliance.service.daemon import Appliance
 
     walk = sorted((DATA / "mocap-bandai" / "dataset-2" / "data").glob("dataset-2_walk_*.bvh"))[0]
     (seq,) = read_keypoints(walk)

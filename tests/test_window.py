@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.window import WindowBuffer, sliding_windows, window_scores_to_frames
+from appliance.features.window import WindowBuffer, sliding_windows, window_scores_to_frames
 
 
 def test_ring_buffer_yields_the_same_windows_as_the_batch_builder():

@@ -1,4 +1,5 @@
-"""Keypoint sources: readers that turn pose files into :class:`KeypointSequence` objects."""
+"""Keypoint files: readers that turn pose files (our CSV/NPZ, OpenPose, AlphaPose, URFD) into
+:class:`KeypointSequence` objects, and the CSV writer (``docs/keypoints.md``)."""
 
 from appliance.keypoints.sequence import KeypointSequence
 

@@ -63,7 +63,7 @@ def _read_file(path: Path, layout: str | None, sizes: dict[str, float]) -> list[
             return read_urfd_csv(path)
         return read_keypoints_csv(path, layout=layout, **sizes)
     if suffix == ".bvh":
-        from appliance.keypoints.ceiling_camera import project_bvh  # separate module, only needed here
+        from export.mocap.ceiling_camera import project_bvh  # separate module, only needed here
 
         projected = project_bvh(path)
         return [projected] if isinstance(projected, KeypointSequence) else list(projected)

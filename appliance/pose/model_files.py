@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.bundle import sha256_file
 from appliance.errors import ApplianceError, ModelError
+from appliance.models.bundle import sha256_file
 
 ENV_MODEL_DIR = "APPLIANCE_POSE_MODELS"
 INSTALL_COMMAND = "appliance install-models"

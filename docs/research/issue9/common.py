@@ -2,7 +2,7 @@
 the product's own evaluation code on them.
 
 Nothing here computes features, windows, frame scores or AUROC itself: the splits come from
-:func:`export.datasets.load_split`, the features from :mod:`appliance.motion_features`, and the
+:func:`export.datasets.load_split`, the features from :mod:`appliance.features.motion`, and the
 protocol (normal windows, window -> frame scores, pooled and per-type AUROC) from
 :mod:`export.motion_eval` / :class:`export.evaluate.Evaluation`, the code behind
 ``appliance-export compare``. The adapters only keep the scripts' per-sequence dicts
@@ -26,7 +26,7 @@ WINDOW = 30
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from appliance.motion_features import sequence_features  # noqa: E402
+from appliance.features.motion import sequence_features  # noqa: E402
 from appliance.pose.layouts import to_body_graph  # noqa: E402
 from export import motion_eval  # noqa: E402
 from export.datasets import load_split  # noqa: E402

@@ -52,8 +52,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from appliance.posture_motion_fit import COMPONENTS, SHRINK_GRID, window_stats  # noqa: E402
-from appliance.window import sliding_windows  # noqa: E402
+from appliance.models.posture_motion_fit import COMPONENTS, SHRINK_GRID, window_stats  # noqa: E402
+from appliance.features.window import sliding_windows  # noqa: E402
 from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
 from export.posture_motion import (  # noqa: E402
     GaussianWindowScorer,

@@ -19,7 +19,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from appliance.motion_features import model_input  # noqa: E402
+from appliance.features.motion import model_input  # noqa: E402
 from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
 from export.posture_motion import speed_rule  # noqa: E402
 from model import AEConfig, fit_fusion, score, train_ae  # noqa: E402

@@ -22,9 +22,9 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from appliance.metrics import auroc  # noqa: E402
-from appliance.motion_features import SPEED, model_input, normalise_window  # noqa: E402
-from appliance.window import sliding_windows, window_scores_to_frames  # noqa: E402
+from appliance.models.metrics import auroc  # noqa: E402
+from appliance.features.motion import SPEED, model_input, normalise_window  # noqa: E402
+from appliance.features.window import sliding_windows, window_scores_to_frames  # noqa: E402
 from common import frame_scores, load_features, normal_windows  # noqa: E402
 from model import fit_fusion, score  # noqa: E402
 

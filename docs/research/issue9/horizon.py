@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from appliance.motion_features import (  # noqa: E402
+from appliance.features.motion import (  # noqa: E402
     CENTRE_VELOCITY,
     MASK,
     NUM_JOINTS,
@@ -52,9 +52,9 @@ from appliance.motion_features import (  # noqa: E402
     normalise_window,
 )
 from appliance.pose.layouts import NECK  # noqa: E402
-from appliance.window import sliding_windows, window_scores_to_frames  # noqa: E402
+from appliance.features.window import sliding_windows, window_scores_to_frames  # noqa: E402
 from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
-from appliance.posture_motion_fit import COMPONENTS  # noqa: E402
+from appliance.models.posture_motion_fit import COMPONENTS  # noqa: E402
 from export.posture_motion import (  # noqa: E402
     GaussianWindowScorer,
     PostureMotionModel,

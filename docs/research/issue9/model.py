@@ -4,9 +4,9 @@ The product holds the selected model's parts, and the scripts use them from ther
 
 - window statistics, the Gaussian window scorer and the shrinkage choice:
   :mod:`export.posture_motion` (``window_stats``, ``GaussianWindowScorer``, ``choose_shrink``), fitted
-  by :mod:`appliance.posture_motion_fit` (``STAT_GROUPS``, ``COMPONENTS``, ``SHRINK_GRID``);
+  by :mod:`appliance.models.posture_motion_fit` (``STAT_GROUPS``, ``COMPONENTS``, ``SHRINK_GRID``);
 - the max-fusion of z-scored log scores: :class:`export.posture_motion.PostureMotionModel`;
-- ONNX export: :func:`export.posture_motion.export_onnx`; features: :mod:`appliance.motion_features`.
+- ONNX export: :func:`export.posture_motion.export_onnx`; features: :mod:`appliance.features.motion`.
 
 What stays here, for the candidates that lost (REPORT.md, "All candidates"):
 
@@ -15,7 +15,7 @@ What stays here, for the candidates that lost (REPORT.md, "All candidates"):
   including the ConvAE and a posture-only Gaussian (``GP``);
 - ``score``: batched scoring of any of these torch modules.
 
-Input of every scorer: (B, T, FEATURE_DIM) normalised windows (``appliance.motion_features.
+Input of every scorer: (B, T, FEATURE_DIM) normalised windows (``appliance.features.motion.
 normalise_window``), NaN speeds allowed (zeroed inside). Output: (B,) anomaly scores, higher = more
 anomalous. Research code: not product code, not in the test suite.
 """
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from appliance.motion_features import FEATURE_DIM
-from appliance.posture_motion_fit import COMPONENTS as PRODUCT_COMPONENTS
+from appliance.features.motion import FEATURE_DIM
+from appliance.models.posture_motion_fit import COMPONENTS as PRODUCT_COMPONENTS
 from export.posture_motion import GaussianWindowScorer, PostureMotionModel, choose_shrink
 
 # Candidate components by the report's names; the Gaussians' statistics are the product's.
@@ -153,7 +153,7 @@ class FusionScorer(PostureMotionModel):
     """:class:`export.posture_motion.PostureMotionModel` (max of z-scored log scores; its
     ``components``) with ``mode="sum"`` as well, for the sum-fusion candidate.
 
-    Input: (B, T, FEATURE_DIM) normalised windows without NaN (``appliance.motion_features.model_input``).
+    Input: (B, T, FEATURE_DIM) normalised windows without NaN (``appliance.features.motion.model_input``).
     """
 
     def __init__(self, names: list[str], scorers: list[nn.Module], mode: str = "max") -> None:

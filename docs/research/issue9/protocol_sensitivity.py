@@ -16,7 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[3]  # docs/research/issue9/this.py -> the repository
 sys.path.insert(0, str(ROOT))
 
-from appliance.metrics import auroc  # noqa: E402
+from appliance.models.metrics import auroc  # noqa: E402
 from export.motion_eval import fit_dataset, frame_scores  # noqa: E402
 from export.posture_motion import speed_rule  # noqa: E402
 

@@ -8,9 +8,9 @@ frame, the first T-1 frames take the first window's score, sequences shorter tha
 frame-level AUROC on the test split, pooled and per anomaly type. Training uses normal windows of
 the training split only; shrinkage and score calibration use normal windows of the validation split.
 
-Runs against the product's code: features (appliance.motion_features), Gaussians and fusion
+Runs against the product's code: features (appliance.features.motion), Gaussians and fusion
 (export.posture_motion), protocol (export.motion_eval), ONNX export and int8 (export.posture_motion,
-export.quantize), window runtime (appliance.runtimes); model.py adds only the research candidates.
+export.quantize), window runtime (appliance.models.runtimes); model.py adds only the research candidates.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from appliance.motion_features import RAW_DIM, FeatureStream, model_input, normalise_window, sequence_features  # noqa: E402
-from appliance.runtimes import OnnxWindowRuntime  # noqa: E402
-from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
+from appliance.features.motion import RAW_DIM, FeatureStream, model_input, normalise_window, sequence_features  # noqa: E402
+from appliance.models.runtimes import OnnxWindowRuntime  # noqa: E402
+from appliance.features.window import WindowBuffer, sliding_windows  # noqa: E402
 from common import frame_scores, load_features, metrics, normal_windows  # noqa: E402
 from export.posture_motion import export_onnx, speed_rule  # noqa: E402
 from model import AEConfig, ConvAE, fit_fusion, score, train_ae  # noqa: E402

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest docs/research/issue9/test_issue9.py -q -p no:cacheprovider
 
-The feature checks run on the product's features (appliance.motion_features), which the report's
+The feature checks run on the product's features (appliance.features.motion), which the report's
 design section describes; the model checks run on the research fusion (model.py) over the product's
 Gaussians (export.posture_motion).
 """
@@ -18,12 +18,12 @@ sys.path[:0] = [str(HERE), str(HERE.parents[2])]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from appliance.motion_features import (  # noqa: E402
+from appliance.features.motion import (  # noqa: E402
     FEATURE_DIM, MASK, RAW_DIM, SPEED, FeatureStream, model_input, normalise_window, sequence_features,
 )
 from appliance.pose.layouts import BLAZEPOSE33, COCO17, to_body_graph  # noqa: E402
-from appliance.posture_motion_fit import STAT_GROUPS  # noqa: E402
-from appliance.window import WindowBuffer, sliding_windows  # noqa: E402
+from appliance.models.posture_motion_fit import STAT_GROUPS  # noqa: E402
+from appliance.features.window import WindowBuffer, sliding_windows  # noqa: E402
 from export.posture_motion import GaussianWindowScorer  # noqa: E402
 from model import FusionScorer, fit_fusion, score  # noqa: E402
 

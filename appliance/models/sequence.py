@@ -1,0 +1,61 @@
+"""Window scores of one recorded keypoint sequence with any bundle type (``appliance score``): the
+same inputs the live scorers build frame by frame, built for the whole sequence at once."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.capture.frame_rate import RateGate, too_slow
+from appliance.errors import ApplianceError
+from appliance.features.motion import model_input, normalise_window, sequence_features
+from appliance.features.skeleton_map import render_keypoints
+from appliance.features.window import sliding_windows
+from appliance.keypoints.sequence import KeypointSequence
+from appliance.models.bundle import Bundle
+from appliance.models.lstm_vae import score_map_sequence
+from appliance.pose.layouts import to_body_graph
+
+
+def at_model_rate(seq: KeypointSequence, model_fps: float | None) -> KeypointSequence:
+    """The frames of ``seq`` a camera scored at the model's learning rate keeps (as the daemon's
+    :class:`appliance.capture.frame_rate.RateGate` keeps them, on the file's frame clock); ``seq`` itself when
+    the model records no rate or the file is at it. A file slower than the model is refused."""
+    if model_fps is None or abs(seq.fps - model_fps) < 1e-6:
+        return seq
+    if too_slow(seq.fps, model_fps):
+        raise ApplianceError(
+            f"{seq.name}: the keypoints are at {seq.fps:g} frames per second and the model was learned at "
+            f"{model_fps:g}; it cannot be scored slower than that (extract the footage at {model_fps:g} fps "
+            "or more)"
+        )
+    gate = RateGate(model_fps)
+    keep = np.array([gate.keep(float(f) / seq.fps) for f in seq.frames], dtype=bool)
+    return KeypointSequence(
+        name=seq.name,
+        layout=seq.layout,
+        keypoints=seq.keypoints[keep],
+        frames=seq.frames[keep],
+        width=seq.width,
+        height=seq.height,
+        fps=model_fps,
+        labels=None if seq.labels is None else seq.labels[keep],
+        meta=dict(seq.meta),
+    )
+
+
+def sequence_window_scores(bundle: Bundle, runtime, seq: KeypointSequence) -> np.ndarray:
+    """(N - T + 1,) window scores of ``seq`` (empty when it is shorter than a window)."""
+    window = bundle.contract.window
+    if len(seq) < window:
+        return np.empty(0, dtype=np.float64)
+    if bundle.model_type == "posture_motion":
+        raw = sequence_features(to_body_graph(seq.keypoints, seq.layout))
+        return runtime.score_windows(model_input(normalise_window(sliding_windows(raw, window)))).astype(
+            np.float64
+        )
+    maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)
+    if bundle.model_type == "fused":
+        raw = sequence_features(to_body_graph(seq.keypoints, seq.layout))
+        motion = runtime.motion.score_windows(model_input(normalise_window(sliding_windows(raw, window))))
+        return np.maximum(motion, runtime.calibration(score_map_sequence(runtime.maps, maps, window)))
+    return score_map_sequence(runtime, maps, window)

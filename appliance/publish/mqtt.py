@@ -1,0 +1,389 @@
+"""MQTT link for plant SCADA/MES: store-and-forward events, retained status and availability.
+
+Topic contract (``docs/mqtt.md``):
+
+- ``<prefix>/<appliance_id>/available``: retained; ``online`` on every connect, ``offline`` as the
+  last will and on a clean stop;
+- ``<prefix>/<appliance_id>/status``: retained JSON (:class:`appliance.alarms.events.ApplianceStatus`);
+- ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`);
+- ``<prefix>/<appliance_id>/<camera>/scores``: optional score telemetry, QoS 0 (:class:`ScoreTelemetry`).
+
+One thread owns the paho client: it connects (a fresh client per session, so nothing but the outbox
+decides what is resent), runs the network loop, and sends the outbox in order with a bounded number
+of messages in flight. An event is acknowledged in the outbox only on the broker's PUBACK; whatever
+was in flight when a connection dropped is sent again from the outbox on the next one (at least
+once: subscribers de-duplicate on ``event_id`` + ``seq``). Connection failures (refused, wrong
+password, TLS errors, broker away, a host name that cannot be a host) and any other error in the link
+are logged once in words and retried with backoff: the thread never dies. Its state (connected,
+connecting, error and why, since when, reconnections) is the ``link`` entry of the retained status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from appliance.alarms.events import AnomalyEvent, iso_utc
+from appliance.config import MqttSinkConfig
+from appliance.errors import ApplianceError
+from appliance.publish.commands import CommandChannel
+from appliance.publish.outbox import Outbox
+
+log = logging.getLogger("appliance.mqtt")  # the name journals and log filters know
+
+MAX_IN_FLIGHT = 20
+SESSION_OK_S = 5.0  # a session shorter than this (dropped at once, e.g. a duplicate client id) backs off
+
+
+class MqttLink:
+    """The ``mqtt`` sink: events through the outbox, status and availability retained."""
+
+    def __init__(
+        self,
+        cfg: MqttSinkConfig,
+        appliance_id: str,
+        state_dir: Path,
+        status: Callable[[], dict[str, Any]] | None = None,
+        telemetry: Callable[[float], list[dict[str, Any]]] | None = None,
+        commands: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
+        self.client_id = cfg.client_id or f"appliance-{appliance_id}"
+        self.outbox = Outbox(
+            Path(state_dir) / "outbox.sqlite",
+            cfg.outbox_max_messages,
+            cfg.outbox_max_age_s,
+            max_bytes=cfg.outbox_max_bytes,
+        )
+        self._status = status
+        self._commands = CommandChannel(cfg, self.base, commands) if commands and cfg.commands else None
+        self._telemetry = telemetry if cfg.telemetry_interval_s else None
+        self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
+        self._password = cfg.resolve_password()
+        self._tls = self._tls_context() if cfg.tls else None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._drain_deadline: float | None = None
+        self.connected = threading.Event()
+        self.state: Literal["connecting", "connected", "error", "stopped"] = "connecting"
+        self.state_since = time.time()
+        self.last_error: str | None = None  # the latest problem in words; kept after reconnecting
+        self.last_error_at: float | None = None
+        self.reconnects = 0
+        self.failed_attempts = 0  # since the last successful connection
+        self._connections = 0
+        self._said: str | None = None  # the error logged last: each is said once, not once per retry
+        self._said_guarded: set[str] = set()
+        self._status_due = 0.0
+        self.sent = 0
+        self.acked = 0
+        self.max_replay_latency_s = 0.0
+        backlog = self.outbox.depth()
+        if backlog:
+            log.info("MQTT outbox holds %d message(s) from before; they go out first", backlog)
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    # -- sink interface -------------------------------------------------------------------------
+    def topic_for(self, camera_id: str) -> str:
+        return f"{self.base}/{camera_id}/events"
+
+    def publish(self, event: AnomalyEvent) -> None:
+        self.outbox.put(self.topic_for(event.camera_id), event.to_json(), event.type, key=event.event_id)
+        self._wake.set()
+
+    def publish_status(self) -> None:
+        """Ask for a status message now (e.g. a camera changed state)."""
+        self._status_due = 0.0
+        self._wake.set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what the broker will take within ``timeout``, say ``offline``, disconnect.
+
+        What is not acknowledged stays in the outbox on disk for the next start.
+        """
+        self._drain_deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout + 5.0)
+        left = self.outbox.depth()
+        if left:
+            log.warning(
+                "MQTT: %d message(s) not yet acknowledged stay in the outbox for the next start", left
+            )
+        self.outbox.close()
+
+    # -- connection ---------------------------------------------------------------------------
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.cfg.tls
+        assert tls is not None
+        try:
+            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+            if tls.cert_file:
+                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ApplianceError(f"mqtt tls: cannot load certificates ({exc})") from None
+        if tls.insecure_skip_hostname_check:
+            ctx.check_hostname = False
+        return ctx
+
+    def _new_client(self):
+        import paho.mqtt.client as mqtt
+
+        protocol = mqtt.MQTTv5 if self.cfg.protocol == "5" else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        if self.cfg.username:
+            client.username_pw_set(self.cfg.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.will_set(f"{self.base}/available", "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_command
+        return client
+
+    def _on_command(self, client, userdata, message) -> None:
+        """``<base>/cmd/<name>``: on the network thread (the alarms' thread), only the cheap checks.
+
+        Rate, size and queueing are decided here in O(1) without decoding; parsing, signature and
+        the command itself run on :class:`CommandChannel`'s workers (``appliance/publish/commands.py``),
+        and the answers go out at QoS 0 after the outbox, never through it.
+        """
+        if self._commands is not None:
+            self._commands.receive(message.topic, message.payload)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            return
+        self._refused = None
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        row = self._in_flight.pop(mid, None)
+        if row is None:
+            return
+        msg_id, queued_at = row
+        self.outbox.ack(msg_id)
+        self.acked += 1
+        self.max_replay_latency_s = max(self.max_replay_latency_s, time.time() - queued_at)
+
+    def _log_error(self, message: str) -> None:
+        """A link problem in words: logged once (until the next connection), kept for the status."""
+        if message != self._said:
+            log.error("MQTT %s:%s: %s; retrying with backoff", self._host_text(), self.cfg.port, message)
+            self._said = message
+        self.last_error = message
+        self.last_error_at = time.time()
+        self._set_state("error")
+
+    def _set_state(self, state: Literal["connecting", "connected", "error", "stopped"]) -> None:
+        if state != self.state:
+            self.state, self.state_since = state, time.time()
+
+    def _host_text(self) -> str:
+        """The host for a log line: quoted when empty, shortened when absurdly long."""
+        host = self.cfg.host
+        return repr(host) if not host else f"'{host[:24]}...{host[-16:]}'" if len(host) > 60 else host
+
+    def link_status(self) -> dict[str, Any]:
+        """The ``link`` entry of the retained status (:class:`appliance.alarms.events.LinkStatus`)."""
+        out: dict[str, Any] = {
+            "state": self.state,
+            "since": iso_utc(self.state_since),
+            "broker": f"{self.cfg.host}:{self.cfg.port}",
+            "reconnects": self.reconnects,
+            "failed_attempts": self.failed_attempts,
+        }
+        if self.last_error is not None and self.last_error_at is not None:
+            out["last_error"] = self.last_error
+            out["last_error_at"] = iso_utc(self.last_error_at)
+        return out
+
+    def _describe(self, exc: Exception) -> str:
+        """Words for an error the link did not expect (it is retried like any other)."""
+        if isinstance(exc, sqlite3.Error):
+            return f"outbox error ({exc}); check {self.outbox.path} and the free disk space"
+        return f"unexpected error in the MQTT link ({type(exc).__name__}: {exc})"
+
+    def _guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a status/telemetry step; an error there is said once and does not end the session."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            message = f"MQTT: {what} not published: {type(exc).__name__}: {exc}"
+            if message not in self._said_guarded:
+                self._said_guarded.add(message)
+                log.error("%s", message)
+            log.debug("MQTT %s failed", what, exc_info=True)
+
+    def _connect(self):
+        """One connection attempt; returns a connected client or None (and logs why not)."""
+        client = self._new_client()
+        self._refused: str | None = None
+        try:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except ssl.SSLCertVerificationError as exc:
+            self._log_error(f"TLS certificate not trusted ({exc.verify_message}); check tls.ca_file")
+            return None
+        except ssl.SSLError as exc:
+            self._log_error(f"TLS handshake failed ({exc.reason or exc})")
+            return None
+        except OSError as exc:
+            self._log_error(f"cannot reach the broker ({exc.strerror or exc})")
+            return None
+        except ValueError as exc:  # paho: empty host; the IDNA codec (UnicodeError): a label over 63
+            why = (
+                "a part between dots is empty or over 63 characters"
+                if isinstance(exc, UnicodeError)
+                else "it is empty"
+                if not self.cfg.host
+                else str(exc)
+            )
+            self._log_error(f"invalid broker host {self._host_text()}: {why}; check host in the mqtt sink")
+            return None
+        deadline = time.monotonic() + 10.0
+        while not self.connected.is_set() and self._refused is None and time.monotonic() < deadline:
+            if client.loop(timeout=0.1) != 0:
+                break
+        if self.connected.is_set():
+            self._connections += 1
+            if self._connections > 1:
+                self.reconnects += 1
+                log.info("MQTT %s:%s: connected again", self.cfg.host, self.cfg.port)
+            else:
+                log.info("MQTT %s:%s: connected as %s", self.cfg.host, self.cfg.port, self.client_id)
+            self._said = None
+            self.failed_attempts = 0
+            self._set_state("connected")
+            return client
+        why = self._refused or "no answer to CONNECT"
+        if self._refused and ("authori" in why.lower() or "password" in why.lower()):
+            why += "; check username and password"
+        self._log_error(f"broker refused the connection: {why}")
+        client.disconnect()
+        return None
+
+    # -- the link thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        """Connect, run a session, back off after a failure; only :meth:`close` ends this thread."""
+        backoff = 0.5
+        while self._drain_deadline is None or time.monotonic() <= self._drain_deadline:
+            client = None
+            try:
+                client = self._connect()
+                if client is not None:
+                    began = time.monotonic()
+                    self._session(client)
+                    if self._drain_deadline is not None:
+                        break
+                    if time.monotonic() - began >= SESSION_OK_S:
+                        backoff = 0.5
+                        continue  # a session that ran a while: reconnect at once
+            except Exception as exc:  # anything: said once in words, retried; the thread must not die
+                self._log_error(self._describe(exc))
+                log.debug("MQTT link error", exc_info=True)
+                self._discard(client)
+            if client is None:
+                self.failed_attempts += 1
+            try:
+                self.outbox.report()
+            except Exception:
+                log.debug("outbox report failed", exc_info=True)
+            if self._drain_deadline is None:
+                self._stop.wait(backoff)  # new events do not cut the backoff short; close() does
+            else:
+                time.sleep(min(backoff, 0.5))
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+        self._set_state("stopped")
+
+    def _discard(self, client) -> None:
+        """Drop a client after an error: socket closed, in-flight forgotten (they stay in the outbox)."""
+        self.connected.clear()
+        self._in_flight = {}
+        if client is not None:
+            with contextlib.suppress(Exception):  # already gone is fine
+                client.disconnect()
+
+    def _session(self, client) -> None:
+        self._in_flight: dict[int, tuple[int, float]] = {}
+        last_handed = 0
+        client.publish(f"{self.base}/available", "online", qos=1, retain=True)
+        if self._commands is not None:
+            client.subscribe(f"{self.base}/cmd/+", qos=1)
+        self._status_due = 0.0
+        while self.connected.is_set():
+            draining = self._drain_deadline is not None
+            if draining and (
+                time.monotonic() > self._drain_deadline
+                or (not self._in_flight and not self.outbox.after(last_handed, 1))
+            ):
+                self._say_offline(client)
+                return
+            room = MAX_IN_FLIGHT - len(self._in_flight)
+            if room > 0:
+                for msg in self.outbox.after(last_handed, room):
+                    info = client.publish(msg.topic, msg.payload, qos=self.cfg.qos)
+                    last_handed = msg.id
+                    self.sent += 1
+                    if self.cfg.qos == 0:
+                        self.outbox.ack(msg.id)
+                    else:
+                        self._in_flight[info.mid] = (msg.id, msg.created_at)
+            if self._commands is not None:  # answers after the events handed above: alarms go first
+                self._commands.flush(client)
+            if self._status is not None and time.monotonic() >= self._status_due:
+                self._status_due = time.monotonic() + self.cfg.status_interval_s
+                self._guarded("status", self._publish_status, client)
+            if self._telemetry is not None and time.monotonic() >= self._telemetry_due:
+                interval = self.cfg.telemetry_interval_s or 0.0
+                self._telemetry_due = time.monotonic() + interval
+                self._guarded("telemetry", self._publish_telemetry, client, interval)
+            self.outbox.report()
+            if client.loop(timeout=0.05) != 0:
+                break
+        self.connected.clear()
+        self._in_flight.clear()  # unacknowledged: still in the outbox, resent next session
+        if self._drain_deadline is None:
+            log.warning(
+                "MQTT %s:%s: connection lost; events are kept in the outbox", self.cfg.host, self.cfg.port
+            )
+            self.last_error, self.last_error_at = "connection lost", time.time()
+            self._set_state("error")
+
+    def _publish_telemetry(self, client, interval: float) -> None:
+        assert self._telemetry is not None
+        for item in self._telemetry(interval):  # a reading, not a record: QoS 0, not stored
+            client.publish(f"{self.base}/{item['camera_id']}/scores", json.dumps(item), qos=0)
+
+    def _publish_status(self, client):
+        assert self._status is not None
+        status = self._status()
+        status["outbox"] = self.outbox.status()
+        status["link"] = self.link_status()
+        return client.publish(f"{self.base}/status", json.dumps(status), qos=1, retain=True)
+
+    def _say_offline(self, client) -> None:
+        """Last status (cameras stopped, outbox depth), then ``offline``, then disconnect."""
+        if self._status is not None:
+            self._guarded("status", self._publish_status, client)
+        info = client.publish(f"{self.base}/available", "offline", qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while not info.is_published() and time.monotonic() < deadline and client.loop(timeout=0.05) == 0:
+            pass
+        client.disconnect()
+        self.connected.clear()
