@@ -149,6 +149,18 @@ class TeeRecorder(SkeletonRecorder):
         self.inner.take_over(old)
 
 
+def not_learnable(bundle) -> None:
+    """Refuse a base bundle whose kind has no site model (the LSTM-VAE alone is retrained on a server)."""
+    if not bundle.kind.site_learnable:
+        from appliance.models.registry import site_learnable_types
+
+        raise CalibrationAborted(
+            f"model {bundle.name} is a {bundle.model_type} bundle: a site model is learned on top of a "
+            f"{' or '.join(site_learnable_types())} bundle (the LSTM-VAE alone is retrained on a server: "
+            "appliance-export train)"
+        )
+
+
 def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: float) -> dict[str, Any]:
     """``cmd/learn``: learn a camera's site model from the running pipeline (no second capture, the
     camera keeps watching with its current model meanwhile); blocks for ``minutes``."""
@@ -159,11 +171,7 @@ def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: floa
             f"no camera {camera_id!r}; cameras: {', '.join(w.cfg.id for w in app.workers)}"
         )
     loaded = app.loaded
-    if loaded.bundle.model_type not in ("posture_motion", "fused"):
-        raise CalibrationAborted(
-            f"model {loaded.bundle.name} is a {loaded.bundle.model_type} bundle: site models extend "
-            "posture_motion or fused bundles"
-        )
+    not_learnable(loaded.bundle)
     pipeline = worker.pipeline
     if isinstance(pipeline.scorer, SkeletonRecorder):
         raise CalibrationAborted(f"camera {camera_id} is already learning")
@@ -345,16 +353,9 @@ def learn(
     recorder: dict[str, SkeletonRecorder] = {}
 
     def make_recorder(loaded) -> SkeletonRecorder:
-        kind = loaded.bundle.model_type
-        if kind not in ("posture_motion", "fused"):
-            raise CalibrationAborted(
-                f"model {loaded.bundle.name} is a {kind} bundle: a site model is learned on top of a "
-                "posture_motion or fused bundle (the LSTM-VAE alone is retrained on a server: "
-                "appliance-export train)"
-            )
-        rec = SkeletonRecorder(
-            "both" if kind == "fused" else "body", loaded.scorer().maps if kind == "fused" else None
-        )
+        not_learnable(loaded.bundle)
+        both = loaded.bundle.kind.input_kind == "both"  # a fused base: its map part's scores are recorded
+        rec = SkeletonRecorder(loaded.bundle.kind.input_kind, loaded.scorer().maps if both else None)
         recorder["rec"] = rec
         return rec
 
@@ -393,7 +394,7 @@ def fit_and_save_site(
     det = cfg.detector
     fitted = fit_site(
         split, fps, target_alarms_per_hour, det.start_windows, det.end_windows,
-        loaded.bundle.model_type == "fused", trim,
+        loaded.bundle.kind.input_kind == "both", trim,
     )  # fmt: skip
     fit_seconds = time.perf_counter() - t0
     return _save(cfg, camera_id, loaded, fitted, split, footage_min, minutes, fps, source, fit_seconds, trim)

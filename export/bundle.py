@@ -302,9 +302,19 @@ def enforce_parity(rows: list[VariantParity], reference_auroc: float, heading: s
 
 
 def publish_bundle(stage: Path, manifest: dict, out: Path, sign_key: Path | None, log=print) -> Path:
-    """Write the manifest into a staged bundle folder, sign it, move it to ``out`` and tar it."""
+    """Write the manifest into a staged bundle folder, sign it, move it to ``out`` and tar it.
+
+    The one path every kind's writer ends in (LSTM-VAE here, :mod:`export.posture_motion_bundle`,
+    :mod:`export.fused_bundle`): before anything is written for the field, the staged folder is read
+    back with the appliance's own loader (hashes, sizes, input contract, the files each of its kind's
+    variants names), so a bundle the appliance would refuse never leaves the build server."""
+    from appliance.models.bundle import open_bundle
+    from appliance.models.registry import kind_of
+
+    kind_of(manifest)  # a kind the appliance software does not run is refused here, by name
     declare_file_sizes(stage, manifest)
     (stage / MANIFEST).write_text(manifest_json(manifest))
+    open_bundle(stage)
     if sign_key is not None:
         log(f"signed with key {sign_manifest(stage, sign_key)}")
     if out.exists():

@@ -308,6 +308,8 @@ def cmd_posture_motion(args: argparse.Namespace) -> int:
 
 def cmd_fused(args: argparse.Namespace) -> int:
     from appliance.models.bundle import open_bundle
+    from appliance.models.fused import MAP_PART, MOTION_PART
+    from appliance.models.registry import kind_of
     from export.datasets import render_sequences
     from export.fused_bundle import FusedSequence, build_fused_bundle
     from export.motion_eval import feature_sequences
@@ -316,11 +318,13 @@ def cmd_fused(args: argparse.Namespace) -> int:
         if not path.exists():
             raise ApplianceError(f"{flag} {path}: no such bundle (.tar or folder)")
     map_part, motion_part = open_bundle(args.map_bundle), open_bundle(args.motion_bundle)
-    if map_part.model_type != "lstm_vae" or motion_part.model_type != "posture_motion":
-        raise ApplianceError(
-            f"--map-bundle takes a map-model bundle (is: {map_part.model_type}) and --motion-bundle a "
-            f"posture-motion bundle (is: {motion_part.model_type})"
-        )
+    fused = kind_of("fused")
+    for flag, part, bundle in (
+        ("--map-bundle", MAP_PART, map_part),
+        ("--motion-bundle", MOTION_PART, motion_part),
+    ):
+        if problem := fused.part_problem(part, bundle):
+            raise ApplianceError(f"{flag}: {problem}")
     window = motion_part.contract.window
     if args.dataset or args.keypoints:  # the built-in split, or the same hold-out as the parts'
         split = _load_source(args, window)

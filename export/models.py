@@ -30,6 +30,11 @@ class ModelConfig:
     frame_features: int = 64
     channels: tuple[int, int] = (16, 32)
 
+    @property
+    def scores_windows(self) -> bool:
+        """Whether the architecture scores T-frame windows (the LSTM-VAE) rather than single maps."""
+        return ARCHITECTURES[self.model_type].windows
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
@@ -178,7 +183,7 @@ class FrameAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.variational = cfg.model_type == "vae"
+        self.variational = ARCHITECTURES[cfg.model_type].variational
         self.frame_encoder = FrameEncoder(cfg)
         self.to_code = nn.Linear(cfg.frame_features, cfg.latent_dim * (2 if self.variational else 1))
         self.decoder = FrameDecoder(cfg, cfg.latent_dim)
@@ -208,12 +213,25 @@ class FrameAutoencoder(nn.Module):
         return bernoulli_nll(logits.unsqueeze(1), maps.unsqueeze(1))
 
 
-MODEL_TYPES = ("lstm_vae", "ae", "vae")
+@dataclass(frozen=True)
+class Architecture:
+    """A trainable map model: its torch module, whether it scores windows, whether its code is sampled."""
+
+    module: type[nn.Module]
+    windows: bool
+    variational: bool
+
+
+# the paper's model and its per-frame baselines (Table 3), by ``ModelConfig.model_type``
+ARCHITECTURES = {
+    "lstm_vae": Architecture(LSTMVAE, windows=True, variational=True),
+    "ae": Architecture(FrameAutoencoder, windows=False, variational=False),
+    "vae": Architecture(FrameAutoencoder, windows=False, variational=True),
+}
+MODEL_TYPES = tuple(ARCHITECTURES)
 
 
 def build_model(cfg: ModelConfig) -> LSTMVAE | FrameAutoencoder:
-    if cfg.model_type == "lstm_vae":
-        return LSTMVAE(cfg)
-    if cfg.model_type in ("ae", "vae"):
-        return FrameAutoencoder(cfg)
-    raise ValueError(f"unknown model type {cfg.model_type!r}; known: {', '.join(MODEL_TYPES)}")
+    if cfg.model_type not in ARCHITECTURES:
+        raise ValueError(f"unknown model type {cfg.model_type!r}; known: {', '.join(MODEL_TYPES)}")
+    return ARCHITECTURES[cfg.model_type].module(cfg)

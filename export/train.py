@@ -101,7 +101,7 @@ class TrainResult:
 
 def evaluate_loss(model, data: list[RenderedSequence], cfg: ModelConfig, batch: int = 256) -> float:
     """Mean training loss (reconstruction + KL) on the normal samples of ``data``, model in eval mode."""
-    window = cfg.window if cfg.model_type == "lstm_vae" else None
+    window = cfg.window if cfg.scores_windows else None
     index = normal_window_index(data, cfg.window) if window else normal_frame_index(data)
     if len(index) == 0:
         return float("nan")
@@ -164,7 +164,7 @@ def _train(
     description: str,
 ) -> TrainResult:
     rng = np.random.default_rng(train_cfg.seed)  # data order: epoch phase and permutation
-    window = model_cfg.window if model_cfg.model_type == "lstm_vae" else None
+    window = model_cfg.window if model_cfg.scores_windows else None
     index = normal_window_index(train, model_cfg.window) if window else normal_frame_index(train)
     if len(index) == 0:
         raise ValueError("no normal training samples (every sequence is shorter than a window or anomalous)")

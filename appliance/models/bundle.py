@@ -33,21 +33,15 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from appliance.errors import ApplianceError, ModelError
-from appliance.features.motion import model_input, normalise_window
 from appliance.features.skeleton_map import MapSpec
-from appliance.models.fused import MAP_PART, MOTION_PART, FusedRuntime, MapCalibration
-from appliance.models.runtimes import (
-    RUNTIMES,
-    ScoringRuntime,
-    WindowRuntime,
-    open_runtime,
-    open_window_runtime,
-)
+from appliance.models.kind import ModelKind
+from appliance.models.registry import kind_of, type_of
+from appliance.models.runtimes import RUNTIMES, ScoringRuntime, WindowRuntime
 from appliance.updates.signing import SIGNATURE_FILE, SignaturePolicy, Signer
 
 SCHEMA_VERSION = 1
@@ -515,19 +509,20 @@ class Bundle:
 
     @property
     def model_type(self) -> str:
-        return str(self.manifest["model"].get("type", "lstm_vae"))
+        return type_of(self.manifest)
 
-    def reference_window(self) -> np.ndarray:
-        """The smoke test's input: (T, S, S) maps, or (T, RAW_DIM) raw body features."""
-        ref = self.manifest["reference"]
-        if self.model_type == "posture_motion":
-            return self.reference_features()
-        return unpack_maps(
-            ref["maps"],
-            (self.contract.window, self.contract.map_spec.map_size, self.contract.map_spec.map_size),
-        )
+    @property
+    def kind(self) -> ModelKind:
+        """What this bundle's kind of model needs and does (:mod:`appliance.models.registry`)."""
+        return kind_of(self.manifest)
+
+    def reference_maps(self) -> np.ndarray:
+        """The smoke test's (T, S, S) skeleton maps (kinds that read maps)."""
+        s = self.contract.map_spec.map_size
+        return unpack_maps(self.manifest["reference"]["maps"], (self.contract.window, s, s))
 
     def reference_features(self) -> np.ndarray:
+        """The smoke test's (T, RAW_DIM) raw body features (kinds that read body keypoints)."""
         raw = np.frombuffer(base64.b64decode(self.manifest["reference"]["features"]), dtype="<f4")
         return raw.reshape(self.contract.window, -1).copy()
 
@@ -539,30 +534,15 @@ class Bundle:
 
     def open(
         self, runtime: str = "onnxruntime", variant: str | None = None, threads: int = 1
-    ) -> tuple[ScoringRuntime | WindowRuntime | FusedRuntime, str]:
+    ) -> tuple[Any, str]:
         """Open a runtime on a variant, check its input shapes against the contract, run the smoke test."""
         variant = self.choose_variant(runtime, variant)
-        spec = self.manifest["variants"][variant]
-        if self.model_type == "fused":
-            maps_rt, _ = self.part(MAP_PART).open(runtime, spec["parts"][MAP_PART], threads)
-            motion_rt, _ = self.part(MOTION_PART).open(runtime, spec["parts"][MOTION_PART], threads)
-            cal = self.manifest["fusion"][MAP_PART]
-            rt = FusedRuntime(maps_rt, motion_rt, MapCalibration(cal["loc"], cal["scale"]))
-            self.smoke_test(rt, variant)
-            return rt, variant
-        if self.model_type == "posture_motion":
-            rt = open_window_runtime(runtime, self.root / spec["model"], threads)
-        else:
-            rt = open_runtime(runtime, self.root / spec["encoder"], self.root / spec["sequence"], threads)
-        self._check_shapes(rt, variant)
+        rt = self.kind.open(self, runtime, variant, threads)
         self.smoke_test(rt, variant)
         return rt, variant
 
-    def _map_shape(self) -> tuple[int, int]:
-        s = self.contract.map_spec.map_size
-        return s, s
-
-    def _check_shapes(self, rt: ScoringRuntime | WindowRuntime, variant: str) -> None:
+    def check_shapes(self, rt: ScoringRuntime | WindowRuntime, variant: str) -> None:
+        """Refuse a variant whose model inputs do not have the shapes the input contract declares."""
         shapes = getattr(rt, "input_shapes", lambda: {})()
         t, f = self.contract.window, self.contract.feature_dim
         if self.contract.map_spec is None:
@@ -578,21 +558,10 @@ class Bundle:
                     f"says {expected} (window={t}, map_size={s}, feature_dim={f})"
                 )
 
-    def smoke_test(self, rt: ScoringRuntime, variant: str) -> float:
+    def smoke_test(self, rt: Any, variant: str) -> float:
         """Score the reference window; refuse the bundle if it is off the manifest's expected score."""
         try:
-            if self.model_type == "fused":
-                maps = unpack_maps(
-                    self.manifest["reference"]["maps"], (self.contract.window, *self._map_shape())
-                )
-                score = rt.score_window(maps.astype(np.float32), self.reference_features())
-            elif self.model_type == "posture_motion":
-                window = self.reference_window().astype(np.float32)
-                score = float(rt.score_windows(model_input(normalise_window(window))[None])[0])
-            else:
-                window = self.reference_window().astype(np.float32)
-                features = rt.encode(window)
-                score = float(rt.score(features[None], window[None])[0])
+            score = self.kind.smoke_score(self, rt)
         except ApplianceError:
             raise
         except Exception as exc:  # a runtime failing on its own model is a bundle fault
@@ -706,9 +675,10 @@ def _verify_files(root: Path, manifest: dict) -> None:
     extra = sorted(present - set(listed) - {MANIFEST, SIGNATURE_FILE})
     if extra:
         raise BundleError(f"{root}: files not listed in the manifest: {', '.join(extra[:5])}")
-    graphs = {"posture_motion": ("model",), "fused": ()}.get(
-        manifest["model"].get("type"), ("encoder", "sequence")
-    )
+    try:
+        graphs = kind_of(manifest).variant_files
+    except ModelError:
+        graphs = ()  # a kind this software does not know: refused by name when it is installed or opened
     for variant, spec in manifest["variants"].items():
         for key in graphs:
             if spec.get(key) not in listed:

@@ -10,13 +10,21 @@ motion (the posture-motion model) is abnormal. The parts are complete bundles in
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from appliance.features.motion import model_input, normalise_window
-from appliance.models.lstm_vae import MultiTrackScorer
-from appliance.models.posture_motion import PostureMotionScorer
+from appliance.models.kind import ModelKind
+from appliance.models.lstm_vae import MultiTrackScorer, score_map_sequence, sequence_maps
+from appliance.models.posture_motion import PostureMotionScorer, sequence_window_inputs
+from appliance.models.registry import kind_of
 from appliance.models.runtimes import ScoringRuntime, WindowRuntime
+
+if TYPE_CHECKING:
+    from appliance.keypoints.sequence import KeypointSequence
+    from appliance.models.bundle import Bundle
+    from appliance.models.site import SiteModel
 
 MAP_PART, MOTION_PART = "map_model", "posture_motion"
 
@@ -91,3 +99,52 @@ class FusedScorer:
     def clear(self) -> None:
         self.maps.clear()
         self.motion.clear()
+
+
+class FusedKind(ModelKind):
+    """The fused model: a map-model part and a posture-motion part in one bundle, one score."""
+
+    type = "fused"
+    input_kind = "both"
+    site_learnable = True  # the posture-motion part is refitted, the map part recalibrated
+    part_types: ClassVar[dict[str, str]] = {MAP_PART: "lstm_vae", MOTION_PART: "posture_motion"}
+
+    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> FusedRuntime:
+        parts = bundle.manifest["variants"][variant]["parts"]
+        maps_rt, _ = bundle.part(MAP_PART).open(runtime, parts[MAP_PART], threads)  # each smoke-tested
+        motion_rt, _ = bundle.part(MOTION_PART).open(runtime, parts[MOTION_PART], threads)
+        cal = bundle.manifest["fusion"][MAP_PART]
+        return FusedRuntime(maps_rt, motion_rt, MapCalibration(cal["loc"], cal["scale"]))
+
+    def smoke_score(self, bundle: Bundle, runtime: FusedRuntime) -> float:
+        return runtime.score_window(bundle.reference_maps().astype(np.float32), bundle.reference_features())
+
+    def scorer(self, bundle: Bundle, runtime: FusedRuntime) -> FusedScorer:
+        maps = bundle.part(MAP_PART).contract
+        return FusedScorer(runtime, bundle.contract.window, maps.feature_dim, maps.map_spec.map_size)
+
+    def sequence_scores(self, bundle: Bundle, runtime: FusedRuntime, seq: KeypointSequence) -> np.ndarray:
+        window = bundle.contract.window
+        motion = runtime.motion.score_windows(sequence_window_inputs(seq, window))
+        maps = score_map_sequence(runtime.maps, sequence_maps(bundle, seq), window)
+        return np.maximum(motion, runtime.calibration(maps))
+
+    def site_scorer(self, bundle: Bundle, runtime: FusedRuntime, site: SiteModel) -> FusedScorer:
+        from appliance.models.site import SiteModelError
+
+        if site.map_calibration is None:
+            raise SiteModelError(f"site model {site.id} has no map calibration for fused base {bundle.name}")
+        fused = FusedRuntime(runtime.maps, site.runtime(), MapCalibration(*site.map_calibration))
+        maps = bundle.part(MAP_PART).contract
+        return FusedScorer(fused, bundle.contract.window, maps.feature_dim, maps.map_spec.map_size)
+
+    def identity(self, bundle: Bundle) -> dict[str, Any]:
+        from appliance.models.bundle import sha256_file
+
+        return {"map_part_sha256": sha256_file(bundle.part(MAP_PART).root / "manifest.json")}
+
+    def part_problem(self, part: str, bundle: Bundle) -> str | None:
+        """Why ``bundle`` cannot be the fused bundle's ``part`` (None: it can)."""
+        want = self.part_types[part]
+        got = kind_of(bundle).type
+        return None if got == want else f"the {part} part must be a {want} bundle, not {got}"

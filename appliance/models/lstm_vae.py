@@ -7,10 +7,17 @@ the window ending there.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from appliance.features.window import WindowBuffer, sliding_windows
-from appliance.models.runtimes import ScoringRuntime
+from appliance.models.kind import ModelKind
+from appliance.models.runtimes import ScoringRuntime, open_runtime
+
+if TYPE_CHECKING:
+    from appliance.keypoints.sequence import KeypointSequence
+    from appliance.models.bundle import Bundle
 
 
 class StreamingScorer:
@@ -108,3 +115,35 @@ def score_map_sequence(runtime: ScoringRuntime, maps: np.ndarray, window: int, b
             np.ascontiguousarray(feat_windows[start:stop]), np.ascontiguousarray(map_windows[start:stop])
         )
     return out
+
+
+class LstmVaeKind(ModelKind):
+    """The paper's LSTM-VAE (and any map model with a frame encoder and a sequence graph)."""
+
+    type = "lstm_vae"
+    input_kind = "maps"
+    variant_files = ("encoder", "sequence")
+
+    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> ScoringRuntime:
+        spec = bundle.manifest["variants"][variant]
+        rt = open_runtime(runtime, bundle.root / spec["encoder"], bundle.root / spec["sequence"], threads)
+        bundle.check_shapes(rt, variant)
+        return rt
+
+    def smoke_score(self, bundle: Bundle, runtime: ScoringRuntime) -> float:
+        window = bundle.reference_maps().astype(np.float32)
+        return float(runtime.score(runtime.encode(window)[None], window[None])[0])
+
+    def scorer(self, bundle: Bundle, runtime: ScoringRuntime) -> MultiTrackScorer:
+        c = bundle.contract
+        return MultiTrackScorer(runtime, c.window, c.feature_dim, c.map_spec.map_size)
+
+    def sequence_scores(self, bundle: Bundle, runtime: ScoringRuntime, seq: KeypointSequence) -> np.ndarray:
+        return score_map_sequence(runtime, sequence_maps(bundle, seq), bundle.contract.window)
+
+
+def sequence_maps(bundle: Bundle, seq: KeypointSequence) -> np.ndarray:
+    """(N, S, S) skeleton maps of a recorded sequence, drawn as the bundle's contract says."""
+    from appliance.features.skeleton_map import render_keypoints
+
+    return render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)

@@ -8,11 +8,19 @@ Same interface as :class:`appliance.models.lstm_vae.MultiTrackScorer`, but fed b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from appliance.features.motion import RAW_DIM, FeatureStream, model_input, normalise_window
 from appliance.features.window import WindowBuffer
-from appliance.models.runtimes import WindowRuntime
+from appliance.models.kind import ModelKind
+from appliance.models.runtimes import WindowRuntime, open_window_runtime
+
+if TYPE_CHECKING:
+    from appliance.keypoints.sequence import KeypointSequence
+    from appliance.models.bundle import Bundle
+    from appliance.models.site import SiteModel
 
 
 class PostureMotionScorer:
@@ -51,3 +59,41 @@ class PostureMotionScorer:
 
     def clear(self) -> None:
         self._tracks.clear()
+
+
+class PostureMotionKind(ModelKind):
+    """The posture-motion model: Gaussians on body posture and motion statistics of a window."""
+
+    type = "posture_motion"
+    input_kind = "body"
+    site_learnable = True
+    variant_files = ("model",)
+
+    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> WindowRuntime:
+        spec = bundle.manifest["variants"][variant]
+        rt = open_window_runtime(runtime, bundle.root / spec["model"], threads)
+        bundle.check_shapes(rt, variant)
+        return rt
+
+    def smoke_score(self, bundle: Bundle, runtime: WindowRuntime) -> float:
+        window = bundle.reference_features().astype(np.float32)
+        return float(runtime.score_windows(model_input(normalise_window(window))[None])[0])
+
+    def scorer(self, bundle: Bundle, runtime: WindowRuntime) -> PostureMotionScorer:
+        return PostureMotionScorer(runtime, bundle.contract.window)
+
+    def sequence_scores(self, bundle: Bundle, runtime: WindowRuntime, seq: KeypointSequence) -> np.ndarray:
+        return runtime.score_windows(sequence_window_inputs(seq, bundle.contract.window)).astype(np.float64)
+
+    def site_scorer(self, bundle: Bundle, runtime: WindowRuntime, site: SiteModel) -> PostureMotionScorer:
+        return PostureMotionScorer(site.runtime(), bundle.contract.window)
+
+
+def sequence_window_inputs(seq: KeypointSequence, window: int) -> np.ndarray:
+    """The model input of every stride-1 window of a recorded sequence (its body-graph keypoints)."""
+    from appliance.features.motion import sequence_features
+    from appliance.features.window import sliding_windows
+    from appliance.pose.layouts import to_body_graph
+
+    raw = sequence_features(to_body_graph(seq.keypoints, seq.layout))
+    return model_input(normalise_window(sliding_windows(raw, window)))

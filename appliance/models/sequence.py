@@ -7,13 +7,8 @@ import numpy as np
 
 from appliance.capture.frame_rate import RateGate, too_slow
 from appliance.errors import ApplianceError
-from appliance.features.motion import model_input, normalise_window, sequence_features
-from appliance.features.skeleton_map import render_keypoints
-from appliance.features.window import sliding_windows
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.models.bundle import Bundle
-from appliance.models.lstm_vae import score_map_sequence
-from appliance.pose.layouts import to_body_graph
 
 
 def at_model_rate(seq: KeypointSequence, model_fps: float | None) -> KeypointSequence:
@@ -45,17 +40,6 @@ def at_model_rate(seq: KeypointSequence, model_fps: float | None) -> KeypointSeq
 
 def sequence_window_scores(bundle: Bundle, runtime, seq: KeypointSequence) -> np.ndarray:
     """(N - T + 1,) window scores of ``seq`` (empty when it is shorter than a window)."""
-    window = bundle.contract.window
-    if len(seq) < window:
+    if len(seq) < bundle.contract.window:
         return np.empty(0, dtype=np.float64)
-    if bundle.model_type == "posture_motion":
-        raw = sequence_features(to_body_graph(seq.keypoints, seq.layout))
-        return runtime.score_windows(model_input(normalise_window(sliding_windows(raw, window)))).astype(
-            np.float64
-        )
-    maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), bundle.contract.map_spec)
-    if bundle.model_type == "fused":
-        raw = sequence_features(to_body_graph(seq.keypoints, seq.layout))
-        motion = runtime.motion.score_windows(model_input(normalise_window(sliding_windows(raw, window))))
-        return np.maximum(motion, runtime.calibration(score_map_sequence(runtime.maps, maps, window)))
-    return score_map_sequence(runtime, maps, window)
+    return np.asarray(bundle.kind.sequence_scores(bundle, runtime, seq), np.float64)

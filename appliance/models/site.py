@@ -42,7 +42,6 @@ from calibration.store import write_atomic
 log = logging.getLogger("appliance.site_model")  # the name journals and log filters know
 
 FORMAT = 1
-BASE_TYPES = ("posture_motion", "fused")  # what a site model can be learned on top of
 MAX_PARAMS_BYTES = 16 * 1024 * 1024
 
 
@@ -66,10 +65,7 @@ def base_identity(bundle: Bundle) -> dict[str, Any]:
         "window": c.window,
         "fps": getattr(c, "fps", None),  # the learning frame rate, where the bundle records it
     }
-    if bundle.model_type == "fused":
-        from appliance.models.fused import MAP_PART
-
-        ident["map_part_sha256"] = sha256_file(bundle.part(MAP_PART).root / "manifest.json")
+    ident.update(bundle.kind.identity(bundle))
     return ident
 
 
@@ -105,25 +101,11 @@ class SiteModel:
     def scorer(self, bundle: Bundle, runtime):
         """A streaming scorer of this site model on top of ``bundle`` (whose opened runtime is given:
         on a fused base the map part's runtime is shared, not opened again)."""
-        from appliance.models.fused import FusedRuntime, FusedScorer, MapCalibration
-        from appliance.models.posture_motion import PostureMotionScorer
-
-        window = bundle.contract.window
-        if bundle.model_type == "fused":
-            from appliance.models.fused import MAP_PART
-
-            if self.map_calibration is None:
-                raise SiteModelError(
-                    f"site model {self.id} has no map calibration for fused base {bundle.name}"
-                )
-            maps = bundle.part(MAP_PART).contract
-            fused = FusedRuntime(runtime.maps, self.runtime(), MapCalibration(*self.map_calibration))
-            return FusedScorer(fused, window, maps.feature_dim, maps.map_spec.map_size)
-        return PostureMotionScorer(self.runtime(), window)
+        return bundle.kind.site_scorer(bundle, runtime, self)
 
     def problem_with(self, bundle: Bundle) -> str | None:
         """Why this site model cannot run on ``bundle`` (None: it can)."""
-        if bundle.model_type not in BASE_TYPES:
+        if not bundle.kind.site_learnable:
             return f"the base model is now a {bundle.model_type} bundle, which site models do not extend"
         now = base_identity(bundle)
         if now["manifest_sha256"] == self.base.get("manifest_sha256"):

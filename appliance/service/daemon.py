@@ -45,7 +45,7 @@ from appliance.capture.frame_rate import RateGate, too_slow
 from appliance.config import ApplianceConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.errors import ApplianceError, ModelError
 from appliance.models.bundle import Bundle, open_bundle
-from appliance.models.fused import MAP_PART, FusedScorer
+from appliance.models.fused import FusedScorer
 from appliance.models.lstm_vae import MultiTrackScorer
 from appliance.models.posture_motion import PostureMotionScorer
 from appliance.models.runtimes import ScoringRuntime, WindowRuntime
@@ -102,13 +102,7 @@ class LoadedModel:
         return self.bundle.manifest["score"].get("scale")
 
     def scorer(self) -> MultiTrackScorer | PostureMotionScorer | FusedScorer:
-        c = self.bundle.contract
-        if self.bundle.model_type == "posture_motion":
-            return PostureMotionScorer(self.runtime, c.window)
-        if self.bundle.model_type == "fused":
-            maps = self.bundle.part(MAP_PART).contract
-            return FusedScorer(self.runtime, c.window, maps.feature_dim, maps.map_spec.map_size)
-        return MultiTrackScorer(self.runtime, c.window, c.feature_dim, c.map_spec.map_size)
+        return self.bundle.kind.scorer(self.bundle, self.runtime)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from appliance.config import ApplianceConfig, parse_config
 from appliance.errors import ApplianceError
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[1] / "assets"  # appliance/assets
 DEMO_CLIP = ASSETS / "demo-walking.mp4"
 WORKCELL_CLIP = ASSETS / "demo-dancing.mp4"
 STARTER_BUNDLE = ASSETS / "starter-walking-fused.tar"  # the default: map model + posture-motion

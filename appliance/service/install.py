@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]  # the checkout: systemd/ and config/ beside appliance/
 UNIT_DIR = SOURCE / "systemd"
 EXAMPLE_CONFIG = SOURCE / "config" / "appliance.example.yaml"
 DEFAULT_BIN = "/usr/local/bin/appliance"

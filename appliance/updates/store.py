@@ -57,7 +57,6 @@ from calibration.store import write_atomic
 
 log = logging.getLogger("appliance.model_store")  # the name journals and log filters know
 
-MODEL_TYPES = ("lstm_vae", "posture_motion", "fused")  # model types this appliance can feed and score
 FEATURE_SETS = ("posture-motion-v1",)  # body feature definitions it computes (appliance.features.motion)
 CONTRACT_KEYS = {
     "window",
@@ -113,12 +112,10 @@ def pose_layout(cfg: ApplianceConfig) -> str | None:
 def compatibility_problems(bundle: Bundle, cfg: ApplianceConfig) -> list[str]:
     """Why this appliance cannot run ``bundle`` with ``cfg`` ([] if it can)."""
     problems = []
-    model_type = bundle.manifest["model"].get("type", "lstm_vae")
-    if model_type not in MODEL_TYPES:
-        problems.append(
-            f"model type {model_type!r} is not supported by this appliance software "
-            f"(it runs {', '.join(MODEL_TYPES)}); update the appliance software first"
-        )
+    try:
+        bundle.kind  # noqa: B018  (a kind this software does not know is refused here, by name)
+    except ModelError as exc:
+        problems.append(str(exc))
     contract = bundle.manifest["input_contract"]
     unknown = sorted(set(contract) - CONTRACT_KEYS)
     if unknown:
