@@ -1,4 +1,6 @@
-"""Edge appliance: camera -> pose -> skeleton maps -> 30-frame windows -> anomaly score -> events."""
+"""Edge appliance. The data flow, one package per stage: capture -> pose -> tracking -> features ->
+models -> alarms -> publish; beside it, model updates (updates) and the service that runs it all
+(service). ``docs/architecture.md`` says where each concern lives."""
 
 import os
 

@@ -206,6 +206,7 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
     from appliance.config import ConfigError, load_config
     from appliance.service.daemon import Appliance
     from appliance.service.systemd import Notifier
+    from calibration.live import register_live_commands
 
     log = logging.getLogger("appliance")
     notifier = Notifier()
@@ -220,6 +221,7 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     app = Appliance(cfg)
+    register_live_commands(app)  # cmd/recalibrate and cmd/learn, when the command channel is on
 
     def reload() -> None:
         if config_path is None:

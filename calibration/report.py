@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibration.store import write_atomic
+from appliance.storage import write_atomic
 from calibration.thresholds import CalibrationResult, gpd_survival, running_min
 
 WIDTH, HEIGHT = 900, 520

@@ -5,7 +5,7 @@ The same capture, pose backend, tracker, skeleton maps and scorer as ``appliance
 footage, or on a recording with ``--from`` (a video file, or a keypoint file replayed). Every
 track's window scores are collected in time order; :mod:`calibration.thresholds` turns them into
 the threshold that gives the plant's chosen false-alarm rate, and the result is written beside the
-appliance's state, tagged with the model (:mod:`calibration.store`).
+appliance's state, tagged with the model (:mod:`appliance.alarms.threshold_store`).
 """
 
 from __future__ import annotations
@@ -285,8 +285,8 @@ def fit_and_save(
     accept_drift: bool = False,
 ) -> dict:
     """Threshold from collected per-track scores, saved for the active model with its report."""
+    from appliance.alarms.threshold_store import save_threshold, thresholds_path
     from calibration.report import write_report
-    from calibration.store import save_threshold, thresholds_path
     from calibration.thresholds import drift_check, fit_threshold
 
     fps = info["fps"]

@@ -119,10 +119,10 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     report = json.loads((state / "calibration" / "walkway-report.json").read_text())
     assert report["threshold"] == pytest.approx(cam["threshold"])
     # the daemon picks the calibrated threshold up for this model
+    from appliance.alarms.threshold_store import load_thresholds
     from appliance.models.bundle import open_bundle
     from appliance.service.daemon import Appliance
     from appliance.service.demo import demo_config
-    from calibration.store import load_thresholds
 
     cfg = demo_config(tmp_path / "e.jsonl").model_copy(update={"state_dir": state})
     app = Appliance(cfg)
@@ -144,7 +144,7 @@ def test_too_little_footage_for_the_alarm_rate_is_refused_with_what_to_do(tmp_pa
 
 
 def test_calibration_survives_a_model_update_only_when_both_declare_the_same_score_scale(tmp_path):
-    from calibration.store import load_thresholds, save_threshold
+    from appliance.alarms.threshold_store import load_thresholds, save_threshold
 
     save_threshold(tmp_path, "line-model", "1.0.0", "cam1", {"threshold": 42.0}, score_scale="line-v1")
     assert load_thresholds(tmp_path, "line-model", "1.0.0", "line-v1")["cam1"].threshold == 42.0

@@ -302,7 +302,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
 def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path):
     """Squats at the default setting: no calibration for this model -> no events; a calibration file for
     this model -> its threshold is used; a file learnt on another model version is ignored."""
-    from calibration.store import save_threshold
+    from appliance.alarms.threshold_store import save_threshold
 
     manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
     cams = [{"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None}]
@@ -331,7 +331,7 @@ def test_uncalibrated_cameras_score_but_raise_nothing_until_calibrated(tmp_path)
 def test_a_recalibration_reaches_the_running_daemon_without_a_restart(tmp_path):
     """`appliance calibrate` writes the thresholds file while the service runs: the daemon applies it
     between frames (no restart, camera and tracks kept) and alarms from then on."""
-    from calibration.store import save_threshold
+    from appliance.alarms.threshold_store import save_threshold
 
     manifest = open_bundle(STARTER_BUNDLE).manifest["model"]
     cfg = write_config(

@@ -626,8 +626,8 @@ def test_a_bundle_dropped_into_the_inbox_is_installed_and_a_bad_one_is_set_aside
 def test_a_new_score_scale_leaves_cameras_uncalibrated_and_a_declared_same_scale_keeps_thresholds(
     tmp_path, keys, releases
 ):
+    from appliance.alarms.threshold_store import save_threshold
     from appliance.service.daemon import Appliance
-    from calibration.store import save_threshold
 
     def with_scale(tar: Path, scale: str | None, name: str) -> Path:
         sub = tmp_path / name

@@ -340,7 +340,10 @@ def test_the_running_daemon_learns_a_cameras_site_model_on_command_and_switches_
 
     recording = tmp_path / "walks.csv"
     write_keypoints_csv(recording, lanes(mocap.train, lanes=2))  # 48 clips, ~3 min of two people walking
+    from calibration.live import register_live_commands
+
     app = Appliance(load_config(replay_config(tmp_path, recording, loop=True)))  # outlasts the 0.7 min
+    register_live_commands(app)  # as `appliance run` does
     app.start()
     try:
         worker = app.workers[0]

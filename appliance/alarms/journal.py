@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from appliance.alarms.events import AnomalyEvent, iso_utc
-from calibration.store import write_atomic
+from appliance.storage import write_atomic
 
 log = logging.getLogger("appliance.anomaly_journal")  # the name journals and log filters know
 

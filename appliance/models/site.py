@@ -37,7 +37,7 @@ import numpy as np
 from appliance.errors import ModelError
 from appliance.models.bundle import Bundle, sha256_file
 from appliance.models.posture_motion_fit import NumpyPostureMotionRuntime, PostureMotionParams
-from calibration.store import write_atomic
+from appliance.storage import write_atomic
 
 log = logging.getLogger("appliance.site_model")  # the name journals and log filters know
 

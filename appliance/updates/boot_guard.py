@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from calibration.store import write_atomic
+from appliance.storage import write_atomic
 
 log = logging.getLogger("appliance.boot_guard")  # the name journals and log filters know
 

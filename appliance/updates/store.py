@@ -52,8 +52,8 @@ from appliance.models.bundle import (
     safe_extract,
     sha256_file,
 )
+from appliance.storage import write_atomic
 from appliance.updates.signing import SignaturePolicy, Signer
-from calibration.store import write_atomic
 
 log = logging.getLogger("appliance.model_store")  # the name journals and log filters know
 
