@@ -330,7 +330,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     _setup_logging(args.verbose)
     cfg = _footage_config(args, "learn")
-    summary = learn(cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path)
+    if args.fps is not None and not 1.0 <= args.fps <= 120.0:
+        raise ApplianceError(f"--fps {args.fps:g}: expected frames per second between 1 and 120")
+    summary = learn(cfg, args.minutes, args.target_alarms_per_hour, args.camera, args.from_path, fps=args.fps)
     keys = ("camera", "site_model", "base", "threshold", "method", "footage_minutes", "tracks",
             "windows", "fold_windows", "trimmed_windows", "fit_seconds")  # fmt: skip
     print(json.dumps({k: summary[k] for k in keys if k in summary}))
@@ -623,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
         "learn", help="learn the camera's own site model and its threshold from normal work (no server)"
     )
     footage_options(p, 10.0, 2.0)
+    p.add_argument(
+        "--fps", type=float,
+        help="the site model's time base: frames per second it learns and runs at (default: the base "
+        "bundle's; e.g. 30 on a 30 fps camera for movements shorter than the base's 3 s windows)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_learn)
 
     config_help = "appliance configuration (for its state_dir, trusted keys and runtime)"

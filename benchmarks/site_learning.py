@@ -8,11 +8,10 @@ the training split's normal footage is "the site": written as a keypoint recordi
 one clip after another, :func:`tests.test_site_learning.lanes`) and learned through the code path of
 ``appliance learn --from <keypoints>`` (:func:`calibration.learn.learn` with a config whose camera
 replays that file; base bundle: the shipped starter; target 2 alarms/hour). Nothing is chosen on the
-test split. Test sequences are then scored clip by clip, each clip one track (a mocap clip after 4 s of a
-validation-split walk in the same track, moved to join it: clips are as short as 2 s, less than a
-window at the starter's 10 fps, and a camera never sees a person start at an anomaly; the walk's frames
-are left out of the AUROC and count as normal footage), frame by frame through
-the scorer the daemon builds (``SiteModelStore.active(camera).scorer(bundle, runtime)``, and the
+test split. Sites learn at their footage's rate (``learn --fps``: the starter's 10 fps would make
+a window 3 s, longer than many mocap clips and URFD's upright lead-ins, each its own track; the
+starter row runs at its 10 fps, so clips shorter than 3 s give it no score). Test sequences are then
+scored clip by clip, each clip one track, frame by frame through the scorer the daemon builds (``SiteModelStore.active(camera).scorer(bundle, runtime)``, and the
 starter bundle's own scorer), fed the pipeline's per-track input (``CameraPipeline._track_input``);
 no tracker, so tracks are the ground-truth clips. Rows:
 
@@ -168,36 +167,14 @@ def repeats_for(recording: list[KeypointSequence], fps: float, minutes: float) -
     return max(1, math.ceil(minutes / period))
 
 
-LEAD_IN = 120  # frames of normal walking before each mocap test clip (4 s: a whole window at 10 fps)
-
-
-def lead_ins(split) -> list[KeypointSequence]:
-    """The last ``LEAD_IN`` frames of the validation split's normal walks, labelled -1 (not scored in the
-    AUROC; their time counts as normal footage for false alarms)."""
-    out = []
-    for s in split.val:
-        if len(s) >= LEAD_IN and not np.asarray(s.labels).any():
-            w = s.slice(len(s) - LEAD_IN, len(s), f"lead-in {s.name}")
-            w.labels = np.full(LEAD_IN, -1, np.int64)
-            out.append(w)
-    return out
-
-
 def mocap_set(data: Path, quick: bool, min_minutes: float) -> tuple[SiteSet, Any]:
     from export.datasets import mocap_split
-    from tests.test_site_learning import continued
 
     split = mocap_split(data)
     train = split.train[:24] if quick else split.train
     site = lanes(train, lanes=2 if quick else 1)
     test = split.test[::3] if quick else split.test
-    walks = lead_ins(split)
-    clips = []
-    for i, s in enumerate(test):  # each clip one track, after a walk in (a camera sees no clip start)
-        joined = continued(walks[i % len(walks)], s, s.name)
-        clips.append(
-            Clip(joined, s.meta["action"] if s.labels[0] else "normal", LEAD_IN if s.labels[0] else None)
-        )
+    clips = [Clip(s, s.meta["action"] if s.labels[0] else "normal", 0 if s.labels[0] else None) for s in test]
     k = repeats_for(site, 30.0, min_minutes * 1.02)
     note = f"{len(train)} training walks one after another ({'two' if quick else 'one'} in view)"
     return SiteSet(
@@ -214,22 +191,14 @@ def urfd_set(data: Path, min_minutes: float) -> SiteSet:
         n = int(np.argmax(s.labels != 0)) if (s.labels != 0).any() else len(s)
         if n:
             upright.append(sequence(s, slice(0, n), s.name))
-    # one person upright for the whole recording: the lead-ins are about 1 s each, less than a window
-    # at the starter's 10 fps, so as separate tracks they would give no window at all
-    from tests.test_site_learning import continued
-
-    person = upright[0]
-    for piece in upright[1:]:
-        person = continued(person, piece, "upright")
-    site = lanes([person], lanes=1)
+    site = lanes(upright, lanes=1)
     k = repeats_for(site, 30.0, min_minutes * 1.02)
     clips = []
     for s in split.test:
         onset = int(np.argmax(s.labels != 0)) if (s.labels != 0).any() else None
         clips.append(Clip(s, "fall" if onset is not None else "normal", onset))
     note = (
-        f"upright lead-in of the {len(split.train)} training videos, one after another as one track "
-        f"({sum(len(u) for u in upright)} frames)"
+        f"upright lead-in of the {len(split.train)} training videos ({sum(len(u) for u in upright)} frames)"
     )
     return SiteSet("urfd", 30.0, note, k, site, clips, dict(split.classes), split.val, "fit_dataset:urfd")
 
@@ -373,6 +342,7 @@ def learn_on(work: Path, recording: list[KeypointSequence], target: float, trim:
             source=path,
             progress=False,
             trim=TRIM if trim is None else trim,
+            fps=recording[0].fps,  # the footage's own rate (the module doc says why)
         )
     got.update(
         summary=summary,
@@ -396,7 +366,10 @@ def refusal(work: Path, recording: list[KeypointSequence], target: float) -> str
         return None
     cfg = load_config(write_config(work, path, recording[0].fps))
     try:
-        learn(cfg, max(minutes, minimum_minutes(target)), target, source=path, progress=False)
+        learn(
+            cfg, max(minutes, minimum_minutes(target)), target, source=path, progress=False,
+            fps=recording[0].fps,
+        )  # fmt: skip
     except CalibrationAborted as exc:
         return str(exc)
     return None
@@ -1012,7 +985,7 @@ def learn_child(config: Path, source: Path, minutes: float, target: float, out: 
     cfg = load_config(config)
     t0 = time.perf_counter()
     try:
-        summary = L.learn(cfg, minutes, target, source=source, progress=False)
+        summary = L.learn(cfg, minutes, target, source=source, progress=False, fps=30.0)  # mocap: 30 fps
     except ApplianceError as exc:  # refused after the footage (e.g. too few alarm clusters): said, not hidden
         marks.pop("t_footage_end", None)
         marks.update(refused=str(exc), learn_s=time.perf_counter() - t0)

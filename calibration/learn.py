@@ -343,8 +343,12 @@ def learn(
     source: Path | None = None,
     progress: bool = True,
     trim: float = TRIM,
+    fps: float | None = None,
 ) -> dict[str, Any]:
-    """Learn and activate one camera's site model; returns the summary printed by the CLI."""
+    """Learn and activate one camera's site model; returns the summary printed by the CLI.
+
+    ``fps``: the site model's time base (default: the base bundle's). The site model is scored at the
+    rate it learned at; on a fused base the map part's scale is refitted at that rate too."""
     run_cfg = calibration_config(cfg, camera_id, source)  # an unknown camera or file is named first
     need = check_minutes(minutes, target_alarms_per_hour)
     cam = run_cfg.cameras[0]
@@ -359,7 +363,7 @@ def learn(
         recorder["rec"] = rec
         return rec
 
-    app = Appliance(run_cfg, scorer_override=make_recorder)
+    app = Appliance(run_cfg, scorer_override=make_recorder, learn_fps=fps)
     app.start()
     worker = app.workers[0]
     rec = recorder["rec"]

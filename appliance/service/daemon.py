@@ -64,13 +64,14 @@ class Appliance:
         self,
         cfg: ApplianceConfig,
         scorer_override: Callable[[LoadedModel], Any] | None = None,
+        learn_fps: float | None = None,
         purpose: str = "run",
     ) -> None:
         self.cfg = cfg
         self.purpose = purpose  # run, calibrate or learn: what the start-up log says the cameras do
         # learning replaces every camera's scorer with a recorder (calibration.learn)
         self.scorer_override = scorer_override
-        self.models = ModelManager(cfg, scorer_override)
+        self.models = ModelManager(cfg, scorer_override, learn_fps)
         self.camera_models: dict[str, CameraModel] = {}
         self._site_stamp: tuple = ()
         self.bundle: Bundle | None = None

@@ -72,9 +72,15 @@ class CameraModel:
 class ModelManager:
     """Loads versions, keeps the health window after a switch, rolls back, and picks each camera's model."""
 
-    def __init__(self, cfg: ApplianceConfig, scorer_override: Callable[[LoadedModel], Any] | None = None):
+    def __init__(
+        self,
+        cfg: ApplianceConfig,
+        scorer_override: Callable[[LoadedModel], Any] | None = None,
+        learn_fps: float | None = None,
+    ) -> None:
         self.cfg = cfg
         self.scorer_override = scorer_override  # learning records skeletons instead of scoring
+        self.learn_fps = learn_fps  # the rate a site model is learned at, when not the bundle's
         self.store = ModelStore(cfg.state_dir)
         self.sites = SiteModelStore(cfg.state_dir)
         self.boot = BootGuard(
@@ -125,7 +131,7 @@ class ModelManager:
         """The bundle, or the camera's active site model on top of it when it fits the bundle."""
         fps = loaded.bundle.contract.fps
         if self.scorer_override is not None:
-            return CameraModel(self.scorer_override(loaded), loaded.ref, fps=fps)
+            return CameraModel(self.scorer_override(loaded), loaded.ref, fps=self.learn_fps or fps)
         try:
             site = self.sites.active(camera_id)
             if site is None:
