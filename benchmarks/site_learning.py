@@ -11,7 +11,8 @@ replays that file; base bundle: the shipped starter; target 2 alarms/hour). Noth
 test split. Sites learn at their footage's rate (``learn --fps``: the starter's 10 fps would make
 a window 3 s, longer than many mocap clips and URFD's upright lead-ins, each its own track; the
 starter row runs at its 10 fps, so clips shorter than 3 s give it no score). Test sequences are then
-scored clip by clip, each clip one track, frame by frame through the scorer the daemon builds (``SiteModelStore.active(camera).scorer(bundle, runtime)``, and the
+scored clip by clip, each clip one track, frame by frame through the scorer the daemon builds
+(``SiteModelStore.active(camera).scorer(bundle, runtime)``, and the
 starter bundle's own scorer), fed the pipeline's per-track input (``CameraPipeline._track_input``);
 no tracker, so tracks are the ground-truth clips. Rows:
 
