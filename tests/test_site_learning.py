@@ -317,6 +317,31 @@ def test_a_damaged_site_model_is_not_used_and_the_status_says_so(learned, tmp_pa
     assert events == []
 
 
+def test_learn_at_the_cameras_full_rate_gives_a_site_model_scored_at_that_rate(
+    learned, site_recording, tmp_path
+):
+    """``--fps 30`` on 30 fps footage: more than three times the windows of the starter's 10 fps, kept in the
+    site model, and the daemon scores the camera at 30 fps from then on."""
+    config = replay_config(tmp_path, site_recording)
+    out = appliance_cli("learn", "--config", str(config), "--from", str(site_recording), "--minutes", "10",
+                        "--target-alarms-per-hour", "60", "--fps", "30")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    at_30 = json.loads(out.stdout.splitlines()[0])
+    at_10 = json.loads(learned[2].stdout.splitlines()[0])  # the same footage at the base's 10 fps
+    # a track of L frames: L - 29 windows at 30 fps, L / 3 - 29 at 10 fps (more than a third fewer)
+    assert at_30["windows"] > 3 * at_10["windows"] and at_30["footage_minutes"] == at_10["footage_minutes"]
+    site = json.loads(
+        (tmp_path / "state" / "models" / "site" / "aisle" / "versions" / "s1" / "site.json").read_text()
+    )
+    assert site["provenance"]["fps"] == 30.0
+    status, _ = run_to_end(config)
+    assert (
+        status["cameras"]["aisle"]["model_fps"] == 30.0 and status["cameras"]["aisle"]["site_model"] == "s1"
+    )
+    bad = appliance_cli("learn", "--config", str(config), "--from", str(site_recording), "--fps", "0")
+    assert bad.returncode == 2 and "--fps 0" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_a_target_the_footage_cannot_support_is_refused_before_any_processing(site_recording, tmp_path):
     config = replay_config(tmp_path, site_recording)
     out = appliance_cli("learn", "--config", str(config), "--minutes", "2", "--target-alarms-per-hour", "1",
