@@ -256,7 +256,7 @@ def test_a_bad_bundle_is_refused_with_a_clear_message_and_the_old_model_stays(ca
     # and the appliance still starts on the old model
     from appliance.service.daemon import Appliance
 
-    loaded = Appliance(cfg)._load_initial_model()
+    loaded = Appliance(cfg).models.load_initial()
     assert loaded.version_id == "0001-starter-walking-lstm-vae-1.1.1"
 
 
@@ -377,7 +377,7 @@ def test_an_install_killed_at_any_step_leaves_the_old_or_the_new_model_complete(
     )  # fmt: skip
     assert crashed.returncode == 9, crashed.stderr
     # restart: the daemon's own start-up path verifies every hash and runs the smoke test
-    loaded = Appliance(cfg)._load_initial_model()
+    loaded = Appliance(cfg).models.load_initial()
     expected = "1.1.2" if step in STEPS_BEFORE_SWITCH else "1.1.3"
     assert loaded.bundle.manifest["model"]["version"] == expected
     assert loaded.version_id == store.state().active

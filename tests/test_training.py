@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs the [export] extra")
 
+from appliance.features.skeleton_map import MapSpec  # noqa: E402
 from appliance.models.metrics import auroc  # noqa: E402
 from export.datasets import mocap_split, render_sequences, urfd_split  # noqa: E402
 from export.evaluate import evaluate, score_windows  # noqa: E402
@@ -102,9 +103,7 @@ def test_lstm_vae_loss_falls_and_it_separates_falls_from_upright_frames(urfd, tm
     assert metrics["auroc_per_class"]["lying"] > metrics["auroc_per_class"]["falling"]
 
     # a checkpoint reloads to the very same scores
-    path = save_checkpoint(
-        tmp_path / "m.pt", result, __import__("appliance.features.skeleton_map").skeleton_map.MapSpec()
-    )
+    path = save_checkpoint(tmp_path / "m.pt", result, MapSpec())
     model, ckpt = load_checkpoint(path)
     assert ckpt["data_summary"]["sample_kind"] == "windows" and ckpt["model_config"]["latent_dim"] == 16
     np.testing.assert_allclose(
