@@ -77,3 +77,47 @@ def test_every_package_has_a_docstring_saying_what_it_holds():
     for path in inits:
         doc = ast.get_docstring(ast.parse(path.read_text()))
         assert doc and len(doc) > 40, f"{path.relative_to(ROOT)} has no docstring"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def top_level_imports(path: Path, known: set[str]) -> set[str]:
+    """The known modules a file imports when it is imported (not inside functions, not for typing)."""
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            continue
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        out |= {n for n in names if n in known}
+    return out
+
+
+def test_no_import_cycle_between_the_products_modules():
+    """Depth-first search over the modules' import-time imports: a cycle would make import order matter."""
+    paths = {module_name(p): p for p in sources(*PACKAGES)}
+    known = set(paths)
+    graph = {m: top_level_imports(p, known) - {m} for m, p in paths.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append([*stack[stack.index(n) :], n])
+            elif n not in state:
+                visit(n, [*stack, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == [], cycles[:3]
+    assert len(graph) > 100 and sum(map(len, graph.values())) > 200  # the graph was really read
