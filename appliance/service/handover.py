@@ -1,0 +1,147 @@
+"""Handing models and thresholds to the running cameras, between two frames: a new model version
+(field update, rollback), a site model learned or rolled back, a recalibrated threshold, a SIGHUP.
+Each camera takes what it is offered at its next frame; its tracks and the MQTT session stay."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from appliance.alarms.detector import HysteresisRule
+from appliance.alarms.threshold_store import load_thresholds, thresholds_path
+from appliance.capture.frame_rate import RateGate
+from appliance.config import ApplianceConfig
+from appliance.errors import ModelError
+from appliance.updates.store import FACTORY
+
+if TYPE_CHECKING:
+    from appliance.service.daemon import Appliance
+
+log = logging.getLogger("appliance")
+
+
+def poll_site_models(app: Appliance) -> bool:
+    """A site model learned, rolled back or recalibrated while running: applied between frames."""
+    stamp = app.sites.stamp()
+    if stamp == app._site_stamp or app.loaded is None:
+        return False
+    app._site_stamp = stamp
+    for w in app.workers:
+        old = app.camera_models.get(w.cfg.id)
+        chosen = app.models.camera_model(w.cfg.id, app.loaded)
+        app.camera_models[w.cfg.id] = chosen
+        threshold, source = app.threshold_and_source(w.cfg)
+        if old is not None and old.key == chosen.key:
+            if threshold != w.threshold:
+                w.retarget_pending(threshold)
+                w.pipeline.set_threshold(threshold)
+                log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
+            continue
+        w.offer_model(
+            app.loaded.version_id,
+            (chosen.scorer, app.loaded.bundle.contract.map_spec, chosen.ref, threshold),
+        )
+        w.gate = RateGate(chosen.fps)
+        what = f"site model {chosen.site.id}" if chosen.site else f"bundle {app.loaded.bundle.name}"
+        log.info("camera %s: now scoring with %s (threshold %s, %s)", w.cfg.id, what, threshold, source)
+    app.status_changed()
+    return True
+
+
+def switch_model(app: Appliance, target: str) -> bool:
+    """Load ``target`` beside the running model and hand it to every camera between frames."""
+    current = app.loaded.version_id if app.loaded else None
+    try:
+        new = app.models.load_version(target)
+    except ModelError as exc:
+        app.store.record("load", "failed", version=target, message=str(exc))
+        if (app.store.state().active or FACTORY) == target:
+            app.models.auto_rollback(target, f"failed to load: {exc}")
+        app.status_changed()
+        return False
+    app._use(new)
+    app.calibrations = load_thresholds(app.cfg.state_dir, app.model.name, app.model.version, app.score_scale)
+    for w in app.workers:
+        chosen = app.camera_models[w.cfg.id] = app.models.camera_model(w.cfg.id, new)
+        threshold, source = app.threshold_and_source(w.cfg)
+        w.offer_model(target, (chosen.scorer, new.bundle.contract.map_spec, chosen.ref, threshold))
+        w.gate = RateGate(chosen.fps)
+        if chosen.problem is not None:
+            log.warning("camera %s: %s; uncalibrated until `appliance learn`", w.cfg.id, chosen.problem)
+        elif source == "uncalibrated":
+            log.warning(
+                "camera %s: model %s has another score scale: uncalibrated until recalibrated",
+                w.cfg.id, new.bundle.name,
+            )  # fmt: skip
+    app.models.switched(target)
+    app.store.record("load", "ok", version=target, bundle=new.bundle, message=f"was {current}")
+    app.models.refresh_last_update()
+    for sink in app.sinks:
+        set_version = getattr(sink, "set_model_version", None)
+        if set_version is not None:
+            set_version(app.model.version)
+    app.status_changed()
+    return True
+
+
+def poll_model_store(app: Appliance) -> None:
+    """Between frames, from the main loop: health rollbacks, a new active version, the update log."""
+    app.models.take_health_failure()
+    target = app.store.state().active or FACTORY
+    if app.loaded is not None and target != app.loaded.version_id:
+        app.switch_model(target)
+    if app.models.refresh_last_update():
+        app.status_changed()
+    if app.inbox is not None:
+        app.inbox.poll()
+
+
+def reload_calibration_if_changed(app: Appliance) -> bool:
+    """Apply a thresholds file written by ``appliance calibrate`` while the service runs.
+
+    Thresholds change between frames; cameras, tracks and the MQTT session are untouched.
+    """
+    path = thresholds_path(app.cfg.state_dir)
+    stamp = path.stat().st_mtime_ns if path.exists() else None
+    if stamp == app._calibration_stamp:
+        return False
+    app._calibration_stamp = stamp
+    app.calibrations = load_thresholds(app.cfg.state_dir, app.model.name, app.model.version, app.score_scale)
+    for w in app.workers:
+        threshold, source = app.threshold_and_source(w.cfg)
+        w.retarget_pending(threshold)
+        if threshold != w.pipeline.rule.threshold:
+            w.pipeline.set_threshold(threshold)
+            log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
+    app.status_changed()
+    return True
+
+
+def reload_config(app: Appliance, new: ApplianceConfig) -> None:
+    """SIGHUP: apply thresholds and hysteresis from a re-read config and the calibration file,
+    between frames, keeping cameras, tracks and the MQTT session; say what needs a restart."""
+    old = app.cfg
+    restart = [
+        key
+        for key in ("appliance_id", "state_dir", "model", "pose", "tracking", "sinks")
+        if getattr(new, key) != getattr(old, key)
+    ]
+    old_cams = {c.id: c.model_copy(update={"threshold": None}) for c in old.cameras}
+    new_cams = {c.id: c.model_copy(update={"threshold": None}) for c in new.cameras}
+    if old_cams != new_cams:
+        restart.append("cameras (other than their thresholds)")
+    thresholds = {c.id: c.threshold for c in new.cameras}
+    cameras = [c.model_copy(update={"threshold": thresholds.get(c.id)}) for c in old.cameras]
+    app.cfg = old.model_copy(update={"detector": new.detector, "cameras": cameras})
+    for w in app.workers:
+        w.cfg = next(c for c in cameras if c.id == w.cfg.id)
+        d = app.cfg.detector
+        w.pipeline.rule = HysteresisRule(
+            w.pipeline.rule.threshold, d.start_windows, d.end_windows, d.update_interval_s
+        )
+    app._calibration_stamp = -1  # force: re-read the calibration file and apply every threshold
+    app.reload_calibration_if_changed()
+    if restart:
+        log.warning("reloaded thresholds; changes to %s take effect after a restart", ", ".join(restart))
+    else:
+        log.info("reloaded thresholds and detector settings")
