@@ -43,7 +43,6 @@ from typing import Any
 from appliance.config import ApplianceConfig, BlazePoseConfig, OnnxPoseConfig
 from appliance.errors import ModelError
 from appliance.models.bundle import (
-    MAX_BUNDLE_BYTES,
     Bundle,
     BundleError,
     open_bundle,
@@ -52,6 +51,7 @@ from appliance.models.bundle import (
     safe_extract,
     sha256_file,
 )
+from appliance.models.bundle_files import MAX_BUNDLE_BYTES
 from appliance.storage import write_atomic
 from appliance.updates.signing import SignaturePolicy, Signer
 
