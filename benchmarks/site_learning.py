@@ -731,7 +731,11 @@ def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[di
     out["learn"]["seconds"] = round(got["seconds"], 1)
     out["learn"]["after_footage_s"] = round(got["after_footage_s"], 1)
     say("starter: calibrate on the same recording")
-    cal_summary = calibrate_starter(work / "starter", recording, target)
+    try:
+        cal_summary = calibrate_starter(work / "starter", recording, target)
+    except ApplianceError as exc:  # e.g. tracks shorter than its window at its 10 fps: no threshold
+        out["starter_calibration_refused"] = str(exc)
+        cal_summary = None
 
     cfg = load_config(work / f"learn-x{k}" / "appliance.yaml")
     bundle = open_bundle(
@@ -788,7 +792,16 @@ def evaluate_set(ss: SiteSet, data: Path, work: Path, target: float) -> tuple[di
     rows["site model, posture-motion part"] = TestScores("site_pm", [site.params.score(w) for w in windows])
 
     thresholds = {
-        "starter + calibration": {"threshold": cal_summary["threshold"], "method": cal_summary["method"]},
+        **(
+            {
+                "starter + calibration": {
+                    "threshold": cal_summary["threshold"],
+                    "method": cal_summary["method"],
+                }
+            }
+            if cal_summary is not None
+            else {}
+        ),
         "site model (learn)": {"threshold": site.threshold_value, "method": site.threshold.get("method")},
         "server posture-motion": site_threshold(got, lambda w, m: server_pm(w), target),
         "server fused (starter map part)": site_threshold(got, server_fused, target),
@@ -1353,6 +1366,8 @@ def main() -> None:
         parts = {"sets": "sets", "timing": "timing", "contamination": "contamination"}
         kept = {k: v for k, v in earlier.items() if k in parts.values() and k not in args.only}
         report.update(kept)
+        if "sets" in args.only:  # sets not named in --sets keep their earlier figures
+            report["sets"] = {k: v for k, v in earlier.get("sets", {}).items() if k not in args.sets}
         report["sections_measured"] = {
             **earlier.get("sections_measured", {k: earlier.get("started") for k in kept}),
             **{k: report["started"] for k in args.only},
