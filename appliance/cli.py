@@ -92,8 +92,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             raise ApplianceError(f"{args.keypoints} has no sequence(s) {', '.join(unknown)}")
         sequences = [s for s in sequences if s.name in set(args.only)]
     model_fps = bundle.contract.fps
-    resampled = {s.fps for s in sequences if model_fps is not None and abs(s.fps - model_fps) >= 1e-6}
-    sequences = [at_model_rate(s, model_fps) for s in sequences]  # the daemon's time base
+    thinned = [at_model_rate(s, model_fps) for s in sequences]  # the daemon's time base
+    resampled = {s.fps for s, t in zip(sequences, thinned, strict=True) if t is not s}
+    sequences = thinned
     if resampled:
         rates = ", ".join(f"{r:g}" for r in sorted(resampled))
         print(

@@ -404,10 +404,9 @@ def kept_frames(seq: KeypointSequence, model_fps: float | None) -> np.ndarray:
     """The frames a camera at the clip's rate hands a model learned at ``model_fps`` (all when unknown)."""
     if not model_fps or model_fps >= 0.9 * seq.fps:
         return np.arange(len(seq))
-    from appliance.capture.frame_rate import RateGate
+    from appliance.capture.frame_rate import kept
 
-    gate = RateGate(model_fps)
-    return np.asarray([r for r in range(len(seq)) if gate.keep(r / seq.fps)], np.int64)
+    return np.flatnonzero(kept(np.arange(len(seq)) / seq.fps, model_fps))
 
 
 def stream(scorer, map_spec, seq: KeypointSequence, model_fps: float | None) -> Streamed:
@@ -501,7 +500,7 @@ def auroc_table(
         [frame_scores(c.seq, st, w) for c, st, w in zip(clips, streamed, scores.windows, strict=True)]
     )
     y = np.concatenate([np.asarray(c.seq.labels, np.int64) for c in clips])
-    keep = np.isfinite(s) & (y >= 0)  # -1: a lead-in's frames (context for the windows, not scored)
+    keep = np.isfinite(s)
     s, y = s[keep], y[keep]
     if not (y > 0).any():
         return {"auroc": None, "per_type": {}, "frames": len(y)}

@@ -41,6 +41,13 @@ class RateGate:
         return True
 
 
+def kept(times_s, fps: float | None) -> list[bool]:
+    """Which of these timestamps (seconds, in order) a :class:`RateGate` at ``fps`` keeps: the frames a
+    camera scored at a model's rate hands on (files scored offline are thinned the same way)."""
+    gate = RateGate(fps)
+    return [gate.keep(float(t)) for t in times_s]
+
+
 def too_slow(source_fps: float | None, model_fps: float | None) -> bool:
     """Whether a source of ``source_fps`` cannot feed a model learned at ``model_fps``."""
     return bool(source_fps and model_fps and source_fps < SLOWER_TOLERANCE * model_fps)

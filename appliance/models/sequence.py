@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.capture.frame_rate import RateGate, too_slow
+from appliance.capture.frame_rate import kept, too_slow
 from appliance.errors import ApplianceError
 from appliance.keypoints.sequence import KeypointSequence
 from appliance.models.bundle import Bundle
@@ -23,8 +23,7 @@ def at_model_rate(seq: KeypointSequence, model_fps: float | None) -> KeypointSeq
             f"{model_fps:g}; it cannot be scored slower than that (extract the footage at {model_fps:g} fps "
             "or more)"
         )
-    gate = RateGate(model_fps)
-    keep = np.array([gate.keep(float(f) / seq.fps) for f in seq.frames], dtype=bool)
+    keep = np.array(kept(seq.frames / seq.fps, model_fps), dtype=bool)
     return KeypointSequence(
         name=seq.name,
         layout=seq.layout,

@@ -27,7 +27,7 @@ from typing import Any
 
 from appliance.alarms.events import AnomalyEvent
 from appliance.alarms.journal import AnomalyJournal
-from appliance.alarms.threshold_store import load_thresholds, thresholds_path
+from appliance.alarms.threshold_store import thresholds_path
 from appliance.capture.camera import source_problem
 from appliance.config import ApplianceConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.models.bundle import Bundle
@@ -113,7 +113,7 @@ class Appliance:
         model = self.model
         path = thresholds_path(cfg.state_dir)
         self._calibration_stamp = path.stat().st_mtime_ns if path.exists() else None
-        self.calibrations = load_thresholds(cfg.state_dir, model.name, model.version, self.score_scale)
+        self.calibrations = handover.calibrations_of(self)
         self._site_stamp = self.sites.stamp()
         self.camera_models = {cam.id: self.models.camera_model(cam.id, loaded) for cam in cfg.cameras}
         self.models.refresh_last_update()

@@ -15,9 +15,25 @@ from appliance.errors import ModelError
 from appliance.updates.store import FACTORY
 
 if TYPE_CHECKING:
+    from appliance.service.camera_worker import CameraWorker
     from appliance.service.daemon import Appliance
+    from appliance.service.model_manager import CameraModel, LoadedModel
 
 log = logging.getLogger("appliance")
+
+
+def calibrations_of(app: Appliance) -> dict:
+    """The thresholds file's cameras calibrated for the running model and its score scale."""
+    return load_thresholds(app.cfg.state_dir, app.model.name, app.model.version, app.score_scale)
+
+
+def offer(worker: CameraWorker, loaded: LoadedModel, chosen: CameraModel, threshold: float) -> None:
+    """Queue ``chosen`` (the bundle or the camera's site model) for the camera's next frame, on its
+    time base."""
+    worker.offer_model(
+        loaded.version_id, (chosen.scorer, loaded.bundle.contract.map_spec, chosen.ref, threshold)
+    )
+    worker.gate = RateGate(chosen.fps)
 
 
 def poll_site_models(app: Appliance) -> bool:
@@ -37,11 +53,7 @@ def poll_site_models(app: Appliance) -> bool:
                 w.pipeline.set_threshold(threshold)
                 log.info("camera %s: threshold now %.2f (%s)", w.cfg.id, threshold, source)
             continue
-        w.offer_model(
-            app.loaded.version_id,
-            (chosen.scorer, app.loaded.bundle.contract.map_spec, chosen.ref, threshold),
-        )
-        w.gate = RateGate(chosen.fps)
+        offer(w, app.loaded, chosen, threshold)
         what = f"site model {chosen.site.id}" if chosen.site else f"bundle {app.loaded.bundle.name}"
         log.info("camera %s: now scoring with %s (threshold %s, %s)", w.cfg.id, what, threshold, source)
     app.status_changed()
@@ -60,12 +72,11 @@ def switch_model(app: Appliance, target: str) -> bool:
         app.status_changed()
         return False
     app._use(new)
-    app.calibrations = load_thresholds(app.cfg.state_dir, app.model.name, app.model.version, app.score_scale)
+    app.calibrations = calibrations_of(app)
     for w in app.workers:
         chosen = app.camera_models[w.cfg.id] = app.models.camera_model(w.cfg.id, new)
         threshold, source = app.threshold_and_source(w.cfg)
-        w.offer_model(target, (chosen.scorer, new.bundle.contract.map_spec, chosen.ref, threshold))
-        w.gate = RateGate(chosen.fps)
+        offer(w, new, chosen, threshold)
         if chosen.problem is not None:
             log.warning("camera %s: %s; uncalibrated until `appliance learn`", w.cfg.id, chosen.problem)
         elif source == "uncalibrated":
@@ -106,7 +117,7 @@ def reload_calibration_if_changed(app: Appliance) -> bool:
     if stamp == app._calibration_stamp:
         return False
     app._calibration_stamp = stamp
-    app.calibrations = load_thresholds(app.cfg.state_dir, app.model.name, app.model.version, app.score_scale)
+    app.calibrations = calibrations_of(app)
     for w in app.workers:
         threshold, source = app.threshold_and_source(w.cfg)
         w.retarget_pending(threshold)
