@@ -1,0 +1,69 @@
+"""The appliance's YAML configuration: validated at start, every field described, unknown keys refused.
+
+A mistake is reported as ``FILE:LINE: key.path: what is wrong`` so a technician can fix it without
+reading code. Secrets never need to sit in the file: ``password_file`` (e.g. a systemd credential
+under ``$CREDENTIALS_DIRECTORY``) or ``${ENV_NAME}`` in any string value.
+
+:mod:`.schema` holds the sections and their rules, :mod:`.yaml_source` the bounded YAML reading with
+line numbers, :mod:`.load` the file loading and the error wording.
+"""
+
+from appliance.config.load import key_locator, load_config, parse_config
+from appliance.config.schema import (
+    CONFIG_SCHEMA_VERSION,
+    ApplianceConfig,
+    BlazePoseConfig,
+    BrokerHost,
+    CameraConfig,
+    ConfigError,
+    DetectorConfig,
+    JsonlSinkConfig,
+    KeypointsPoseConfig,
+    ModelConfig,
+    MqttSinkConfig,
+    MqttTlsConfig,
+    OnnxPoseConfig,
+    PixelSize,
+    PoseConfig,
+    SinkConfig,
+    StdoutSinkConfig,
+    TopicLevel,
+    TrackingConfig,
+)
+from appliance.config.yaml_source import (
+    CREDENTIALS_HINT,
+    MAX_CONFIG_BYTES,
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_VALUES,
+)
+from appliance.publish.sparkplug.config import SparkplugSinkConfig
+
+__all__ = [
+    "CONFIG_SCHEMA_VERSION",
+    "CREDENTIALS_HINT",
+    "MAX_CONFIG_BYTES",
+    "MAX_CONFIG_DEPTH",
+    "MAX_CONFIG_VALUES",
+    "ApplianceConfig",
+    "BlazePoseConfig",
+    "BrokerHost",
+    "CameraConfig",
+    "ConfigError",
+    "DetectorConfig",
+    "JsonlSinkConfig",
+    "KeypointsPoseConfig",
+    "ModelConfig",
+    "MqttSinkConfig",
+    "MqttTlsConfig",
+    "OnnxPoseConfig",
+    "PixelSize",
+    "PoseConfig",
+    "SinkConfig",
+    "SparkplugSinkConfig",
+    "StdoutSinkConfig",
+    "TopicLevel",
+    "TrackingConfig",
+    "key_locator",
+    "load_config",
+    "parse_config",
+]
