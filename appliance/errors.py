@@ -17,6 +17,10 @@ class ModelError(ApplianceError):
     exit_code = 3
 
 
+class UpdateRefused(ModelError):
+    """A bundle that was not installed (or a rollback not done); the active model is unchanged."""
+
+
 class InputFormatError(ApplianceError):
     """Malformed input file; the message names the file and, where known, the line."""
 

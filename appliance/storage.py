@@ -25,3 +25,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def display_path(path: str | Path) -> str:
+    """A path as messages show it: absolute and without ``..`` (symbolic links are left as named)."""
+    return os.path.abspath(path)

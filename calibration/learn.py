@@ -479,7 +479,7 @@ def _save(cfg, camera_id, loaded, fitted: SiteFit, split: SplitWindows, footage_
     site_id = store.save(
         camera_id, fitted.params, fitted.map_calibration, summary, base_identity(loaded.bundle), provenance
     )
-    ModelStore(cfg.state_dir).record(
+    ModelStore(cfg.state_dir).log.record(
         "learn", "ok", version=f"site:{camera_id}/{site_id}", bundle=loaded.bundle,
         message=f"site model {site_id} of camera {camera_id} on base {loaded.version_id}",
     )  # fmt: skip

@@ -26,11 +26,12 @@ import pytest
 import yaml
 
 from appliance.config import load_config
+from appliance.errors import UpdateRefused
 from appliance.models.bundle import safe_extract, sha256_file
 from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP
 from appliance.service.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE  # versions 1.0.x of the map model
 from appliance.updates.signing import generate_key_pair, sign_manifest
-from appliance.updates.store import ModelStore, UpdateRefused
+from appliance.updates.store import ModelStore
 from export.bundle import sign_bundle, write_tar
 from tests.conftest import ROOT, Broker, write_appliance_config
 
@@ -251,7 +252,7 @@ def test_a_bad_bundle_is_refused_with_a_clear_message_and_the_old_model_stays(ca
     assert snapshot(cfg.state_dir) == before
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "absolute.txt").exists()
     assert not any(store.staging.glob("*"))
-    last = store.updates(1)[-1]
+    last = store.log.entries(1)[-1]
     assert (last["action"], last["result"]) == ("install", "refused") and needle in last["message"]
     # and the appliance still starts on the old model
     from appliance.service.daemon import Appliance
@@ -311,7 +312,7 @@ def test_rollback_steps_back_through_versions_to_the_configured_bundle(tmp_path,
     assert out.returncode == 3 and "nothing to roll back to" in out.stderr
     out = appliance_cli("rollback", "--to", "0002-starter-walking-lstm-vae-1.1.2", "--config", str(cfg))
     assert out.returncode == 0 and state().active == "0002-starter-walking-lstm-vae-1.1.2"
-    actions = [(u["action"], u["result"]) for u in ModelStore(tmp_path / "state").updates()]
+    actions = [(u["action"], u["result"]) for u in ModelStore(tmp_path / "state").log.entries()]
     assert actions.count(("rollback", "ok")) == 3 and ("rollback", "failed") not in actions
 
 
@@ -339,7 +340,7 @@ from appliance.updates.store import ModelStore
 step, cfg_path, bundle = sys.argv[1:4]
 
 class Crashing(ModelStore):
-    def _step(self, name):
+    def reached(self, name):
         if name == step:
             os._exit(9)  # the process dies here, mid-install: no cleanup, no finally
 
@@ -584,7 +585,7 @@ def test_scoring_errors_soon_after_a_switch_roll_back_automatically(tmp_path, ke
         thread.join(30)
         app.stop()
     assert "1.1.2" in log.versions()  # it did run, and failed
-    last = [u for u in store.updates() if u["action"] == "auto_rollback"][-1]
+    last = [u for u in store.log.entries() if u["action"] == "auto_rollback"][-1]
     assert (
         last["result"] == "ok" and result.version_id in last["message"] and "scoring error" in last["message"]
     )

@@ -26,12 +26,13 @@ import pytest
 import yaml
 
 from appliance.config import load_config
-from appliance.errors import ModelError
+from appliance.errors import ModelError, UpdateRefused
 from appliance.models.bundle import BundleError, open_bundle
 from appliance.service.demo import STARTER_LSTM_BUNDLE as STARTER_BUNDLE
+from appliance.updates.compatibility import version_key
 from appliance.updates.inbox import Inbox
 from appliance.updates.signing import generate_key_pair, sign_manifest
-from appliance.updates.store import ModelStore, UpdateRefused, version_key
+from appliance.updates.store import ModelStore
 from tests.conftest import ROOT, write_appliance_config
 
 MIB = 1 << 20
@@ -198,7 +199,8 @@ MEASURE = r"""
 import json, sys
 from pathlib import Path
 from appliance.config import load_config
-from appliance.updates.store import ModelStore, UpdateRefused
+from appliance.errors import UpdateRefused
+from appliance.updates.store import ModelStore
 
 def status(key):
     with open("/proc/self/status") as fh:
@@ -397,7 +399,7 @@ def test_a_lower_version_of_the_active_model_is_refused_unless_allowed(tmp_path,
     assert "older than the active model (starter-walking-lstm-vae 1.1.2" in message
     assert "--allow-downgrade" in message and message.startswith(f"{releases['1.1.1']}: ")
     assert store.state().active == "0001-starter-walking-lstm-vae-1.1.2"
-    assert store.updates(1)[-1]["result"] == "refused"
+    assert store.log.entries(1)[-1]["result"] == "refused"
     # the technician says so: installed
     out = appliance_cli(
         "update", str(releases["1.1.1"]), "--allow-downgrade", "--config", str(tmp_path / "appliance.yaml")
@@ -433,9 +435,9 @@ def test_a_version_marked_bad_is_refused_again_under_any_name_unless_forced(tmp_
     store = ModelStore(cfg.state_dir)
     store.install(releases["1.1.1"], cfg)
     bad = store.install(releases["1.1.2"], cfg).version_id
-    store.mark_bad(bad, "3 starts in a row did not become healthy", failed_starts=3)
+    store.bad.mark(bad, "3 starts in a row did not become healthy", failed_starts=3)
     assert store.rollback(cfg, reason="auto_rollback") == "0001-starter-walking-lstm-vae-1.1.1"
-    assert ModelStore(cfg.state_dir).is_bad(bad)["reason"] == "3 starts in a row did not become healthy"
+    assert ModelStore(cfg.state_dir).bad.of(bad)["reason"] == "3 starts in a row did not become healthy"
     renamed = tmp_path / "renamed-on-a-usb-stick.tar"
     shutil.copy(releases["1.1.2"], renamed)
     with pytest.raises(UpdateRefused) as refused:
@@ -467,18 +469,18 @@ def test_a_version_marked_bad_is_refused_again_under_any_name_unless_forced(tmp_
     # forced by the technician: installed, and the mark is cleared
     out = appliance_cli("update", str(renamed), "--force", "--config", str(cfg_path))
     assert out.returncode == 0, out.stderr
-    assert store.state().active == bad and store.is_bad(bad) is None
-    assert "installed with --force although marked bad" in store.updates(1)[-1]["message"]
+    assert store.state().active == bad and store.bad.of(bad) is None
+    assert "installed with --force although marked bad" in store.log.entries(1)[-1]["message"]
 
 
 def test_rolling_back_from_a_bad_version_skips_bad_ones_down_to_the_factory_model(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys, keep_versions=5))
     store = ModelStore(cfg.state_dir)
     ids = [store.install(releases[v], cfg).version_id for v in ("1.1.1", "1.1.2", "1.1.3")]
-    store.mark_bad(ids[1], "failed starts")
-    store.mark_bad(ids[2], "failed starts")
+    store.bad.mark(ids[1], "failed starts")
+    store.bad.mark(ids[2], "failed starts")
     assert store.rollback(cfg, reason="auto_rollback") == ids[0]  # skips 1.1.2
-    store.mark_bad(ids[0], "failed starts")
+    store.bad.mark(ids[0], "failed starts")
     assert store.rollback(cfg, reason="auto_rollback") == "factory"
     with pytest.raises(UpdateRefused, match=r"was marked bad on .*: failed starts; use `appliance rollback"):
         store.rollback(cfg, to=ids[2])

@@ -110,8 +110,8 @@ def test_the_streaming_scorer_gives_the_offline_scores_frame_by_frame(urfd_bundl
 
 def test_a_bundle_with_unknown_body_features_is_refused(urfd_bundle, tmp_path):
     from appliance.config import load_config
+    from appliance.updates.compatibility import compatibility_problems
     from appliance.updates.signing import SignaturePolicy
-    from appliance.updates.store import compatibility_problems
 
     out, _, _ = urfd_bundle
     cfg = load_config(write_appliance_config(tmp_path / "c.yaml", {"id": "c", "source": "0"}))

@@ -313,7 +313,7 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
         assert daemon.terminate() == 0
     assert f"model version {installed} marked bad" in daemon.log()
     assert store.state().active is None
-    assert store.is_bad(installed)
+    assert store.bad.of(installed)
     with pytest.raises(Exception, match="marked bad"):  # dropped in again: refused without --force
         store.install(releases["1.1.1"], cfg)
 
@@ -342,7 +342,7 @@ def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_ca
         stop.set()
         waiter.join(30)
         app.stop()
-    last = [u for u in store.updates() if u["action"] == "auto_rollback"][-1]
+    last = [u for u in store.log.entries() if u["action"] == "auto_rollback"][-1]
     assert last["result"] == "ok" and bad in last["message"] and "scoring error" in last["message"]
-    assert not store.is_bad(bad)  # after the probation a fault rolls back, it does not condemn the version
+    assert not store.bad.of(bad)  # after the probation a fault rolls back, it does not condemn the version
     assert app.workers[0].restarts == 0

@@ -39,7 +39,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     active bundle version (or --to VERSION)."""
     from appliance.config import load_config
     from appliance.models.site import SiteModelStore
-    from appliance.updates.store import ModelStore, display_path
+    from appliance.storage import display_path
+    from appliance.updates.store import ModelStore
 
     _quiet_store_log()
     cfg = load_config(args.config)
@@ -57,7 +58,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if camera not in {c.id for c in cfg.cameras}:
             raise ApplianceError(f"no camera {camera!r} in {args.config}")
         previous = sites.rollback(camera)
-        ModelStore(cfg.state_dir).record(
+        ModelStore(cfg.state_dir).log.record(
             "rollback",
             "ok",
             version=f"site:{camera}/{previous or 'bundle'}",
@@ -79,12 +80,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     from appliance.config import load_config
     from appliance.models.site import SiteModelStore
-    from appliance.updates.store import ModelStore, display_path
+    from appliance.storage import display_path
+    from appliance.updates.bad_versions import describe_bad
+    from appliance.updates.store import ModelStore
 
     cfg = load_config(args.config)
     store = ModelStore(cfg.state_dir)
-    state, versions, updates = store.state(), store.installed(), store.updates(args.updates)
-    factory, bad = display_path(cfg.model.bundle), store.bad_versions()
+    state, versions, updates = store.state(), store.installed(), store.log.entries(args.updates)
+    factory, bad = display_path(cfg.model.bundle), store.bad.all()
     sites = SiteModelStore(cfg.state_dir)
     site_models = {c.id: sites.versions(c.id) for c in cfg.cameras if sites.versions(c.id)}
     if args.json:
@@ -119,7 +122,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for b in bad.values():
             model = b.get("model") or {}
             print(f"  {b.get('version', '?')} {model.get('name', '')} {model.get('version', '')}: "
-                  f"{store.describe_bad(b)}")  # fmt: skip
+                  f"{describe_bad(b)}")  # fmt: skip
     if updates:
         print("\nrecent updates:")
         for u in updates:

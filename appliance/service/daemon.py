@@ -42,7 +42,8 @@ from appliance.service.model_manager import CameraModel, LoadedModel, ModelManag
 from appliance.service.status import StatusBuilder
 from appliance.service.systemd import Notifier
 from appliance.updates.inbox import Inbox
-from appliance.updates.store import FACTORY, ModelStore
+from appliance.updates.store import ModelStore
+from appliance.updates.update_log import FACTORY
 
 __all__ = ["STALLED_AFTER_S", "Appliance", "CameraModel", "LoadedModel", "ReplayFrames", "ScoringFailure"]
 

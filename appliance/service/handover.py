@@ -12,7 +12,7 @@ from appliance.alarms.threshold_store import load_thresholds, thresholds_path
 from appliance.capture.frame_rate import RateGate
 from appliance.config import ApplianceConfig
 from appliance.errors import ModelError
-from appliance.updates.store import FACTORY
+from appliance.updates.update_log import FACTORY
 
 if TYPE_CHECKING:
     from appliance.service.camera_worker import CameraWorker
@@ -66,7 +66,7 @@ def switch_model(app: Appliance, target: str) -> bool:
     try:
         new = app.models.load_version(target)
     except ModelError as exc:
-        app.store.record("load", "failed", version=target, message=str(exc))
+        app.store.log.record("load", "failed", version=target, message=str(exc))
         if (app.store.state().active or FACTORY) == target:
             app.models.auto_rollback(target, f"failed to load: {exc}")
         app.status_changed()
@@ -85,7 +85,7 @@ def switch_model(app: Appliance, target: str) -> bool:
                 w.cfg.id, new.bundle.name,
             )  # fmt: skip
     app.models.switched(target)
-    app.store.record("load", "ok", version=target, bundle=new.bundle, message=f"was {current}")
+    app.store.log.record("load", "ok", version=target, bundle=new.bundle, message=f"was {current}")
     app.models.refresh_last_update()
     for sink in app.sinks:
         set_version = getattr(sink, "set_model_version", None)

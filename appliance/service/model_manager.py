@@ -20,13 +20,15 @@ from typing import Any
 
 from appliance.alarms.events import ModelRef, ModelUpdate
 from appliance.config import ApplianceConfig
-from appliance.errors import ModelError
+from appliance.errors import ModelError, UpdateRefused
 from appliance.models.bundle import Bundle, open_bundle
 from appliance.models.runtimes import ScoringRuntime, WindowRuntime
 from appliance.models.site import SiteModel, SiteModelError, SiteModelStore
 from appliance.updates.boot_guard import BootGuard
+from appliance.updates.compatibility import compatibility_problems, policy_for
 from appliance.updates.signing import SignaturePolicy
-from appliance.updates.store import FACTORY, ModelStore, UpdateRefused, compatibility_problems, policy_for
+from appliance.updates.store import ModelStore
+from appliance.updates.update_log import FACTORY
 
 log = logging.getLogger("appliance")
 
@@ -185,7 +187,7 @@ class ModelManager:
     def mark_bad(self, version_id: str, why: str) -> None:
         log.error("model version %s marked bad: %s", version_id, why)
         try:
-            self.store.mark_bad(version_id, why)
+            self.store.bad.mark(version_id, why)
         except Exception as exc:  # the rollback that follows matters more than the mark
             log.error("could not mark model version %s bad: %s", version_id, exc)
 
@@ -212,12 +214,12 @@ class ModelManager:
 
     # -- the update log and the inbox ---------------------------------------------------------------
     def refresh_last_update(self) -> bool:
-        path = self.store.log_path
+        path = self.store.log.path
         stamp = path.stat().st_mtime_ns if path.exists() else None
         if stamp == self._updates_stamp:
             return False
         self._updates_stamp = stamp
-        last = self.store.updates(1)
+        last = self.store.log.entries(1)
         self.last_update = last[-1] if last else None
         return True
 
