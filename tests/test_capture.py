@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from appliance.capture.camera import Camera, CameraError, CameraState, SourceKind, parse_source
+from appliance.capture.camera import Camera, CameraState
+from appliance.capture.sources import CameraError, SourceKind, parse_source
 from appliance.errors import ApplianceError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.capture.camera import parse_source
+from appliance.capture.sources import parse_source
 from appliance.redact import redact
 from tests.conftest import write_appliance_config
 

@@ -17,8 +17,9 @@ class RateGate:
     """Keeps frames at ``fps`` by their timestamps (source time for files and replays, capture time
     live); ``fps`` None keeps every frame (a bundle that does not record its learning rate)."""
 
-    def __init__(self, fps: float | None) -> None:
+    def __init__(self, fps: float | None, tolerance_s: float | None = None) -> None:
         self.fps = fps
+        self.tolerance_s = tolerance_s  # how early a frame may come and still take its slot (jitter)
         self._next_due: float | None = None
         self._last_t: float | None = None
         self.dropped = 0
@@ -33,7 +34,8 @@ class RateGate:
             self._next_due = None  # time went back: a file looped or a replay restarted
         self._last_t = t
         period = 1.0 / self.fps
-        if self._next_due is not None and t < self._next_due - period / 4:
+        tolerance = period / 4 if self.tolerance_s is None else self.tolerance_s
+        if self._next_due is not None and t < self._next_due - tolerance:
             self.dropped += 1
             return False
         late = self._next_due is None or t > self._next_due + period

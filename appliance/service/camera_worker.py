@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from appliance.alarms.events import AnomalyEvent, ModelRef
-from appliance.capture.camera import Camera, CameraState, Frame
+from appliance.capture.camera import Camera, CameraState
 from appliance.capture.frame_rate import RateGate
+from appliance.capture.newest_frame import Frame
 from appliance.config import CameraConfig
 from appliance.errors import ApplianceError
 from appliance.models.lstm_vae import MultiTrackScorer

@@ -28,7 +28,7 @@ from typing import Any
 from appliance.alarms.events import AnomalyEvent
 from appliance.alarms.journal import AnomalyJournal
 from appliance.alarms.threshold_store import thresholds_path
-from appliance.capture.camera import source_problem
+from appliance.capture.sources import source_problem
 from appliance.config import ApplianceConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.models.bundle import Bundle
 from appliance.models.site import SiteModelStore

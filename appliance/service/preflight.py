@@ -247,7 +247,7 @@ def _check_pose(cfg: ApplianceConfig) -> list[Finding]:
 
 def _check_cameras(cfg: ApplianceConfig) -> list[Finding]:
     """Sources that can never work are errors; a V4L2 index not present now is a note (USB replug)."""
-    from appliance.capture.camera import source_problem
+    from appliance.capture.sources import source_problem
 
     if isinstance(cfg.pose, KeypointsPoseConfig):
         return []
