@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.publish.outbox_bounds import PAIRED, Drop, DropLog, aged_updates, choose_drops
+
 log = logging.getLogger("appliance.outbox")  # the name journals and log filters know
 
-DROPPABLE = "update"
-PAIRED = ("start", "end")
 ROW_OVERHEAD = 160
 """Bytes counted per message beyond topic and payload (row, index entries, page slack), so the counted
 total tracks the file's size (benchmarks/outbox.py)."""
@@ -64,10 +64,6 @@ def _event_key(data: bytes) -> str | None:
         return None
     key = doc.get("event_id") if isinstance(doc, dict) else None
     return key if isinstance(key, str) else None
-
-
-def _mib(n: float) -> str:
-    return f"{n / 1048576:.1f} MiB"
 
 
 class Outbox:
@@ -106,16 +102,14 @@ class Outbox:
         )
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._count, self._bytes = int(count), int(size)
-        self._dropped: Counter[str] = Counter(
+        stored = Counter(
             {
                 name.removeprefix("dropped_"): int(value)
                 for name, value in self._db.execute("SELECT name, value FROM outbox_meta")
                 if name.startswith("dropped_")
             }
         )
-        self._pending: Counter[str] = Counter()  # drops not yet reported in a warning
-        self._pending_since = 0.0
-        self._warn_due = 0.0
+        self._drops = DropLog(stored, max_bytes, max_messages, max_age_s)
         self._age_due = 0.0
         if self._count == 0:
             self._compact()
@@ -168,8 +162,8 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 self._reload_totals()
                 raise
-            self._count_drops(dropped, now)
-            self._maybe_warn(now)
+            self._drops.count(dropped, now)
+            self._drops.warn(now, self.warn_interval_s)
             return int(cur.lastrowid)
 
     def after(self, last_id: int, limit: int) -> list[OutboxMessage]:
@@ -214,25 +208,25 @@ class Outbox:
     def dropped(self) -> int:
         """Messages dropped (full or too old) since this outbox file was created; survives restarts."""
         with self._lock:
-            return sum(n for kind, n in self._dropped.items() if kind != "by_age")
+            return self._drops.dropped()
 
     @property
     def dropped_by_age(self) -> int:
         """Of :attr:`dropped`, the updates that left for being older than ``max_age_s``."""
         with self._lock:
-            return self._dropped["by_age"]
+            return self._drops.total["by_age"]
 
     def status(self) -> dict[str, Any]:
         """The ``outbox`` entry of the retained status (:class:`appliance.alarms.events.OutboxStatus`)."""
         age = round(self.oldest_age_s(), 1)
         with self._lock:
-            by_kind = {k: n for k, n in sorted(self._dropped.items()) if k != "by_age" and n}
+            by_kind = self._drops.by_kind()
             return {
                 "depth": self._count,
                 "oldest_age_s": age,
                 "dropped": sum(by_kind.values()),
                 "dropped_by_kind": by_kind,
-                "dropped_by_age": self._dropped["by_age"],
+                "dropped_by_age": self._drops.total["by_age"],
                 "bytes": self._bytes,
                 "max_bytes": self.max_bytes,
             }
@@ -240,7 +234,7 @@ class Outbox:
     def report(self, force: bool = False) -> None:
         """Say what was dropped since the last warning, if the interval is over (or ``force``)."""
         with self._lock:
-            self._maybe_warn(time.time(), force)
+            self._drops.warn(time.time(), self.warn_interval_s, force)
 
     def close(self) -> None:
         self.report(force=True)
@@ -248,100 +242,27 @@ class Outbox:
             self._db.close()
 
     # -- bounds ---------------------------------------------------------------------------------
-    def _enforce_bounds(self, now: float) -> list[tuple[int, int, str, bool]]:
-        """Drop what the bounds require, in the documented order (lock held, inside the transaction).
-
-        Returns the dropped messages as ``(id, size, kind, by_age)``.
-        """
-        victims: list[tuple[int, int, str, bool]] = []
-        if now >= self._age_due:  # oldest updates first: the scan stops at the first young one
+    def _enforce_bounds(self, now: float) -> list[Drop]:
+        """Drop what the bounds require, in the documented order (lock held, inside the transaction)."""
+        drops: list[Drop] = []
+        if now >= self._age_due:
             self._age_due = now + AGE_CHECK_INTERVAL_S
-            cutoff = now - self.max_age_s
-            for mid, size, created in self._db.execute(
-                "SELECT id, size, created_at FROM outbox WHERE kind = ? ORDER BY id", (DROPPABLE,)
-            ):
-                if created >= cutoff:
-                    break
-                victims.append((mid, size, DROPPABLE, True))
-        excess_bytes = self._bytes - self.max_bytes - sum(v[1] for v in victims)
-        excess_count = self._count - self.max_messages - len(victims)
-        if excess_bytes > 0 or excess_count > 0:
-            chosen = {v[0] for v in victims}
-
-            def take(mid: int, size: int, kind: str) -> bool:
-                """Drop one; True once both bounds hold."""
-                nonlocal excess_bytes, excess_count
-                if mid not in chosen:
-                    chosen.add(mid)
-                    victims.append((mid, size, kind, False))
-                    excess_bytes -= size
-                    excess_count -= 1
-                return excess_bytes <= 0 and excess_count <= 0
-
-            done = False
-            for mid, size in self._db.execute(
-                "SELECT id, size FROM outbox WHERE kind = ? ORDER BY id", (DROPPABLE,)
-            ):
-                if take(mid, size, DROPPABLE):
-                    done = True
-                    break
-            if not done:
-                for sid, ssize, eid, esize in self._db.execute(
-                    "SELECT s.id, s.size, e.id, e.size FROM outbox AS s JOIN outbox AS e "
-                    "ON e.event_key = s.event_key AND e.kind = 'end' WHERE s.kind = 'start' ORDER BY s.id"
-                ):
-                    take(sid, ssize, "start")
-                    if take(eid, esize, "end"):
-                        done = True
-                        break
-            if not done:
-                for mid, size, kind in self._db.execute("SELECT id, size, kind FROM outbox ORDER BY id"):
-                    if take(mid, size, kind):
-                        break
-        if victims:
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
-            self._count -= len(victims)
-            self._bytes -= sum(v[1] for v in victims)
-            counts = Counter(v[2] for v in victims)
-            counts["by_age"] = sum(1 for v in victims if v[3])
+            drops = aged_updates(self._db, now - self.max_age_s)
+        excess_bytes = self._bytes - self.max_bytes - sum(d.size for d in drops)
+        excess_count = self._count - self.max_messages - len(drops)
+        drops += choose_drops(self._db, excess_bytes, excess_count, {d.id for d in drops})
+        if drops:
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(d.id,) for d in drops])
+            self._count -= len(drops)
+            self._bytes -= sum(d.size for d in drops)
+            counts = Counter(d.kind for d in drops)
+            counts["by_age"] = sum(1 for d in drops if d.by_age)
             self._db.executemany(
                 "INSERT INTO outbox_meta (name, value) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
                 [(f"dropped_{k}", n) for k, n in counts.items() if n],
             )
-        return victims
-
-    def _count_drops(self, victims: list[tuple[int, int, str, bool]], now: float) -> None:
-        if not victims:
-            return
-        if not self._pending:
-            self._pending_since = now
-        for _, _, kind, by_age in victims:
-            self._dropped[kind] += 1
-            self._pending["by_age" if by_age else kind] += 1
-            if by_age:
-                self._dropped["by_age"] += 1
-
-    def _maybe_warn(self, now: float, force: bool = False) -> None:
-        """One summary line per ``warn_interval_s`` (lock held)."""
-        if not self._pending or (now < self._warn_due and not force):
-            return
-        parts = [f"{n} {kind}(s)" for kind, n in sorted(self._pending.items()) if kind != "by_age" and n]
-        full = (
-            f"outbox full (bound {_mib(self.max_bytes)}, {self.max_messages:,} messages): dropped "
-            f"{', '.join(parts)} in the last {now - self._pending_since:.0f} s "
-            "(oldest updates first, then closed anomalies, then the oldest of anything)"
-            if parts
-            else ""
-        )
-        aged = self._pending["by_age"]
-        old = f"{aged} update(s) older than {self.max_age_s:.0f} s left the outbox" if aged else ""
-        total = sum(n for kind, n in self._dropped.items() if kind != "by_age")
-        log.warning(
-            "%s; %d dropped in all (status outbox.dropped)", "; ".join(p for p in (full, old) if p), total
-        )
-        self._pending.clear()
-        self._warn_due = now + self.warn_interval_s
+        return drops
 
     # -- space ----------------------------------------------------------------------------------
     def _compact(self) -> None:
