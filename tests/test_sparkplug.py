@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from appliance.alarms.events import AnomalyEvent, ModelRef
 from appliance.publish.sparkplug import SparkplugError
 from appliance.publish.sparkplug.config import SparkplugSinkConfig
-from appliance.publish.sparkplug.node import DEVICE_METRICS, NODE_METRICS, SparkplugNode
+from appliance.publish.sparkplug.metrics import DEVICE_METRICS, NODE_METRICS
+from appliance.publish.sparkplug.node import SparkplugNode
 from appliance.publish.sparkplug.payload import (
     PROTO_PATH,
     DataType,

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,65 +27,22 @@ from google.protobuf.message import DecodeError
 
 from appliance.alarms.events import AnomalyEvent
 from appliance.publish.sparkplug import SparkplugError
+from appliance.publish.sparkplug.bdseq import BdSeqCounter
 from appliance.publish.sparkplug.config import SparkplugSinkConfig, _sparkplug_id
+from appliance.publish.sparkplug.metrics import (
+    BDSEQ,
+    DEVICE_METRICS,
+    NODE_METRICS,
+    REBIRTH,
+    MetricSet,
+    anomaly_values,
+    now_ms,
+)
 from appliance.publish.sparkplug.payload import DataType, MetricValue, Payload, make_metric
 
 log = logging.getLogger("appliance.sparkplug.node")  # the name journals and log filters know
 
 NAMESPACE = "spBv1.0"
-BDSEQ = "bdSeq"
-REBIRTH = "Node Control/Rebirth"
-
-NODE_METRICS: dict[str, DataType] = {
-    BDSEQ: DataType.Int64,  # session number of the NBIRTH and of its NDEATH will
-    REBIRTH: DataType.Boolean,  # always false; a host writes true in an NCMD to ask for births
-    "Model/Version": DataType.String,  # version of the scoring model bundle
-    "Status/State": DataType.String,  # e.g. running, degraded, stopping (status_update)
-    "Status/Message": DataType.String,  # a human-readable detail for the state
-}
-DEVICE_METRICS: dict[str, DataType] = {
-    "Anomaly/Active": DataType.Boolean,  # at least one anomaly of this camera is open
-    "Anomaly/OpenCount": DataType.Int32,  # open anomalies (several people can be anomalous at once)
-    "Anomaly/EventId": DataType.String,  # event of the latest message
-    "Anomaly/Phase": DataType.String,  # start, update or end (latest message)
-    "Anomaly/TrackId": DataType.Int32,  # person track of the latest message (-1 = whole frame)
-    "Anomaly/Score": DataType.Float,  # latest window score
-    "Anomaly/PeakScore": DataType.Float,  # highest score of the latest message's anomaly
-    "Anomaly/Threshold": DataType.Float,  # threshold in force for this camera
-    "Anomaly/StartedAt": DataType.DateTime,  # start of the latest message's anomaly (ms)
-    "Anomaly/EndReason": DataType.String,  # set by an end message, null otherwise
-    "Camera/State": DataType.String,  # starting, streaming, reconnecting, failed, ended, stopped
-}
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds, the unit of every Sparkplug timestamp."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass
-class _MetricSet:
-    """Current values of one node's or device's metrics and when each last changed."""
-
-    types: Mapping[str, DataType]
-    values: dict[str, MetricValue]
-    stamps: dict[str, int] = field(default_factory=dict)
-
-    def update(self, new: Mapping[str, MetricValue], ts: int) -> list[str]:
-        """Store ``new``; return the names whose value changed."""
-        changed = [name for name, value in new.items() if self.values[name] != value]
-        for name in changed:
-            self.values[name] = new[name]
-            self.stamps[name] = ts
-        return changed
-
-    def to_payload(self, names: list[str] | None = None, ts: int | None = None):
-        """A payload with the metrics ``names`` (all of them when None)."""
-        payload = Payload(timestamp=ts if ts is not None else now_ms())
-        for name in self.types if names is None else names:
-            stamp = self.stamps.get(name, payload.timestamp)
-            payload.metrics.append(make_metric(name, self.types[name], self.values[name], stamp))
-        return payload
 
 
 class SparkplugNode:
@@ -110,6 +64,7 @@ class SparkplugNode:
         thresholds: Mapping[str, float] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._broker = f"{cfg.host}:{cfg.port}"
         self.group_id = cfg.group_id
         self.node_id = cfg.node_id(appliance_id)
         _check_id("edge node id", self.node_id)
@@ -122,12 +77,11 @@ class SparkplugNode:
         self._online = threading.Event()  # births of the current MQTT session are out
         self._closing = False
         self._seq = 0
-        self._bdseq_path = (
+        self._bdseqs = BdSeqCounter(
             Path(state_dir) / f"sparkplug-{self.group_id}-{self.node_id}.bdseq" if state_dir else None
         )
-        self._next_bdseq = self._load_bdseq()
-        self._bdseq = self._take_bdseq(strict=True)
-        self._node = _MetricSet(
+        self._bdseq = self._bdseqs.take(strict=True)
+        self._node = MetricSet(
             NODE_METRICS,
             {
                 BDSEQ: self._bdseq,
@@ -137,7 +91,7 @@ class SparkplugNode:
                 "Status/Message": "",
             },
         )
-        self._devices: dict[str, _MetricSet] = {}
+        self._devices: dict[str, MetricSet] = {}
         self._open: dict[str, set[str]] = {}
         for cam in cameras:
             self._new_device(cam, (thresholds or {}).get(cam))
@@ -190,22 +144,7 @@ class SparkplugNode:
                 open_events.discard(event.event_id)
             else:
                 open_events.add(event.event_id)
-            self._set_device(
-                cam,
-                {
-                    "Anomaly/Active": bool(open_events),
-                    "Anomaly/OpenCount": len(open_events),
-                    "Anomaly/EventId": event.event_id,
-                    "Anomaly/Phase": event.type,
-                    "Anomaly/TrackId": event.track_id,
-                    "Anomaly/Score": event.score,
-                    "Anomaly/PeakScore": event.peak_score,
-                    "Anomaly/Threshold": event.threshold,
-                    "Anomaly/StartedAt": event.started_at_ms,
-                    "Anomaly/EndReason": event.end_reason,
-                },
-                event.time_ms,
-            )
+            self._set_device(cam, anomaly_values(event, open_events), event.time_ms)
 
     def camera_state(self, camera_id: str, state: str) -> None:
         """Report a camera's state (streaming, reconnecting, failed, ended) as ``Camera/State``."""
@@ -254,7 +193,7 @@ class SparkplugNode:
         values: dict[str, MetricValue] = dict.fromkeys(DEVICE_METRICS)
         values.update({"Anomaly/Active": False, "Anomaly/OpenCount": 0, "Camera/State": "starting"})
         values["Anomaly/Threshold"] = None if threshold is None else float(threshold)
-        self._devices[cam] = _MetricSet(DEVICE_METRICS, values)
+        self._devices[cam] = MetricSet(DEVICE_METRICS, values)
         self._open[cam] = set()
 
     def _add_device(self, cam: str) -> bool:
@@ -305,52 +244,10 @@ class SparkplugNode:
     def _set_will(self) -> None:
         self._client.will_set(self.node_topic("NDEATH"), self._ndeath(), qos=1, retain=False)
 
-    def _load_bdseq(self) -> int:
-        if self._bdseq_path is None:
-            return 0
-        try:
-            text = self._bdseq_path.read_text().strip()
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise SparkplugError(
-                f"sparkplug: cannot read {self._bdseq_path} ({exc.strerror}); check the state_dir"
-            ) from None
-        try:
-            value = int(text)
-        except ValueError:
-            log.warning("Sparkplug: %s holds %r, not a number; starting bdSeq at 0", self._bdseq_path, text)
-            return 0
-        return value % 256
-
-    def _take_bdseq(self, strict: bool) -> int:
-        """The bdSeq for the next MQTT session; the one after it is saved first, so a restart skips it."""
-        value = self._next_bdseq
-        self._next_bdseq = (value + 1) % 256
-        if self._bdseq_path is not None:
-            tmp = self._bdseq_path.with_name(self._bdseq_path.name + ".tmp")
-            try:
-                self._bdseq_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(f"{self._next_bdseq}\n")
-                os.replace(tmp, self._bdseq_path)
-            except OSError as exc:
-                if strict:
-                    raise SparkplugError(
-                        f"sparkplug: cannot write {self._bdseq_path} ({exc.strerror}); "
-                        "give a writable state_dir"
-                    ) from None
-                log.warning("Sparkplug: cannot save bdSeq to %s (%s)", self._bdseq_path, exc.strerror)
-        return value
-
     # -- paho callbacks (network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.error(
-                "Sparkplug: broker %s:%s refused the connection: %s",
-                self.cfg.host,
-                self.cfg.port,
-                reason_code,
-            )
+            log.error("Sparkplug: broker %s refused the connection: %s", self._broker, reason_code)
             return
         # Spec: subscribe to the node's NCMD and DCMD topics at QoS 1 before the NBIRTH. No device
         # command is supported yet; a DCMD is ignored.
@@ -360,14 +257,8 @@ class SparkplugNode:
             if self._closing:
                 return
             self._births()
-        log.info(
-            "Sparkplug: edge node %s/%s online (bdSeq %d) on %s:%s",
-            self.group_id,
-            self.node_id,
-            self._bdseq,
-            self.cfg.host,
-            self.cfg.port,
-        )
+        name = f"{self.group_id}/{self.node_id}"
+        log.info("Sparkplug: edge node %s online (bdSeq %d) on %s", name, self._bdseq, self._broker)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
@@ -375,13 +266,13 @@ class SparkplugNode:
             if self._closing:
                 return
             # The broker has published (or dropped) this session's will: the next session is a new bdSeq.
-            self._bdseq = self._take_bdseq(strict=False)
+            self._bdseq = self._bdseqs.take(strict=False)
             self._set_will()
         log.warning("Sparkplug: connection lost (%s); reconnecting", reason_code)
 
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._fail_logged:  # once per outage; paho keeps retrying (1 s doubling to 30 s)
-            log.warning("Sparkplug: cannot reach broker %s:%s; retrying", self.cfg.host, self.cfg.port)
+            log.warning("Sparkplug: cannot reach broker %s; retrying", self._broker)
             self._fail_logged = True
 
     def _on_message(self, client, userdata, msg) -> None:
