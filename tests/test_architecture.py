@@ -122,3 +122,19 @@ def test_no_import_cycle_between_the_products_modules():
             visit(m, [m])
     assert cycles == [], cycles[:3]
     assert len(graph) > 100 and sum(map(len, graph.values())) > 200  # the graph was really read
+
+
+def test_modules_and_classes_stay_small_enough_to_hold_in_the_head():
+    """No module of the device package over 500 lines, no class of the product over 250 lines."""
+    long_modules = [
+        (str(p.relative_to(ROOT)), n)
+        for p in sources("appliance")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    ]
+    long_classes = [
+        (str(p.relative_to(ROOT)), node.name, node.end_lineno - node.lineno + 1)
+        for p in sources("appliance", "calibration", "export")
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250
+    ]
+    assert long_modules == [] and long_classes == [], (long_modules, long_classes)

@@ -67,9 +67,9 @@ def test_a_host_that_cannot_be_a_host_keeps_the_link_alive_and_in_the_status(tmp
     try:
         out.publish(event(0))
         assert wait_until(lambda: "invalid broker host" in caplog.text, timeout=20), caplog.text
-        assert wait_until(lambda: out.failed_attempts >= 4, timeout=20)  # retried, with backoff
+        assert wait_until(lambda: out.health.failed_attempts >= 4, timeout=20)  # retried, with backoff
         assert out._thread.is_alive()
-        link = out.link_status()
+        link = out.health.status()
         assert link["state"] == "error" and "invalid broker host" in link["last_error"]
         assert "check host" in link["last_error"]
         assert out.outbox.depth() == 1  # the event waits on disk
@@ -105,8 +105,8 @@ def test_the_retained_status_says_the_link_state_and_the_dropped_count_of_earlie
         assert first["link"]["state"] == "connected" and first["link"]["reconnects"] == 0
         sub.stop()
         broker.stop()  # an outage
-        assert wait_until(lambda: out.link_status()["state"] == "error")
-        assert out.link_status()["last_error"] in (
+        assert wait_until(lambda: out.health.status()["state"] == "error")
+        assert out.health.status()["last_error"] in (
             "connection lost",
             "cannot reach the broker (Connection refused)",
         )
@@ -138,7 +138,7 @@ def test_an_error_inside_a_session_is_said_once_and_events_still_go_out(tmp_path
             out.publish(event(i))
         assert len(sub.wait_for(EVENTS, 5)) == 5
         assert wait_until(lambda: len(calls) >= 3)  # tried at every interval
-        assert out._thread.is_alive() and out.link_status()["state"] == "connected"
+        assert out._thread.is_alive() and out.health.status()["state"] == "connected"
     finally:
         out.close()
         sub.stop()

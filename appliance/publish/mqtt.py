@@ -23,17 +23,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sqlite3
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from appliance.alarms.events import AnomalyEvent, iso_utc
+from appliance.alarms.events import AnomalyEvent
 from appliance.config import MqttSinkConfig
-from appliance.errors import ApplianceError
+from appliance.publish.broker import LinkHealth, connect_failure, tls_context, unexpected_failure
 from appliance.publish.commands import CommandChannel
 from appliance.publish.outbox import Outbox
 
@@ -69,20 +67,12 @@ class MqttLink:
         self._telemetry = telemetry if cfg.telemetry_interval_s else None
         self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
         self._password = cfg.resolve_password()
-        self._tls = self._tls_context() if cfg.tls else None
+        self._tls = tls_context(cfg)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._drain_deadline: float | None = None
         self.connected = threading.Event()
-        self.state: Literal["connecting", "connected", "error", "stopped"] = "connecting"
-        self.state_since = time.time()
-        self.last_error: str | None = None  # the latest problem in words; kept after reconnecting
-        self.last_error_at: float | None = None
-        self.reconnects = 0
-        self.failed_attempts = 0  # since the last successful connection
-        self._connections = 0
-        self._said: str | None = None  # the error logged last: each is said once, not once per retry
-        self._said_guarded: set[str] = set()
+        self.health = LinkHealth(cfg.host, cfg.port, log)
         self._status_due = 0.0
         self.sent = 0
         self.acked = 0
@@ -123,19 +113,6 @@ class MqttLink:
         self.outbox.close()
 
     # -- connection ---------------------------------------------------------------------------
-    def _tls_context(self) -> ssl.SSLContext:
-        tls = self.cfg.tls
-        assert tls is not None
-        try:
-            ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-            if tls.cert_file:
-                ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ApplianceError(f"mqtt tls: cannot load certificates ({exc})") from None
-        if tls.insecure_skip_hostname_check:
-            ctx.check_hostname = False
-        return ctx
-
     def _new_client(self):
         import paho.mqtt.client as mqtt
 
@@ -182,99 +159,26 @@ class MqttLink:
         self.acked += 1
         self.max_replay_latency_s = max(self.max_replay_latency_s, time.time() - queued_at)
 
-    def _log_error(self, message: str) -> None:
-        """A link problem in words: logged once (until the next connection), kept for the status."""
-        if message != self._said:
-            log.error("MQTT %s:%s: %s; retrying with backoff", self._host_text(), self.cfg.port, message)
-            self._said = message
-        self.last_error = message
-        self.last_error_at = time.time()
-        self._set_state("error")
-
-    def _set_state(self, state: Literal["connecting", "connected", "error", "stopped"]) -> None:
-        if state != self.state:
-            self.state, self.state_since = state, time.time()
-
-    def _host_text(self) -> str:
-        """The host for a log line: quoted when empty, shortened when absurdly long."""
-        host = self.cfg.host
-        return repr(host) if not host else f"'{host[:24]}...{host[-16:]}'" if len(host) > 60 else host
-
-    def link_status(self) -> dict[str, Any]:
-        """The ``link`` entry of the retained status (:class:`appliance.alarms.events.LinkStatus`)."""
-        out: dict[str, Any] = {
-            "state": self.state,
-            "since": iso_utc(self.state_since),
-            "broker": f"{self.cfg.host}:{self.cfg.port}",
-            "reconnects": self.reconnects,
-            "failed_attempts": self.failed_attempts,
-        }
-        if self.last_error is not None and self.last_error_at is not None:
-            out["last_error"] = self.last_error
-            out["last_error_at"] = iso_utc(self.last_error_at)
-        return out
-
-    def _describe(self, exc: Exception) -> str:
-        """Words for an error the link did not expect (it is retried like any other)."""
-        if isinstance(exc, sqlite3.Error):
-            return f"outbox error ({exc}); check {self.outbox.path} and the free disk space"
-        return f"unexpected error in the MQTT link ({type(exc).__name__}: {exc})"
-
-    def _guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
-        """Run a status/telemetry step; an error there is said once and does not end the session."""
-        try:
-            fn(*args)
-        except Exception as exc:
-            message = f"MQTT: {what} not published: {type(exc).__name__}: {exc}"
-            if message not in self._said_guarded:
-                self._said_guarded.add(message)
-                log.error("%s", message)
-            log.debug("MQTT %s failed", what, exc_info=True)
-
     def _connect(self):
         """One connection attempt; returns a connected client or None (and logs why not)."""
         client = self._new_client()
         self._refused: str | None = None
         try:
             client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except ssl.SSLCertVerificationError as exc:
-            self._log_error(f"TLS certificate not trusted ({exc.verify_message}); check tls.ca_file")
-            return None
-        except ssl.SSLError as exc:
-            self._log_error(f"TLS handshake failed ({exc.reason or exc})")
-            return None
-        except OSError as exc:
-            self._log_error(f"cannot reach the broker ({exc.strerror or exc})")
-            return None
-        except ValueError as exc:  # paho: empty host; the IDNA codec (UnicodeError): a label over 63
-            why = (
-                "a part between dots is empty or over 63 characters"
-                if isinstance(exc, UnicodeError)
-                else "it is empty"
-                if not self.cfg.host
-                else str(exc)
-            )
-            self._log_error(f"invalid broker host {self._host_text()}: {why}; check host in the mqtt sink")
+        except (OSError, ValueError) as exc:  # ssl errors are OSErrors; paho and IDNA raise ValueError
+            self.health.error(connect_failure(exc, self.cfg.host) or str(exc))
             return None
         deadline = time.monotonic() + 10.0
         while not self.connected.is_set() and self._refused is None and time.monotonic() < deadline:
             if client.loop(timeout=0.1) != 0:
                 break
         if self.connected.is_set():
-            self._connections += 1
-            if self._connections > 1:
-                self.reconnects += 1
-                log.info("MQTT %s:%s: connected again", self.cfg.host, self.cfg.port)
-            else:
-                log.info("MQTT %s:%s: connected as %s", self.cfg.host, self.cfg.port, self.client_id)
-            self._said = None
-            self.failed_attempts = 0
-            self._set_state("connected")
+            self.health.connected(self.client_id)
             return client
         why = self._refused or "no answer to CONNECT"
         if self._refused and ("authori" in why.lower() or "password" in why.lower()):
             why += "; check username and password"
-        self._log_error(f"broker refused the connection: {why}")
+        self.health.error(f"broker refused the connection: {why}")
         client.disconnect()
         return None
 
@@ -295,11 +199,11 @@ class MqttLink:
                         backoff = 0.5
                         continue  # a session that ran a while: reconnect at once
             except Exception as exc:  # anything: said once in words, retried; the thread must not die
-                self._log_error(self._describe(exc))
+                self.health.error(unexpected_failure(exc, self.outbox.path))
                 log.debug("MQTT link error", exc_info=True)
                 self._discard(client)
             if client is None:
-                self.failed_attempts += 1
+                self.health.failed_attempts += 1
             try:
                 self.outbox.report()
             except Exception:
@@ -309,7 +213,7 @@ class MqttLink:
             else:
                 time.sleep(min(backoff, 0.5))
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
-        self._set_state("stopped")
+        self.health.set_state("stopped")
 
     def _discard(self, client) -> None:
         """Drop a client after an error: socket closed, in-flight forgotten (they stay in the outbox)."""
@@ -348,22 +252,18 @@ class MqttLink:
                 self._commands.flush(client)
             if self._status is not None and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + self.cfg.status_interval_s
-                self._guarded("status", self._publish_status, client)
+                self.health.guarded("status", self._publish_status, client)
             if self._telemetry is not None and time.monotonic() >= self._telemetry_due:
                 interval = self.cfg.telemetry_interval_s or 0.0
                 self._telemetry_due = time.monotonic() + interval
-                self._guarded("telemetry", self._publish_telemetry, client, interval)
+                self.health.guarded("telemetry", self._publish_telemetry, client, interval)
             self.outbox.report()
             if client.loop(timeout=0.05) != 0:
                 break
         self.connected.clear()
         self._in_flight.clear()  # unacknowledged: still in the outbox, resent next session
         if self._drain_deadline is None:
-            log.warning(
-                "MQTT %s:%s: connection lost; events are kept in the outbox", self.cfg.host, self.cfg.port
-            )
-            self.last_error, self.last_error_at = "connection lost", time.time()
-            self._set_state("error")
+            self.health.lost()
 
     def _publish_telemetry(self, client, interval: float) -> None:
         assert self._telemetry is not None
@@ -374,13 +274,13 @@ class MqttLink:
         assert self._status is not None
         status = self._status()
         status["outbox"] = self.outbox.status()
-        status["link"] = self.link_status()
+        status["link"] = self.health.status()
         return client.publish(f"{self.base}/status", json.dumps(status), qos=1, retain=True)
 
     def _say_offline(self, client) -> None:
         """Last status (cameras stopped, outbox depth), then ``offline``, then disconnect."""
         if self._status is not None:
-            self._guarded("status", self._publish_status, client)
+            self.health.guarded("status", self._publish_status, client)
         info = client.publish(f"{self.base}/available", "offline", qos=1, retain=True)
         deadline = time.monotonic() + 2.0
         while not info.is_published() and time.monotonic() < deadline and client.loop(timeout=0.05) == 0:

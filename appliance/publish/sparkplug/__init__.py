@@ -3,8 +3,8 @@
 ``SparkplugSinkConfig`` (``config.py``) is the ``type: sparkplug`` sink section; ``SparkplugNode``
 (``node.py``) is the sink; ``metrics.py`` names the node's and devices' metrics and keeps their
 values; ``bdseq.py`` numbers the MQTT sessions across restarts; ``payload.py`` holds the protobuf
-classes built from ``sparkplug_b.proto``. The node and payload modules are imported on first use, so reading the
-configuration needs neither paho-mqtt nor protobuf.
+classes built from ``sparkplug_b.proto``. The node and payload modules are imported on first use,
+so reading the configuration needs neither paho-mqtt nor protobuf.
 """
 
 from __future__ import annotations

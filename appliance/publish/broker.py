@@ -1,0 +1,139 @@
+"""Talking to an MQTT broker: the TLS context, a paho client, failures in words, the link's health.
+
+:class:`LinkHealth` is what the retained status says about a link (state and since when, the last
+problem in words, reconnections, failed attempts in a row); each problem is logged once, not once
+per retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from appliance.alarms.events import iso_utc
+from appliance.config import MqttSinkConfig
+from appliance.errors import ApplianceError
+
+LinkState = Literal["connecting", "connected", "error", "stopped"]
+
+
+def tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
+    """The TLS settings of the sink as a context (None without ``tls``); raises naming a bad file."""
+    tls = cfg.tls
+    if tls is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file:
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApplianceError(f"mqtt tls: cannot load certificates ({exc})") from None
+    if tls.insecure_skip_hostname_check:
+        ctx.check_hostname = False
+    return ctx
+
+
+def host_text(host: str) -> str:
+    """A broker host for a log line: quoted when empty, shortened when absurdly long."""
+    return repr(host) if not host else f"'{host[:24]}...{host[-16:]}'" if len(host) > 60 else host
+
+
+def connect_failure(exc: Exception, host: str) -> str | None:
+    """Words for an exception ``client.connect`` raised (None: not a connection failure)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); check tls.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, OSError):
+        return f"cannot reach the broker ({exc.strerror or exc})"
+    if isinstance(exc, ValueError):  # paho: empty host; the IDNA codec (UnicodeError): a label over 63
+        why = (
+            "a part between dots is empty or over 63 characters"
+            if isinstance(exc, UnicodeError)
+            else "it is empty"
+            if not host
+            else str(exc)
+        )
+        return f"invalid broker host {host_text(host)}: {why}; check host in the mqtt sink"
+    return None
+
+
+def unexpected_failure(exc: Exception, outbox_path: Path) -> str:
+    """Words for an error the link did not expect (it is retried like any other)."""
+    if isinstance(exc, sqlite3.Error):
+        return f"outbox error ({exc}); check {outbox_path} and the free disk space"
+    return f"unexpected error in the MQTT link ({type(exc).__name__}: {exc})"
+
+
+class LinkHealth:
+    """State, last problem and counters of one broker link, for the log and the retained status."""
+
+    def __init__(self, host: str, port: int, log: logging.Logger) -> None:
+        self.host, self.port, self.log = host, port, log
+        self.state: LinkState = "connecting"
+        self.state_since = time.time()
+        self.last_error: str | None = None  # the latest problem in words; kept after reconnecting
+        self.last_error_at: float | None = None
+        self.reconnects = 0
+        self.failed_attempts = 0  # since the last successful connection
+        self._connections = 0
+        self._said: str | None = None  # the error logged last: each is said once, not once per retry
+        self._said_guarded: set[str] = set()
+
+    def set_state(self, state: LinkState) -> None:
+        if state != self.state:
+            self.state, self.state_since = state, time.time()
+
+    def error(self, message: str) -> None:
+        """A link problem in words: logged once (until the next connection), kept for the status."""
+        if message != self._said:
+            self.log.error("MQTT %s:%s: %s; retrying with backoff", host_text(self.host), self.port, message)
+            self._said = message
+        self.last_error, self.last_error_at = message, time.time()
+        self.set_state("error")
+
+    def connected(self, client_id: str) -> None:
+        self._connections += 1
+        if self._connections > 1:
+            self.reconnects += 1
+            self.log.info("MQTT %s:%s: connected again", self.host, self.port)
+        else:
+            self.log.info("MQTT %s:%s: connected as %s", self.host, self.port, client_id)
+        self._said = None
+        self.failed_attempts = 0
+        self.set_state("connected")
+
+    def lost(self) -> None:
+        self.log.warning("MQTT %s:%s: connection lost; events are kept in the outbox", self.host, self.port)
+        self.last_error, self.last_error_at = "connection lost", time.time()
+        self.set_state("error")
+
+    def guarded(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a status/telemetry step; an error there is said once and does not end the session."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            message = f"MQTT: {what} not published: {type(exc).__name__}: {exc}"
+            if message not in self._said_guarded:
+                self._said_guarded.add(message)
+                self.log.error("%s", message)
+            self.log.debug("MQTT %s failed", what, exc_info=True)
+
+    def status(self) -> dict[str, Any]:
+        """The ``link`` entry of the retained status (:class:`appliance.alarms.events.LinkStatus`)."""
+        out: dict[str, Any] = {
+            "state": self.state,
+            "since": iso_utc(self.state_since),
+            "broker": f"{self.host}:{self.port}",
+            "reconnects": self.reconnects,
+            "failed_attempts": self.failed_attempts,
+        }
+        if self.last_error is not None and self.last_error_at is not None:
+            out["last_error"] = self.last_error
+            out["last_error_at"] = iso_utc(self.last_error_at)
+        return out
