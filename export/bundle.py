@@ -50,6 +50,21 @@ SCORE_DEFINITION = (
 )
 
 
+def score_section(definition: str, units: str, scale: str | None = None) -> dict:
+    """The manifest's ``score`` entry, for every kind: what a score means and which frame it belongs to.
+
+    ``scale``: the score scale's id; the same id means scores comparable with earlier bundles, so a
+    site's calibrations stay valid.
+    """
+    return {
+        "definition": definition,
+        "units": units,
+        "higher_is_anomalous": True,
+        "assigned_to": "the last frame of the window",
+        **({"scale": scale} if scale else {}),
+    }
+
+
 class ParityError(ApplianceError):
     """An exported variant does not score like the PyTorch model; no bundle is written."""
 
@@ -248,14 +263,7 @@ def build_bundle(
             "input_contract": InputContract(
                 window, cfg.frame_features, spec, tuple(LAYOUTS), fps=fps
             ).to_dict(),
-            "score": {
-                "definition": SCORE_DEFINITION,
-                "units": "nats per frame",
-                "higher_is_anomalous": True,
-                "assigned_to": "the last frame of the window",
-                # same id = scores comparable with earlier bundles: site calibrations stay valid
-                **({"scale": score_scale} if score_scale else {}),
-            },
+            "score": score_section(SCORE_DEFINITION, "nats per frame", score_scale),
             "variants": manifest_variants,
             "files": files,
             "training": {

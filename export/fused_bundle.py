@@ -37,6 +37,7 @@ from export.bundle import (
     manifest_json,
     normal_windows,
     publish_bundle,
+    score_section,
 )
 from export.parity import check_variant
 
@@ -173,12 +174,7 @@ def build_fused_bundle(
         },
         "parts": {MAP_PART: MAP_PART, MOTION_PART: MOTION_PART},
         "input_contract": contract,
-        "score": {
-            "definition": SCORE_DEFINITION,
-            "units": "z (normal validation windows)",
-            "higher_is_anomalous": True,
-            "assigned_to": "the last frame of the window",
-        },
+        "score": score_section(SCORE_DEFINITION, "z (normal validation windows)"),
         "fusion": {MAP_PART: {"loc": cal.loc, "scale": cal.scale, "windows": len(normal_map)}},
         "variants": manifest_variants,
         "files": files,

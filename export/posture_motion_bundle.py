@@ -26,6 +26,7 @@ from export.bundle import (
     enforce_parity,
     normal_windows,
     publish_bundle,
+    score_section,
 )
 from export.motion_eval import FeatureSequence, fit_dataset
 from export.parity import check_variant
@@ -166,13 +167,7 @@ def build_posture_motion_bundle(
             "input_contract": InputContract(
                 window, FEATURE_DIM, None, tuple(LAYOUTS), FEATURES, fps
             ).to_dict(),
-            "score": {
-                "definition": SCORE_DEFINITION,
-                "units": "z (normal validation windows)",
-                "higher_is_anomalous": True,
-                "assigned_to": "the last frame of the window",
-                **({"scale": score_scale} if score_scale else {}),
-            },
+            "score": score_section(SCORE_DEFINITION, "z (normal validation windows)", score_scale),
             "variants": manifest_variants,
             "files": files,
             "training": {
