@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the package, not benchmarks/calibration.py
 
 from appliance.config import load_config  # noqa: E402
+from appliance.models.bundle import peek_manifest  # noqa: E402
 from appliance.service.daemon import Appliance  # noqa: E402
 from appliance.service.demo import STARTER_BUNDLE, WORKCELL_CLIP  # noqa: E402
 from appliance.updates.signing import generate_key_pair  # noqa: E402
@@ -50,9 +51,11 @@ def main() -> None:
         (d / "trusted-keys").mkdir()
         shutil.copy(d / "keys" / "bench.pub", d / "trusted-keys")
         releases = [d / f"r{i}.tar" for i in range(args.repeats)]
+        # re-releases above the starter's own version: an update, not a refused downgrade
+        major = int(str(peek_manifest(STARTER_BUNDLE)["model"]["version"]).split(".")[0]) + 1
         for i, release in enumerate(releases):  # signed in another process: no torch in this one's RSS
             sign = ["sign", str(STARTER_BUNDLE), "--key", str(key), "--out", str(release)]
-            cmd = [sys.executable, "-m", "export.cli", *sign, "--model-version", f"1.0.{i + 1}"]
+            cmd = [sys.executable, "-m", "export.cli", *sign, "--model-version", f"{major}.0.{i + 1}"]
             subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         cfg_path = d / "appliance.yaml"
         cfg_path.write_text(yaml.safe_dump({
