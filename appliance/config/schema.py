@@ -103,7 +103,14 @@ class BlazePoseConfig(_Section):
     model_dir: Path | None = Field(
         None, description="Folder with the BlazePose .tflite files (default: installed with the package)."
     )
-    threads: int = Field(1, ge=1, le=16, description="LiteRT threads for the pose models.")
+    threads: int = Field(1, ge=1, le=16, description="LiteRT threads for each copy of the pose models.")
+    model_copies: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Copies of the pose models that all cameras share, lent one frame at a time in "
+        "turn. Each copy costs about 70 MB; with N copies, N cameras run pose at the same moment.",
+    )
     min_detection_score: float = Field(0.5, gt=0, lt=1, description="Person detector score threshold.")
     min_presence: float = Field(
         0.5, gt=0, lt=1, description="Landmark presence below which a person is lost."

@@ -21,6 +21,7 @@ from appliance.errors import ApplianceError
 from appliance.pose.base import Person
 from appliance.pose.blazepose_detector import PoseDetector
 from appliance.pose.blazepose_landmarks import NUM_JOINTS, LandmarkModel, LandmarkResult
+from appliance.pose.engine import ModelPool
 from appliance.pose.layouts import BLAZEPOSE33, JointLayout
 from appliance.pose.model_files import find_model_files
 from appliance.pose.proposals import MotionProposals, ProposalSource, TileProposals
@@ -48,6 +49,36 @@ def _near_any(roi: Roi, others: list[Roi]) -> bool:
 
 
 @dataclass
+class BlazePoseModels:
+    """One copy of the two interpreters; the pose engine lends it to one camera's frame at a time."""
+
+    detector: PoseDetector
+    landmarks: LandmarkModel
+
+    def close(self) -> None:
+        self.detector.close()
+        self.landmarks.close()
+
+
+def blazepose_models(
+    model_dir: Path | None = None,
+    threads: int = 1,
+    min_detection_score: float = 0.5,
+    copies: int = 1,
+    refine_landmarks: bool = True,
+) -> ModelPool[BlazePoseModels]:
+    """The pose engine's model copies (files checked by SHA-256 first; nothing is downloaded)."""
+    detector_path, landmark_path = find_model_files(model_dir)
+    return ModelPool(
+        lambda: BlazePoseModels(
+            PoseDetector(detector_path, threads=threads, min_score=min_detection_score),
+            LandmarkModel(landmark_path, threads=threads, refine=refine_landmarks),
+        ),
+        copies,
+    )
+
+
+@dataclass
 class _Track:
     track_id: int
     roi: Roi
@@ -69,6 +100,7 @@ class BlazePoseBackend:
         small_people: str = "motion",
         proposal_interval: int = 5,
         refine_landmarks: bool = True,
+        models: ModelPool[BlazePoseModels] | None = None,
     ) -> None:
         """
         Args:
@@ -87,6 +119,9 @@ class BlazePoseBackend:
             proposal_interval: run the small-people proposals every N frames (when not all
                 ``max_people`` are tracked).
             refine_landmarks: refine joint positions with the model's heatmap (closer to MediaPipe).
+            models: the pose engine shared by every camera (:func:`blazepose_models`); None builds
+                one copy for this backend alone (``model_dir``, ``threads``, ``min_detection_score``
+                and ``refine_landmarks`` only matter then).
         """
         if small_people not in SMALL_PEOPLE_MODES:
             raise ApplianceError(
@@ -103,9 +138,10 @@ class BlazePoseBackend:
         for name, prob in (("min_detection_score", min_detection_score), ("min_presence", min_presence)):
             if not 0.0 <= prob <= 1.0:
                 raise ApplianceError(f"pose {name} must lie in [0, 1], not {prob}")
-        detector_path, landmark_path = find_model_files(model_dir)
-        self._detector = PoseDetector(detector_path, threads=threads, min_score=min_detection_score)
-        self._landmarks = LandmarkModel(landmark_path, threads=threads, refine=refine_landmarks)
+        self._own_models = models is None
+        self._models = models or blazepose_models(
+            model_dir, threads, min_detection_score, 1, refine_landmarks
+        )
         self.min_presence = min_presence
         self.max_people = max_people
         self.detect_interval = detect_interval
@@ -115,7 +151,7 @@ class BlazePoseBackend:
         if small_people == "motion":
             self._proposals = MotionProposals()
         elif small_people == "tiles":
-            self._proposals = TileProposals(self._detector)
+            self._proposals = TileProposals()
         #: model invocations since construction (for benchmarks): detector, landmark, proposal passes
         self.stats = {"frames": 0, "detector": 0, "landmark": 0, "proposals": 0}
         self._ids = itertools.count()
@@ -134,38 +170,39 @@ class BlazePoseBackend:
             )
         people: list[Person] = []
         tracks: list[_Track] = []
-        for track in self._tracks:
-            self._try(frame, track.roi, track.track_id, people, tracks)
+        with self._models.lease() as m:
+            for track in self._tracks:
+                self._try(m, frame, track.roi, track.track_id, people, tracks)
 
-        full = len(tracks) >= self.max_people
-        if not full and (not tracks or self._frame - self._last_detect >= self.detect_interval):
-            self._last_detect = self._frame
-            self.stats["detector"] += 1
-            for det in self._detector.detect(frame):
-                if len(tracks) >= self.max_people:
-                    break
-                roi = Roi.from_points(det.keypoints[0], det.keypoints[1])
-                if not self._overlaps(roi, people):
-                    self._try(frame, roi, None, people, tracks)
-        if (
-            self._proposals is not None
-            and len(tracks) < self.max_people
-            and self._frame - self._last_proposal >= self.proposal_interval
-        ):
-            self._last_proposal = self._frame
-            self.stats["proposals"] += 1
-            # At most PROPOSAL_TRIES landmark runs per pass (bounds the frame's cost); a spot that
-            # failed in the previous pass waits one pass, so a still non-person blob cannot block others.
-            tries, failed = 0, []
-            for roi in self._proposals.propose(frame):
-                if len(tracks) >= self.max_people or tries >= PROPOSAL_TRIES:
-                    break
-                if self._overlaps(roi, people) or _near_any(roi, self._failed_proposals):
-                    continue
-                tries += 1
-                if not self._try(frame, roi, None, people, tracks):
-                    failed.append(roi)
-            self._failed_proposals = failed
+            full = len(tracks) >= self.max_people
+            if not full and (not tracks or self._frame - self._last_detect >= self.detect_interval):
+                self._last_detect = self._frame
+                self.stats["detector"] += 1
+                for det in m.detector.detect(frame):
+                    if len(tracks) >= self.max_people:
+                        break
+                    roi = Roi.from_points(det.keypoints[0], det.keypoints[1])
+                    if not self._overlaps(roi, people):
+                        self._try(m, frame, roi, None, people, tracks)
+            if (
+                self._proposals is not None
+                and len(tracks) < self.max_people
+                and self._frame - self._last_proposal >= self.proposal_interval
+            ):
+                self._last_proposal = self._frame
+                self.stats["proposals"] += 1
+                # At most PROPOSAL_TRIES landmark runs per pass (bounds the frame's cost); a spot that
+                # failed in the previous pass waits one pass, so a still non-person blob cannot block others.
+                tries, failed = 0, []
+                for roi in self._proposals.propose(frame, m.detector):
+                    if len(tracks) >= self.max_people or tries >= PROPOSAL_TRIES:
+                        break
+                    if self._overlaps(roi, people) or _near_any(roi, self._failed_proposals):
+                        continue
+                    tries += 1
+                    if not self._try(m, frame, roi, None, people, tracks):
+                        failed.append(roi)
+                self._failed_proposals = failed
         self._tracks = tracks
         self._frame += 1
         self.stats["frames"] += 1
@@ -181,9 +218,9 @@ class BlazePoseBackend:
             self._proposals.reset()
 
     def close(self) -> None:
-        """Release the interpreters."""
-        self._detector.close()
-        self._landmarks.close()
+        """Release the interpreters (when this backend built its own; the engine's stay)."""
+        if self._own_models:
+            self._models.close(BlazePoseModels.close)
         self._tracks = []
 
     # -- internals -----------------------------------------------------------------------------
@@ -201,6 +238,7 @@ class BlazePoseBackend:
 
     def _try(
         self,
+        m: BlazePoseModels,
         frame: np.ndarray,
         roi: Roi,
         track_id: int | None,
@@ -210,7 +248,7 @@ class BlazePoseBackend:
         """Run the landmark model on ``roi``; keep the person if present and not a duplicate."""
         if roi.size < MIN_ROI_SIZE:
             return False
-        res = self._landmarks.run(frame, roi)
+        res = m.landmarks.run(frame, roi)
         self.stats["landmark"] += 1
         if res.flag < self.min_presence:
             return False

@@ -26,9 +26,9 @@ PERSON_ASPECT = 0.45  # typical width / height of a walking person's box
 
 
 class ProposalSource(Protocol):
-    """Something that suggests body ROIs in a frame."""
+    """Something that suggests body ROIs in a frame (``detector``: the pose engine's, lent for this frame)."""
 
-    def propose(self, frame_bgr: np.ndarray) -> list[Roi]:
+    def propose(self, frame_bgr: np.ndarray, detector: PoseDetector) -> list[Roi]:
         """Body ROIs worth running the landmark model on, most promising first."""
 
     def reset(self) -> None:
@@ -98,7 +98,7 @@ class MotionProposals:
         out.sort(key=lambda b: -(b[3] - b[1]))
         return out
 
-    def propose(self, frame_bgr: np.ndarray) -> list[Roi]:
+    def propose(self, frame_bgr: np.ndarray, detector: PoseDetector | None = None) -> list[Roi]:
         self.observe(frame_bgr)
         return [Roi.from_box(b, self.roi_factor) for b in self.boxes()]
 
@@ -110,10 +110,7 @@ class TileProposals:
     bounded and the whole frame is covered every ``ceil(tiles / tiles_per_pass)`` calls.
     """
 
-    def __init__(
-        self, detector: PoseDetector, tile: int = 192, overlap: float = 0.25, tiles_per_pass: int = 5
-    ) -> None:
-        self.detector = detector
+    def __init__(self, tile: int = 192, overlap: float = 0.25, tiles_per_pass: int = 5) -> None:
         self.tile = tile
         self.overlap = overlap
         self.tiles_per_pass = tiles_per_pass
@@ -133,12 +130,12 @@ class TileProposals:
 
         return [(x, y, t, t) for y in starts(height) for x in starts(width)]
 
-    def propose(self, frame_bgr: np.ndarray) -> list[Roi]:
+    def propose(self, frame_bgr: np.ndarray, detector: PoseDetector) -> list[Roi]:
         h, w = frame_bgr.shape[:2]
         regions = self.regions(w, h)
         count = min(self.tiles_per_pass, len(regions))
         chosen = [regions[(self._next + i) % len(regions)] for i in range(count)]
         self._next = (self._next + count) % len(regions)
-        dets = [d for region in chosen for d in self.detector.detect(frame_bgr, region)]
+        dets = [d for region in chosen for d in detector.detect(frame_bgr, region)]
         dets.sort(key=lambda d: -d.score)
         return [Roi.from_points(d.keypoints[0], d.keypoints[1]) for d in dets]

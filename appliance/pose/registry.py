@@ -1,6 +1,12 @@
-"""Pose backends by the ``type`` of the ``pose`` config section; each imported only when chosen."""
+"""Pose backends by the ``type`` of the ``pose`` config section; each imported only when chosen.
+
+:func:`create_engine` builds the models every camera shares (once per daemon); :func:`create_backend`
+builds one camera's backend (its own tracking state) on that engine.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from appliance.config import BlazePoseConfig, KeypointsPoseConfig, OnnxPoseConfig, PoseConfig
 from appliance.pose.base import PoseBackend
@@ -8,11 +14,33 @@ from appliance.pose.base import PoseBackend
 BACKENDS = ("blazepose", "onnx", "keypoints")
 
 
-def create_backend(cfg: PoseConfig) -> PoseBackend:
+def create_engine(cfg: PoseConfig) -> Any | None:
+    """The shared pose models of a backend that has models to share (BlazePose), else None.
+
+    Close it with :func:`close_engine` after every camera's backend is closed.
+    """
+    if isinstance(cfg, BlazePoseConfig):
+        from appliance.pose.blazepose import blazepose_models
+
+        return blazepose_models(
+            cfg.model_dir, cfg.threads, cfg.min_detection_score, cfg.model_copies, cfg.refine_landmarks
+        )
+    return None
+
+
+def close_engine(engine: Any | None) -> None:
+    if engine is not None:
+        from appliance.pose.blazepose import BlazePoseModels
+
+        engine.close(BlazePoseModels.close)
+
+
+def create_backend(cfg: PoseConfig, engine: Any | None = None) -> PoseBackend:
+    """One camera's backend; with ``engine`` (from :func:`create_engine`) it uses the shared models."""
     if isinstance(cfg, BlazePoseConfig):
         from appliance.pose.blazepose import BlazePoseBackend
 
-        return BlazePoseBackend(**cfg.model_dump(exclude={"type"}))
+        return BlazePoseBackend(**cfg.model_dump(exclude={"type", "model_copies"}), models=engine)
     if isinstance(cfg, OnnxPoseConfig):
         from appliance.pose.onnx_keypoints import OnnxKeypointBackend
 

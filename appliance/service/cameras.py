@@ -1,13 +1,13 @@
-"""Opening one camera for the daemon: its own pose backend (pose tracking state is per stream), its
-pipeline (tracker, scorer, detector), its source (a camera, a file, or a keypoint replay's frame
-clock), and the check that the source can feed its model's time base."""
+"""Opening one camera for the daemon: its own pose backend (tracking state per stream, on the pose
+models all cameras share), its pipeline (tracker, scorer, detector), its source (a camera, a file, or
+a keypoint replay's frame clock), and the check that the source can feed its model's time base."""
 
 from __future__ import annotations
 
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.alarms.detector import HysteresisRule
 from appliance.capture.camera import Camera
@@ -15,7 +15,7 @@ from appliance.capture.frame_rate import RateGate, too_slow
 from appliance.config import CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.errors import ApplianceError, ModelError
 from appliance.pose.base import PoseBackend
-from appliance.pose.registry import create_backend
+from appliance.pose.registry import create_backend, create_engine
 from appliance.redact import redact
 from appliance.service.camera_worker import CameraWorker, ReplayFrames
 from appliance.service.model_manager import CameraModel, LoadedModel
@@ -92,9 +92,19 @@ def check_rate(app: Appliance, cam: CameraConfig, backend: PoseBackend, chosen: 
         )
 
 
+def pose_engine(app: Appliance) -> Any | None:
+    """The pose models every camera shares, built once at start (a mistake names the backend)."""
+    try:
+        return create_engine(app.cfg.pose)
+    except ModelError:
+        raise
+    except ApplianceError as exc:
+        raise ModelError(f"pose backend {app.cfg.pose.type}: {exc}") from None
+
+
 def pose_backend(app: Appliance) -> PoseBackend:
     try:
-        return create_backend(app.cfg.pose)
+        return create_backend(app.cfg.pose, app.pose_engine)
     except ModelError:
         raise
     except ApplianceError as exc:

@@ -5,7 +5,7 @@ test, pose model files, sinks, cameras) and fails with one clear message and an 
 2 configuration, 3 model, 4 camera. :class:`Appliance` composes the pieces, each with one job:
 
 - one :class:`~appliance.service.camera_worker.CameraWorker` per camera (its own thread and pose
-  backend; restarts with backoff, per-camera health);
+  tracking state on the pose models all cameras share; restarts with backoff, per-camera health);
 - the :class:`~appliance.service.model_manager.ModelManager` (which model each camera runs; load,
   health window, rollback);
 - the :class:`~appliance.service.status.StatusBuilder` (status payload, status line, telemetry);
@@ -32,11 +32,12 @@ from appliance.capture.sources import source_problem
 from appliance.config import ApplianceConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.models.bundle import Bundle
 from appliance.models.site import SiteModelStore
+from appliance.pose.registry import close_engine
 from appliance.publish.sinks import EventSink, open_sinks
 from appliance.redact import redact
 from appliance.service import handover, main_loop
 from appliance.service.camera_worker import STALLED_AFTER_S, CameraWorker, ReplayFrames, ScoringFailure
-from appliance.service.cameras import open_camera
+from appliance.service.cameras import open_camera, pose_engine
 from appliance.service.command_handler import CommandHandler
 from appliance.service.model_manager import CameraModel, LoadedModel, ModelManager
 from appliance.service.status import StatusBuilder
@@ -70,6 +71,7 @@ class Appliance:
         self.bundle: Bundle | None = None
         self.sinks: list[EventSink] = []
         self.workers: list[CameraWorker] = []
+        self.pose_engine: Any | None = None  # the pose models every camera shares
         self.started_at = time.monotonic()
         self._emit_lock = threading.Lock()
         self.events_emitted = 0
@@ -133,11 +135,13 @@ class Appliance:
         )
         self.emit(self.journal.restart_ends(time.time()))  # anomalies a hard kill left open
         try:
+            self.pose_engine = pose_engine(self)  # one set of pose models for every camera
             for cam in cfg.cameras:
                 self.workers.append(open_camera(self, cam, loaded))
         except BaseException:
             for w in self.workers:
                 w.source.stop()
+            close_engine(self.pose_engine)
             self.close_sinks()
             raise
         for w in self.workers:
@@ -271,6 +275,8 @@ class Appliance:
                 w.thread.join(10.0)
         for w in self.workers:
             w.backend.close()
+        close_engine(self.pose_engine)
+        self.pose_engine = None
         self.close_sinks()
 
     def close_sinks(self) -> None:
