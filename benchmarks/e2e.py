@@ -5,7 +5,9 @@ process on real footage paced like a live camera, and prints one table:
 
 - ``1 camera @ 30 fps``: ``pose_1.mp4`` (one person, 576x576, a real 30 fps clip) looped and paced
   at 30 fps, as the appliance's main case (one worker under a ceiling camera);
-- ``N cameras``: the same clip on N cameras at once;
+- ``N cameras``: the same clip on N cameras at once, sharing one copy of the pose models (the
+  default), and again with a copy per camera (how the daemon ran before the shared engine): the
+  peak RSS of the two rows is the memory the engine saves;
 - ``multi-person``: the walking clip shipped for the demo (``vtest``, 768x576, 10 fps, several people).
 
 Per stage: decode (OpenCV read of one frame, measured on the clip beforehand), pose, map + score +
@@ -59,13 +61,22 @@ def decode_ms(path: Path, frames: int = 200) -> np.ndarray:
     return np.asarray(out)
 
 
-def run_case(name: str, clip: Path, cameras: int, fps: float | None, seconds: float, bundle: Path, tmp: Path):
+def run_case(
+    name: str,
+    clip: Path,
+    cameras: int,
+    fps: float | None,
+    seconds: float,
+    bundle: Path,
+    tmp: Path,
+    copies: int,
+):
     cfg = {
         "schema_version": 1,
         "appliance_id": "bench",
         "state_dir": str(tmp),
         "model": {"bundle": str(bundle), "threads": 1},
-        "pose": {"type": "blazepose", "threads": 1},
+        "pose": {"type": "blazepose", "threads": 1, "model_copies": copies},
         "cameras": [
             {"id": f"cam{i}", "source": str(clip), "loop": True, "realtime": True, "fps": fps}
             for i in range(cameras)
@@ -102,21 +113,29 @@ def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
+# (name, clip, cameras (None: --cameras), camera fps, pose model copies (None: one per camera))
 CASES = [
-    ("1 camera @ 30 fps (pose_1.mp4)", CLIP_30FPS, 1, 30.0),
-    ("{n} cameras @ 30 fps (pose_1.mp4)", CLIP_30FPS, None, 30.0),
-    ("multi-person walkway @ 10 fps (demo clip)", DEMO_CLIP, 1, None),
+    ("1 camera @ 30 fps (pose_1.mp4)", CLIP_30FPS, 1, 30.0, 1),
+    ("{n} cameras @ 30 fps (pose_1.mp4), one shared copy of the pose models", CLIP_30FPS, None, 30.0, 1),
+    (
+        "{n} cameras @ 30 fps (pose_1.mp4), a copy per camera (as before the engine)",
+        CLIP_30FPS,
+        None,
+        30.0,
+        None,
+    ),
+    ("multi-person walkway @ 10 fps (demo clip)", DEMO_CLIP, 1, None, 1),
 ]
 
 
 def one_case(index: int, seconds: float, cameras: int, bundle: Path) -> str:
     """Run one case in this process and return its table row (peak RSS is this process's)."""
-    name, clip, n, fps = CASES[index]
+    name, clip, n, fps, copies = CASES[index]
     n = n or cameras
     name = name.format(n=n)
     dec = decode_ms(clip)
     with tempfile.TemporaryDirectory() as tmp:
-        rows, cores, _ = run_case(name, clip, n, fps, seconds, bundle, Path(tmp))
+        rows, cores, _ = run_case(name, clip, n, fps, seconds, bundle, Path(tmp), copies or n)
     pose = np.concatenate([r[1] for r in rows])
     pipe = np.concatenate([r[2] for r in rows])
     pub = np.concatenate([r[3] for r in rows])

@@ -32,10 +32,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 
 def cmd_install_models(args: argparse.Namespace) -> int:
-    """Extract the BlazePose model files from the pinned mediapipe wheel (setup time, not run time)."""
+    """Extract the BlazePose model files from the pinned mediapipe wheel and npm tarball (setup time)."""
     from appliance.pose.model_files import install_pose_models
 
-    dest = install_pose_models(args.dest, args.wheel)
+    dest = install_pose_models(args.dest, args.wheel, args.npm_tarball)
     print(f"pose models installed in {dest}")
     return 0
 
@@ -51,7 +51,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="/usr/local", help="where bin/appliance lives")
     p.set_defaults(func=cmd_install_service)
 
-    p = sub.add_parser("install-models", help="install the BlazePose model files from the mediapipe wheel")
+    p = sub.add_parser("install-models", help="install the BlazePose models (mediapipe wheel, npm tarball)")
     p.add_argument("--dest", type=Path, help="model folder (default: inside the package)")
     p.add_argument("--wheel", type=Path, help="an already downloaded mediapipe wheel (offline install)")
+    p.add_argument(
+        "--npm-tarball", type=Path, help="an already downloaded @mediapipe/pose tarball (offline install)"
+    )
     p.set_defaults(func=cmd_install_models)

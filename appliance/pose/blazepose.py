@@ -66,9 +66,10 @@ def blazepose_models(
     min_detection_score: float = 0.5,
     copies: int = 1,
     refine_landmarks: bool = True,
+    landmark_model: str = "full",
 ) -> ModelPool[BlazePoseModels]:
     """The pose engine's model copies (files checked by SHA-256 first; nothing is downloaded)."""
-    detector_path, landmark_path = find_model_files(model_dir)
+    detector_path, landmark_path = find_model_files(model_dir, landmark_model)
     return ModelPool(
         lambda: BlazePoseModels(
             PoseDetector(detector_path, threads=threads, min_score=min_detection_score),
@@ -95,11 +96,12 @@ class BlazePoseBackend:
         threads: int = 1,
         min_detection_score: float = 0.5,
         min_presence: float = 0.5,
-        max_people: int = 4,
+        max_people: int = 8,
         detect_interval: int = 10,
         small_people: str = "motion",
         proposal_interval: int = 5,
         refine_landmarks: bool = True,
+        landmark_model: str = "full",
         models: ModelPool[BlazePoseModels] | None = None,
     ) -> None:
         """
@@ -119,9 +121,10 @@ class BlazePoseBackend:
             proposal_interval: run the small-people proposals every N frames (when not all
                 ``max_people`` are tracked).
             refine_landmarks: refine joint positions with the model's heatmap (closer to MediaPipe).
+            landmark_model: ``"full"`` or ``"lite"`` (faster, a little less exact).
             models: the pose engine shared by every camera (:func:`blazepose_models`); None builds
                 one copy for this backend alone (``model_dir``, ``threads``, ``min_detection_score``
-                and ``refine_landmarks`` only matter then).
+                ``refine_landmarks`` and ``landmark_model`` only matter then).
         """
         if small_people not in SMALL_PEOPLE_MODES:
             raise ApplianceError(
@@ -140,7 +143,7 @@ class BlazePoseBackend:
                 raise ApplianceError(f"pose {name} must lie in [0, 1], not {prob}")
         self._own_models = models is None
         self._models = models or blazepose_models(
-            model_dir, threads, min_detection_score, 1, refine_landmarks
+            model_dir, threads, min_detection_score, 1, refine_landmarks, landmark_model
         )
         self.min_presence = min_presence
         self.max_people = max_people

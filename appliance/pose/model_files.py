@@ -1,11 +1,13 @@
-"""Setup step that installs the two BlazePose TFLite models the ``blazepose`` backend runs.
+"""Setup step that installs the BlazePose TFLite models the ``blazepose`` backend runs.
 
-The models ship inside Google's ``mediapipe`` wheel (Apache-2.0). We never import mediapipe and never
-download at run time: this explicit command fetches the wheel once with pip (or takes one already
-downloaded, for offline installs), extracts the two ``.tflite`` files, checks their SHA-256 against
-the values recorded below and writes them atomically to the model directory::
+The detector and the "full" landmark model ship inside Google's ``mediapipe`` wheel, the "lite"
+landmark model in the npm package ``@mediapipe/pose`` (both Apache-2.0). We never import mediapipe
+and never download at run time: this explicit command fetches the wheel once with pip and the npm
+tarball once from the npm registry (or takes files already downloaded, for offline installs),
+checks the tarball's and every model's SHA-256 against the values recorded below and writes the
+models atomically to the model directory::
 
-    python -m appliance.pose.model_files [--dest DIR] [--wheel FILE]
+    python -m appliance.pose.model_files [--dest DIR] [--wheel FILE] [--npm-tarball FILE]
 
 The model directory is ``appliance/pose/models/`` next to this module unless ``APPLIANCE_POSE_MODELS``
 or an explicit argument says otherwise.
@@ -34,7 +36,7 @@ INSTALL_COMMAND = "appliance install-models"
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One model file: where it lies in the wheel, its size and SHA-256."""
+    """One model file: where it lies in its archive (the wheel, or the npm tarball), size and SHA-256."""
 
     name: str
     wheel_path: str
@@ -54,7 +56,19 @@ LANDMARK = ModelFile(
     size=6_440_512,
     sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
 )
-MODEL_FILES: tuple[ModelFile, ModelFile] = (DETECTOR, LANDMARK)
+MODEL_FILES: tuple[ModelFile, ModelFile] = (DETECTOR, LANDMARK)  # from the mediapipe wheel
+LANDMARK_LITE = ModelFile(
+    name="pose_landmark_lite.tflite",
+    wheel_path="package/pose_landmark_lite.tflite",  # in the npm tarball
+    size=2_819_824,
+    sha256="f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61",
+)
+LANDMARK_MODELS = {"full": LANDMARK, "lite": LANDMARK_LITE}
+NPM_PACKAGE = "@mediapipe/pose"
+NPM_VERSION = "0.5.1675469404"
+NPM_TARBALL_URL = f"https://registry.npmjs.org/{NPM_PACKAGE}/-/pose-{NPM_VERSION}.tgz"
+NPM_TARBALL_SHA256 = "8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84"
+NPM_TARBALL_MAX_BYTES = 64 * 1024 * 1024  # it is 41 MB
 
 # The files are byte-identical in both wheels; only the platform tag differs. The tags are explicit so
 # that the download works whatever the Python version of the interpreter running it.
@@ -88,13 +102,18 @@ def _install_hint(model_dir: Path) -> str:
     return f"install the BlazePose models with: {INSTALL_COMMAND}{dest}"
 
 
-def find_model_files(model_dir: Path | None = None) -> tuple[Path, Path]:
-    """Paths of the verified (detector, landmark) models, or an ApplianceError saying what to do."""
+def find_model_files(model_dir: Path | None = None, landmark: str = "full") -> tuple[Path, Path]:
+    """Paths of the verified (detector, ``landmark`` model), or an ApplianceError saying what to do."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-    problems = [p for p in (_problem(model_dir, spec) for spec in MODEL_FILES) if p]
+    if landmark not in LANDMARK_MODELS:
+        raise ApplianceError(
+            f"pose landmark_model must be one of {', '.join(LANDMARK_MODELS)}, not {landmark!r}"
+        )
+    specs = (DETECTOR, LANDMARK_MODELS[landmark])
+    problems = [p for p in (_problem(model_dir, spec) for spec in specs) if p]
     if problems:
         raise ModelError(f"BlazePose model files unusable: {'; '.join(problems)}; {_install_hint(model_dir)}")
-    return model_dir / DETECTOR.name, model_dir / LANDMARK.name
+    return model_dir / DETECTOR.name, model_dir / specs[1].name
 
 
 def _download_wheel(into: Path) -> Path:
@@ -163,24 +182,80 @@ def _extract(wheel: Path, dest: Path) -> None:
         _write_atomic(dest / spec.name, data)
 
 
-def install_pose_models(dest: Path | None = None, wheel: Path | None = None) -> Path:
-    """Install both models into ``dest`` (default :func:`default_model_dir`) and return that directory.
+def _download_npm_tarball(into: Path) -> Path:
+    """Fetch the pinned ``@mediapipe/pose`` tarball from the npm registry (setup time only)."""
+    import urllib.request
 
-    Does nothing when both files are already there with the right hashes. ``wheel`` is a mediapipe
-    wheel already on disk (offline install); without it pip downloads one into a temporary directory.
+    path = into / f"pose-{NPM_VERSION}.tgz"
+    print(f"downloading {NPM_PACKAGE}@{NPM_VERSION} from the npm registry for the lite landmark model ...",
+          file=sys.stderr)  # fmt: skip
+    try:
+        with urllib.request.urlopen(NPM_TARBALL_URL, timeout=60) as resp, path.open("wb") as fh:
+            got = 0
+            while chunk := resp.read(1 << 20):
+                got += len(chunk)
+                if got > NPM_TARBALL_MAX_BYTES:
+                    raise ApplianceError(f"{NPM_TARBALL_URL} is larger than expected; not installing it")
+                fh.write(chunk)
+    except OSError as exc:
+        raise ApplianceError(
+            f"could not download {NPM_TARBALL_URL} ({exc}); on an offline machine download it elsewhere "
+            f"and pass it with: {INSTALL_COMMAND} --npm-tarball FILE"
+        ) from None
+    return path
+
+
+def _extract_lite(tarball: Path, dest: Path) -> None:
+    """Copy the lite landmark model out of the verified npm tarball into ``dest``."""
+    import tarfile
+
+    if sha256_file(tarball) != NPM_TARBALL_SHA256:
+        raise ApplianceError(f"{tarball} is not {NPM_PACKAGE}@{NPM_VERSION} (its SHA-256 differs)")
+    try:
+        with tarfile.open(tarball, "r:gz") as tf:
+            member = tf.extractfile(LANDMARK_LITE.wheel_path)
+            data = member.read() if member is not None else b""
+    except (tarfile.TarError, OSError, KeyError) as exc:
+        raise ApplianceError(f"cannot read {LANDMARK_LITE.wheel_path} from {tarball}: {exc}") from None
+    if hashlib.sha256(data).hexdigest() != LANDMARK_LITE.sha256:
+        raise ApplianceError(f"{LANDMARK_LITE.wheel_path} in {tarball} has an unexpected SHA-256")
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_atomic(dest / LANDMARK_LITE.name, data)
+
+
+def install_pose_models(
+    dest: Path | None = None,
+    wheel: Path | None = None,
+    npm_tarball: Path | None = None,
+    landmarks: tuple[str, ...] = tuple(LANDMARK_MODELS),
+) -> Path:
+    """Install the detector and the ``landmarks`` models into ``dest`` (default
+    :func:`default_model_dir`) and return that directory.
+
+    Does nothing for files already there with the right hashes. ``wheel`` (a mediapipe wheel) and
+    ``npm_tarball`` (``@mediapipe/pose``) are archives already on disk (offline install); without
+    them pip and the npm registry are asked once, into a temporary directory.
     """
     dest = Path(dest) if dest is not None else default_model_dir()
-    if all(_problem(dest, spec) is None for spec in MODEL_FILES):
-        return dest
-    if wheel is not None:
-        wheel = Path(wheel)
-        if not wheel.is_file():
-            raise ApplianceError(f"wheel file {wheel} does not exist")
-        _extract(wheel, dest)
-    else:
-        with tempfile.TemporaryDirectory(prefix="appliance-mediapipe-") as tmp:
-            _extract(_download_wheel(Path(tmp)), dest)
-    find_model_files(dest)
+    if not all(_problem(dest, spec) is None for spec in MODEL_FILES):
+        if wheel is not None:
+            wheel = Path(wheel)
+            if not wheel.is_file():
+                raise ApplianceError(f"wheel file {wheel} does not exist")
+            _extract(wheel, dest)
+        else:
+            with tempfile.TemporaryDirectory(prefix="appliance-mediapipe-") as tmp:
+                _extract(_download_wheel(Path(tmp)), dest)
+    if "lite" in landmarks and _problem(dest, LANDMARK_LITE) is not None:
+        if npm_tarball is not None:
+            if not Path(npm_tarball).is_file():
+                raise ApplianceError(f"npm tarball {npm_tarball} does not exist")
+            _extract_lite(Path(npm_tarball), dest)
+        else:
+            with tempfile.TemporaryDirectory(prefix="appliance-npm-") as tmp:
+                _extract_lite(_download_npm_tarball(Path(tmp)), dest)
+    for landmark in landmarks:
+        find_model_files(dest, landmark)
     return dest
 
 
@@ -195,9 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--wheel", type=Path, default=None, help="an already downloaded mediapipe wheel (offline)"
     )
+    parser.add_argument(
+        "--npm-tarball", type=Path, default=None,
+        help=f"an already downloaded {NPM_PACKAGE} {NPM_VERSION} tarball (offline)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        path = install_pose_models(args.dest, args.wheel)
+        path = install_pose_models(args.dest, args.wheel, args.npm_tarball)
     except ApplianceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

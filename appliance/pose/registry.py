@@ -23,8 +23,9 @@ def create_engine(cfg: PoseConfig) -> Any | None:
         from appliance.pose.blazepose import blazepose_models
 
         return blazepose_models(
-            cfg.model_dir, cfg.threads, cfg.min_detection_score, cfg.model_copies, cfg.refine_landmarks
-        )
+            cfg.model_dir, cfg.threads, cfg.min_detection_score, cfg.model_copies, cfg.refine_landmarks,
+            cfg.landmark_model,
+        )  # fmt: skip
     return None
 
 

@@ -231,7 +231,7 @@ def _check_pose(cfg: ApplianceConfig) -> list[Finding]:
         if isinstance(pose, BlazePoseConfig):
             from appliance.pose.model_files import find_model_files
 
-            find_model_files(pose.model_dir)
+            find_model_files(pose.model_dir, pose.landmark_model)
         elif isinstance(pose, OnnxPoseConfig):
             if why := _readable(pose.model):
                 return [Finding(("pose", "model"), f"{pose.model}: {why}")]
