@@ -103,7 +103,13 @@ class BlazePoseConfig(_Section):
     model_dir: Path | None = Field(
         None, description="Folder with the BlazePose .tflite files (default: installed with the package)."
     )
-    threads: int = Field(1, ge=1, le=16, description="LiteRT threads for each copy of the pose models.")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="LiteRT threads for each copy of the pose models (2 halves pose latency on a 2-core "
+        "box at about the same CPU; README: one pose engine).",
+    )
     model_copies: int = Field(
         1,
         ge=1,

@@ -12,6 +12,7 @@ checked by the landmark model's own flag. The model files are installed once by
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class BlazePoseBackend:
     def __init__(
         self,
         model_dir: Path | None = None,
-        threads: int = 1,
+        threads: int = 2,
         min_detection_score: float = 0.5,
         min_presence: float = 0.5,
         max_people: int = 8,
@@ -163,6 +164,7 @@ class BlazePoseBackend:
         self._last_detect = -(10**9)
         self._last_proposal = -(10**9)
         self._failed_proposals: list[Roi] = []
+        self.last_wait_s = 0.0  # the last frame's wait for a copy of the shared models
 
     # -- PoseBackend ---------------------------------------------------------------------------
     def infer(self, frame: np.ndarray) -> list[Person]:
@@ -173,7 +175,9 @@ class BlazePoseBackend:
             )
         people: list[Person] = []
         tracks: list[_Track] = []
+        asked = time.perf_counter()
         with self._models.lease() as m:
+            self.last_wait_s = time.perf_counter() - asked
             for track in self._tracks:
                 self._try(m, frame, track.roi, track.track_id, people, tracks)
 
