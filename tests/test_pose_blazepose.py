@@ -102,6 +102,45 @@ def test_pose_1_coco_joints_within_60px_of_movenet_reference(backend, data_dir: 
     assert backend.stats["detector"] <= 120 // backend.detect_interval + 2
 
 
+def test_a_still_person_costs_a_third_of_the_landmark_runs_and_a_moving_one_is_refreshed(
+    model_dir: Path, data_dir: Path
+) -> None:
+    """A worker standing still (the photo, with camera noise) is reported on every frame, the
+    landmark model running on one frame in three; people walking through the walkway are run on
+    every frame; the dancer at the daemon's 10 fps keeps her accuracy."""
+    from appliance.pose.blazepose import BlazePoseBackend
+
+    photo = cv2.imread(str(data_dir / "pose-testdata/pose.jpg"))
+    rng = np.random.default_rng(0)
+    b = BlazePoseBackend(model_dir=model_dir)
+    for _ in range(30):
+        noisy = np.clip(photo.astype(np.int16) + rng.normal(0, 2, photo.shape), 0, 255).astype(np.uint8)
+        assert len(b.infer(noisy)) == 1
+    assert b.stats["landmark"] == 10 and b.stats["carried"] == 20, b.stats
+    b.close()
+
+    b = BlazePoseBackend(model_dir=model_dir)
+    for frame in _frames(data_dir / "cctv-walking/vtest.avi", limit=60):
+        b.infer(frame)
+    assert b.stats["carried"] <= 0.05 * b.stats["landmark"], b.stats  # walkers move: measured 0 %
+    b.close()
+
+    ref_frames = json.loads((data_dir / "pose-testdata/pose_1.json").read_text())[::3]
+    ref = np.array([[[f[j]["x"], f[j]["y"]] for j in COCO17.joints] for f in ref_frames])
+    idx = [BLAZEPOSE33.joints.index(j) for j in COCO17.joints]
+    errors = {}
+    for skip in (0, 2):
+        b = BlazePoseBackend(model_dir=model_dir, still_skip=skip)
+        frames = list(_frames(data_dir / "pose-testdata/pose_1.mp4"))[::3]  # 10 fps, as the daemon runs it
+        errors[skip] = np.median(
+            [np.linalg.norm(b.infer(f)[0].keypoints[idx, :2] - ref[i], axis=1) for i, f in enumerate(frames)]
+        )
+        carried = b.stats["carried"]
+        b.close()
+    assert carried >= 10  # measured 16 of 40 frames
+    assert errors[2] <= errors[0] + 0.5, errors  # measured 3.62 vs 3.50 px
+
+
 def test_photo_gives_one_person_in_frame_pixels(backend, data_dir: Path) -> None:
     image = cv2.imread(str(data_dir / "pose-testdata/pose.jpg"))
     people = backend.infer(image)
@@ -146,7 +185,14 @@ def test_small_distant_people_on_cctv_are_found(model_dir: Path, data_dir: Path)
 
 # -- options and input errors ----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "option", [{"small_people": "hog"}, {"max_people": 0}, {"detect_interval": 0}, {"min_presence": 1.5}]
+    "option",
+    [
+        {"small_people": "hog"},
+        {"max_people": 0},
+        {"detect_interval": 0},
+        {"min_presence": 1.5},
+        {"still_skip": -1},
+    ],
 )
 def test_bad_option_is_a_clear_error(model_dir: Path, option: dict) -> None:
     from appliance.pose.blazepose import BlazePoseBackend

@@ -139,6 +139,20 @@ class BlazePoseConfig(_Section):
         5, ge=1, le=1000, description="Frames between small-people proposal passes."
     )
     refine_landmarks: bool = Field(True, description="Refine joints with the landmark model's heatmap.")
+    still_skip: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Frames in a row a still person's joints may be carried forward instead of running "
+        "the landmark model again (0: every person, every frame). A still worker then costs a third.",
+    )
+    still_change: float = Field(
+        0.0075,
+        ge=0,
+        lt=1,
+        description="Mean grey change of a person's crop (fraction of the grey range) under which the "
+        "person counts as still (0.0075: about 2 grey levels; camera noise is under 1).",
+    )
     landmark_model: Literal["full", "lite"] = Field(
         "full",
         description="BlazePose landmark model: 'full' (the default) or 'lite' (about 1.5x faster per "
