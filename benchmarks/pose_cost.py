@@ -6,7 +6,8 @@ carrying a still person's joints forward (``still_skip``).
 Prints (1) the cost of one landmark run (crop, invoke, heatmap refinement; median ms, 2 threads)
 per model on ``pose_1.mp4``; (2) the median keypoint error of each model on the two reference clips;
 (3) landmark runs saved and keypoint error with ``still_skip`` 2 against 0 on a person standing
-still (the photo, with camera noise), the walkway and the dancer at the daemon's 10 fps.
+still (the photo, with camera noise), the walkway and the dancer at the daemon's 10 fps; (4) the
+walkway with and without a 20 ms ``frame_budget_ms``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,23 @@ def main() -> int:
                     b.infer(f)
             print(f"| {name} | {skip} | {b.stats['landmark']} | {b.stats['carried']} | {err:.2f} |")
             b.close()
+
+    walkway = frames(DATA / "cctv-walking" / "vtest.avi", 100)
+    print("\n| walkway, 100 frames | landmark runs | shed | people/frame | pose p50 ms |")
+    print("|---|---|---|---|---|")
+    for budget in (None, 20.0):
+        b = BlazePoseBackend(frame_budget_ms=budget)
+        people, times = 0, []
+        for f in walkway:
+            t0 = time.perf_counter()
+            people += len(b.infer(f))
+            times.append(time.perf_counter() - t0)
+        label = "no budget" if budget is None else f"frame_budget_ms {budget:g}"
+        print(
+            f"| {label} | {b.stats['landmark']} | {b.stats['shed']} | {people / len(walkway):.2f} | "
+            f"{1e3 * np.median(times):.1f} |"
+        )
+        b.close()
     return 0
 
 

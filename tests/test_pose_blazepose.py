@@ -141,6 +141,27 @@ def test_a_still_person_costs_a_third_of_the_landmark_runs_and_a_moving_one_is_r
     assert errors[2] <= errors[0] + 0.5, errors  # measured 3.62 vs 3.50 px
 
 
+def test_over_its_budget_a_frame_carries_the_least_changing_people_instead_of_running_late(
+    model_dir: Path, data_dir: Path
+) -> None:
+    """The walkway (3-6 walkers) with a 20 ms landmark budget per frame: every frame is answered,
+    fewer landmark runs are made, the ones skipped are counted as shed, and people are still found."""
+    from appliance.pose.blazepose import BlazePoseBackend
+
+    frames = list(_frames(data_dir / "cctv-walking/vtest.avi", limit=60))
+    found = {}
+    stats = {}
+    for budget in (None, 20.0):
+        b = BlazePoseBackend(model_dir=model_dir, frame_budget_ms=budget)
+        found[budget] = sum(len(b.infer(f)) for f in frames)
+        stats[budget] = dict(b.stats)
+        b.close()
+    assert stats[None]["shed"] == 0 and stats[20.0]["shed"] > 20, stats
+    assert stats[20.0]["frames"] == 60
+    assert stats[20.0]["landmark"] < 0.7 * stats[None]["landmark"], stats
+    assert found[20.0] >= 0.8 * found[None], found
+
+
 def test_photo_gives_one_person_in_frame_pixels(backend, data_dir: Path) -> None:
     image = cv2.imread(str(data_dir / "pose-testdata/pose.jpg"))
     people = backend.infer(image)
@@ -192,6 +213,7 @@ def test_small_distant_people_on_cctv_are_found(model_dir: Path, data_dir: Path)
         {"detect_interval": 0},
         {"min_presence": 1.5},
         {"still_skip": -1},
+        {"frame_budget_ms": 0},
     ],
 )
 def test_bad_option_is_a_clear_error(model_dir: Path, option: dict) -> None:

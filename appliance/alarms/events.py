@@ -115,6 +115,12 @@ class CameraStatus(BaseModel):
         description="Frames processed per second over the last few seconds (0 unless streaming)."
     )
     frames: int = Field(description="Frames processed since start.")
+    pose_carried: int = Field(
+        0, description="People whose joints were carried from the frame before because they stood still."
+    )
+    pose_shed: int = Field(
+        0, description="People whose joints were carried because the frame was over pose.frame_budget_ms."
+    )
     tracks: int = Field(description="People tracked now.")
     windows: int = Field(description="Windows scored since start.")
     events: int = Field(description="Event messages emitted since start.")

@@ -153,6 +153,14 @@ class BlazePoseConfig(_Section):
         description="Mean grey change of a person's crop (fraction of the grey range) under which the "
         "person counts as still (0.0075: about 2 grey levels; camera noise is under 1).",
     )
+    frame_budget_ms: float | None = Field(
+        None,
+        gt=0,
+        le=10_000,
+        description="Landmark time a frame may spend on the people already followed; over it, those "
+        "whose crops changed least keep their last joints (at most 3 frames in a row) rather than the "
+        "frame coming late or being dropped. The status counts them (pose_shed). Default: no budget.",
+    )
     landmark_model: Literal["full", "lite"] = Field(
         "full",
         description="BlazePose landmark model: 'full' (the default) or 'lite' (about 1.5x faster per "

@@ -36,6 +36,7 @@ SAME_PERSON_CONTAINED = 0.6  # ... or a box lying this much inside another (a fa
 BOX_PAD = 0.15  # a person's keypoint box grown by this fraction of its height when testing overlap
 PROPOSAL_TRIES = 3  # landmark runs per small-people proposal pass, at most
 STILL_PATCH = 24  # side of the grey crop that tells a still body from a moving one, px
+SHED_LIMIT = 3  # over budget, a person's landmarks are carried at most this many frames in a row
 
 
 def _same_person(new: tuple[float, float, float, float], old: tuple[float, float, float, float]) -> bool:
@@ -120,6 +121,7 @@ class BlazePoseBackend:
         landmark_model: str = "full",
         still_skip: int = 2,
         still_change: float = 0.0075,
+        frame_budget_ms: float | None = None,
         models: ModelPool[BlazePoseModels] | None = None,
     ) -> None:
         """
@@ -144,6 +146,10 @@ class BlazePoseBackend:
                 run again (0: every person every frame). Still = the person's ROI looks the same as
                 when the landmarks were last taken (mean grey change under ``still_change``).
             still_change: the change (fraction of the grey range) under which a body counts as still.
+            frame_budget_ms: landmark time one frame may spend on the people already followed. Over
+                it, the people whose crops changed least keep their last joints (at most
+                ``SHED_LIMIT`` frames in a row) instead of the frame being late or dropped; counted
+                in ``stats["shed"]``. None: no budget.
             models: the pose engine shared by every camera (:func:`blazepose_models`); None builds
                 one copy for this backend alone (``model_dir``, ``threads``, ``min_detection_score``
                 ``refine_landmarks`` and ``landmark_model`` only matter then).
@@ -169,7 +175,11 @@ class BlazePoseBackend:
         )
         if still_skip < 0 or not 0.0 <= still_change < 1.0:
             raise ApplianceError("pose still_skip must be at least 0 and still_change in [0, 1)")
+        if frame_budget_ms is not None and frame_budget_ms <= 0:
+            raise ApplianceError(f"pose frame_budget_ms must be positive, not {frame_budget_ms}")
         self.still_skip, self.still_change = still_skip, still_change
+        self.frame_budget_ms = frame_budget_ms
+        self._person_ms = 15.0  # running estimate of one landmark run, for the budget
         self.min_presence = min_presence
         self.max_people = max_people
         self.detect_interval = detect_interval
@@ -181,7 +191,7 @@ class BlazePoseBackend:
         elif small_people == "tiles":
             self._proposals = TileProposals()
         #: model invocations since construction (for benchmarks): detector, landmark, proposal passes
-        self.stats = {"frames": 0, "detector": 0, "landmark": 0, "proposals": 0, "carried": 0}
+        self.stats = {"frames": 0, "detector": 0, "landmark": 0, "proposals": 0, "carried": 0, "shed": 0}
         self._ids = itertools.count()
         self._tracks: list[_Track] = []
         self._frame = 0
@@ -202,8 +212,8 @@ class BlazePoseBackend:
         asked = time.perf_counter()
         with self._models.lease() as m:
             self.last_wait_s = time.perf_counter() - asked
-            for track in self._tracks:
-                if not self._carry(frame, track, people, tracks):
+            for track, keep in zip(self._tracks, self._plan(frame), strict=True):
+                if not (keep and self._carry(track, people, tracks, keep)):
                     self._try(m, frame, track.roi, track.track_id, people, tracks)
 
             full = len(tracks) >= self.max_people
@@ -268,19 +278,39 @@ class BlazePoseBackend:
                 return True
         return False
 
-    def _carry(self, frame: np.ndarray, track: _Track, people: list[Person], tracks: list[_Track]) -> bool:
-        """Carry a still person's last landmarks to this frame (no landmark run); False: run it."""
-        if self.still_skip == 0 or track.person is None or track.patch is None:
-            return False
-        if track.carried >= self.still_skip:
-            return False
-        if patch_change(still_patch(frame, track.roi), track.patch) >= self.still_change:
-            return False
+    def _plan(self, frame: np.ndarray) -> list[str | None]:
+        """For each followed person: ``"still"`` or ``"shed"`` (carry the last joints), None (run).
+
+        Still: the crop changed less than ``still_change`` and fewer than ``still_skip`` frames were
+        carried. Over ``frame_budget_ms``, the least-changing of the others are shed.
+        """
+        watch = bool(self.still_skip or self.frame_budget_ms)
+        changes = [
+            patch_change(still_patch(frame, tr.roi), tr.patch)
+            if watch and tr.person is not None and tr.patch is not None
+            else float("inf")
+            for tr in self._tracks
+        ]
+        plan: list[str | None] = [
+            "still" if tr.carried < self.still_skip and c < self.still_change else None
+            for tr, c in zip(self._tracks, changes, strict=True)
+        ]
+        if self.frame_budget_ms:
+            run = [i for i, p in enumerate(plan) if p is None]
+            excess = len(run) - max(1, int(self.frame_budget_ms // self._person_ms))
+            sheddable = [i for i in run if changes[i] < float("inf") and self._tracks[i].carried < SHED_LIMIT]
+            for i in sorted(sheddable, key=lambda i: changes[i])[: max(0, excess)]:
+                plan[i] = "shed"
+        return plan
+
+    def _carry(self, track: _Track, people: list[Person], tracks: list[_Track], why: str) -> bool:
+        """Carry a person's last landmarks to this frame (no landmark run); False: run it after all."""
+        assert track.person is not None
         if any(_same_person(track.person.box, p.box) for p in people):
             return False
         people.append(track.person)
         tracks.append(_Track(track.track_id, track.roi, track.person, track.patch, track.carried + 1))
-        self.stats["carried"] += 1
+        self.stats["carried" if why == "still" else "shed"] += 1
         return True
 
     def _try(
@@ -295,7 +325,9 @@ class BlazePoseBackend:
         """Run the landmark model on ``roi``; keep the person if present and not a duplicate."""
         if roi.size < MIN_ROI_SIZE:
             return False
+        t0 = time.perf_counter()
         res = m.landmarks.run(frame, roi)
+        self._person_ms = 0.8 * self._person_ms + 0.2 * (time.perf_counter() - t0) * 1e3
         self.stats["landmark"] += 1
         if res.flag < self.min_presence:
             return False
@@ -306,7 +338,7 @@ class BlazePoseBackend:
             person.track_hint = next(self._ids)
         people.append(person)
         roi = Roi.from_points(res.points[33, :2], res.points[34, :2])
-        patch = still_patch(frame, roi) if self.still_skip else None
+        patch = still_patch(frame, roi) if self.still_skip or self.frame_budget_ms else None
         tracks.append(_Track(person.track_hint, roi, person, patch))
         return True
 

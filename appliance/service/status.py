@@ -81,6 +81,8 @@ class StatusBuilder:
                 restarts=w.restarts,
                 fps=round(w.stats.fps(), 2) if streaming else 0.0,
                 frames=w.stats.frames,
+                pose_carried=int(getattr(w.backend, "stats", {}).get("carried", 0)),
+                pose_shed=int(getattr(w.backend, "stats", {}).get("shed", 0)),
                 tracks=len(w.pipeline.tracker.tracks),
                 windows=w.stats.windows,
                 events=w.stats.events,
