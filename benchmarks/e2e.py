@@ -10,12 +10,14 @@ process on real footage paced like a live camera, and prints one table:
   peak RSS of the two rows is the memory the engine saves;
 - ``multi-person``: the walking clip shipped for the demo (``vtest``, 768x576, 10 fps, several people).
 
-Per stage: decode (OpenCV read of one frame, measured on the clip beforehand), pose, map + score +
-detector, publish; p50/p99 in ms. CPU share = process CPU time / wall time / cores; peak RSS from
-getrusage; start = from ``Appliance.start()`` to the first window score.
+Per stage: decode (OpenCV read of one frame, measured on the clip beforehand), frame age (how long
+a frame waited in the newest-frame buffer), the wait for the shared pose models, pose, map + score
++ detector, publish; p50/p99 in ms. Frames lost: frames on the model's clock that were not scored.
+CPU share = process CPU time / wall time / cores; peak RSS from getrusage; start = from the
+process's start (imports included) to the first window score.
 
-    python benchmarks/e2e.py [--seconds 20] [--cameras 2] [--bundle B] [--pose-threads 1]
-        [--landmark full|lite] [--only 0 3]
+    python benchmarks/e2e.py [--seconds 20] [--cameras 2] [--bundle B] [--pose-threads 2]
+        [--landmark full|lite] [--camera-fps 30] [--only 0 3]
 """
 
 from __future__ import annotations
@@ -47,7 +49,16 @@ from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 CLIP_30FPS = DATA / "pose-testdata" / "pose_1.mp4"
-POSE = {"threads": 2, "landmark_model": "full"}  # --pose-threads, --landmark (the defaults)
+# --pose-threads, --landmark, --camera-fps
+POSE = {"threads": 2, "landmark_model": "full", "camera_fps": 30.0}
+
+
+def process_start() -> float:
+    """When this process started, on the ``time.monotonic()`` clock (from /proc: imports included)."""
+    with open("/proc/self/stat") as fh:
+        ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: start time since boot
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.monotonic() - age
 
 
 def decode_ms(path: Path, frames: int = 200) -> np.ndarray:
@@ -78,7 +89,12 @@ def run_case(
         "appliance_id": "bench",
         "state_dir": str(tmp),
         "model": {"bundle": str(bundle), "threads": 1},
-        "pose": {"type": "blazepose", "model_copies": copies, **POSE},
+        "pose": {
+            "type": "blazepose",
+            "model_copies": copies,
+            "threads": POSE["threads"],
+            "landmark_model": POSE["landmark_model"],
+        },
         "cameras": [
             {"id": f"cam{i}", "source": str(clip), "loop": True, "realtime": True, "fps": fps}
             for i in range(cameras)
@@ -89,7 +105,6 @@ def run_case(
     stop = threading.Event()
     cpu0, wall0 = time.process_time(), time.monotonic()
     app.start()
-    started = time.monotonic()
     threading.Timer(seconds, stop.set).start()
     app.wait(stop, status_interval_s=1e9)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -97,7 +112,7 @@ def run_case(
     rows = []
     for w in app.workers:
         s = w.stats
-        first = (s.first_score_at - started) if s.first_score_at else float("nan")
+        first = (s.first_score_at - process_start()) if s.first_score_at else float("nan")
         rows.append(
             (
                 s.frames / seconds,
@@ -105,6 +120,7 @@ def run_case(
                 np.asarray(s.pipeline_ms),
                 np.asarray(s.publish_ms),
                 np.asarray(s.pose_wait_ms),
+                np.asarray(s.frame_age_ms),
                 first,
                 s.people / max(1, s.frames),
                 _lost(w, s.frames / seconds, clip),
@@ -139,6 +155,9 @@ CASES = [
 def one_case(index: int, seconds: float, cameras: int, bundle: Path) -> str:
     """Run one case in this process and return its table row (peak RSS is this process's)."""
     name, clip, n, fps, copies = CASES[index]
+    if fps is not None:
+        fps = POSE["camera_fps"]
+        name = name.replace("@ 30 fps", f"@ {fps:g} fps")
     n = n or cameras
     name = name.format(n=n)
     dec = decode_ms(clip)
@@ -148,17 +167,19 @@ def one_case(index: int, seconds: float, cameras: int, bundle: Path) -> str:
     pipe = np.concatenate([r[2] for r in rows])
     pub = np.concatenate([r[3] for r in rows])
     wait = np.concatenate([r[4] for r in rows])
-    m = min(len(pose), len(pipe), len(pub), len(wait))
-    frame = wait[:m] + pose[:m] + pipe[:m] + pub[:m] + pct(dec, 50)
+    age = np.concatenate([r[5] for r in rows])
+    m = min(len(pose), len(pipe), len(pub), len(wait), len(age))
+    frame = age[:m] + wait[:m] + pose[:m] + pipe[:m] + pub[:m] + pct(dec, 50)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ncpu = os.cpu_count() or 1
     return (
-        f"| {name} | {np.mean([r[0] for r in rows]):.1f} | {np.mean([r[7] for r in rows]):.1%} | "
-        f"{np.mean([r[6] for r in rows]):.2f} | "
-        f"{pct(dec, 50):.1f} | {pct(wait, 50):.1f} / {pct(wait, 99):.1f} | "
+        f"| {name} | {np.mean([r[0] for r in rows]):.1f} | {np.mean([r[8] for r in rows]):.1%} | "
+        f"{np.mean([r[7] for r in rows]):.2f} | "
+        f"{pct(dec, 50):.1f} | {pct(age, 50):.1f} / {pct(age, 99):.1f} | "
+        f"{pct(wait, 50):.1f} / {pct(wait, 99):.1f} | "
         f"{pct(pose, 50):.1f} / {pct(pose, 99):.1f} | "
         f"{pct(pipe, 50):.2f} / {pct(pipe, 99):.2f} | {pct(pub, 99):.2f} | {pct(frame, 99):.1f} | "
-        f"{cores:.2f} ({100 * cores / ncpu:.0f}%) | {rss:.0f} MB | {max(r[5] for r in rows):.2f} s |"
+        f"{cores:.2f} ({100 * cores / ncpu:.0f}%) | {rss:.0f} MB | {max(r[6] for r in rows):.2f} s |"
     )
 
 
@@ -170,9 +191,10 @@ def main() -> int:
     ap.add_argument("--pose-threads", type=int, default=2, help="LiteRT threads per pose model copy")
     ap.add_argument("--landmark", choices=("full", "lite"), default="full", help="landmark model")
     ap.add_argument("--only", type=int, nargs="+", help="run these cases (0-based) only")
+    ap.add_argument("--camera-fps", type=float, default=30.0, help="camera fps of the pose_1.mp4 cases")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     args = ap.parse_args()
-    POSE.update(threads=args.pose_threads, landmark_model=args.landmark)
+    POSE.update(threads=args.pose_threads, landmark_model=args.landmark, camera_fps=args.camera_fps)
     if args.case is not None:
         print(one_case(args.case, args.seconds, args.cameras, args.bundle))
         return 0
@@ -181,11 +203,11 @@ def main() -> int:
         "each case in its own process\n"
     )
     print(
-        "| case | fps/camera | frames lost | people/frame | decode p50 | engine wait p50 / p99 | "
-        "pose p50 / p99 | map+score p50 / p99 | publish p99 | frame p99 | CPU cores (share) | peak RSS | "
-        "start->first score |"
+        "| case | fps/camera | frames lost | people/frame | decode p50 | frame age p50 / p99 | "
+        "engine wait p50 / p99 | pose p50 / p99 | map+score p50 / p99 | publish p99 | frame p99 | "
+        "CPU cores (share) | peak RSS | process start->first score |"
     )
-    print("|---" * 13 + "|")
+    print("|---" * 14 + "|")
     for i in args.only or range(len(CASES)):
         cmd = [
             sys.executable,
@@ -202,12 +224,15 @@ def main() -> int:
             str(args.pose_threads),
             "--landmark",
             args.landmark,
+            "--camera-fps",
+            str(args.camera_fps),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         row = [line for line in out.stdout.splitlines() if line.startswith("| ")]
         print(row[-1] if row else f"| case {i} failed: {out.stderr.strip().splitlines()[-1:]} |", flush=True)
     print(
-        "\nms figures are per frame; frame = decode p50 + engine wait + pose + map/score + publish; "
+        "\nms figures are per frame; frame = decode p50 + age + engine wait + pose + map/score + publish "
+        "(age: the time a frame waited in the newest-frame buffer); "
         "frames lost: frames on the model's clock (min(source, model fps)) that were not scored."
     )
     return 0

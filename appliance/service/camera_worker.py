@@ -99,6 +99,7 @@ class CameraStats:
     first_score_at: float | None = None
     pose_ms: deque = field(default_factory=lambda: deque(maxlen=2000))  # pose work, without the wait
     pose_wait_ms: deque = field(default_factory=lambda: deque(maxlen=2000))  # for a pose model copy
+    frame_age_ms: deque = field(default_factory=lambda: deque(maxlen=2000))  # captured -> taken up
     pipeline_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     publish_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=300))
@@ -299,6 +300,7 @@ class CameraWorker:
                 log.error("camera %s: status update failed: %s", self.cfg.id, exc)
 
     def process(self, frame: Frame) -> None:
+        taken = time.monotonic()  # how long the frame waited in the newest-frame buffer, for the stats
         self._take_pending_model(frame.wall_time)  # a new model takes over between two frames
         t0 = time.perf_counter()
         people = self.backend.infer(frame.image)
@@ -329,6 +331,7 @@ class CameraWorker:
         wait_s = getattr(self.backend, "last_wait_s", 0.0)  # waiting for the shared pose engine
         s.pose_wait_ms.append(wait_s * 1e3)
         s.pose_ms.append((t1 - t0 - wait_s) * 1e3)
+        s.frame_age_ms.append((taken - frame.mono_time) * 1e3)
         s.pipeline_ms.append((t2 - t1) * 1e3)
         s.publish_ms.append((t3 - t2) * 1e3)
         s.frame_times.append(time.monotonic())
