@@ -52,6 +52,33 @@ def _near_any(roi: Roi, others: list[Roi]) -> bool:
     return any(abs(roi.cx - o.cx) + abs(roi.cy - o.cy) < 0.25 * o.size for o in others)
 
 
+def _overlaps(roi: Roi, people: list[Person]) -> bool:
+    """Whether a candidate ROI's centre lies in, or its box mostly covers, a person already found."""
+    for p in people:
+        x0, y0, x1, y1 = p.box
+        pad = BOX_PAD * (y1 - y0)  # keypoints stop short of the head top and the body's outline
+        if x0 - pad <= roi.cx <= x1 + pad and y0 - pad <= roi.cy <= y1 + pad:
+            return True
+        if box_iou(roi.box(), p.box) > SAME_PERSON_IOU:
+            return True
+    return False
+
+
+def _to_person(res: LandmarkResult, track_id: int | None) -> Person:
+    kp = np.empty((NUM_JOINTS, 3), dtype=np.float32)
+    kp[:, :2] = res.points[:NUM_JOINTS, :2]
+    kp[:, 2] = res.visibility[:NUM_JOINTS]
+    x0, y0 = kp[:, :2].min(axis=0)
+    x1, y1 = kp[:, :2].max(axis=0)
+    return Person(
+        keypoints=kp,
+        layout=BLAZEPOSE33,
+        box=(float(x0), float(y0), float(x1), float(y1)),
+        score=res.flag,
+        track_hint=track_id,
+    )
+
+
 @dataclass
 class BlazePoseModels:
     """One copy of the two interpreters; the pose engine lends it to one camera's frame at a time."""
@@ -224,7 +251,7 @@ class BlazePoseBackend:
                     if len(tracks) >= self.max_people:
                         break
                     roi = Roi.from_points(det.keypoints[0], det.keypoints[1])
-                    if not self._overlaps(roi, people):
+                    if not _overlaps(roi, people):
                         self._try(m, frame, roi, None, people, tracks)
             if (
                 self._proposals is not None
@@ -239,7 +266,7 @@ class BlazePoseBackend:
                 for roi in self._proposals.propose(frame, m.detector):
                     if len(tracks) >= self.max_people or tries >= PROPOSAL_TRIES:
                         break
-                    if self._overlaps(roi, people) or _near_any(roi, self._failed_proposals):
+                    if _overlaps(roi, people) or _near_any(roi, self._failed_proposals):
                         continue
                     tries += 1
                     if not self._try(m, frame, roi, None, people, tracks):
@@ -266,18 +293,6 @@ class BlazePoseBackend:
         self._tracks = []
 
     # -- internals -----------------------------------------------------------------------------
-    @staticmethod
-    def _overlaps(roi: Roi, people: list[Person]) -> bool:
-        """Whether a candidate ROI's centre lies in, or its box mostly covers, a person already found."""
-        for p in people:
-            x0, y0, x1, y1 = p.box
-            pad = BOX_PAD * (y1 - y0)  # keypoints stop short of the head top and the body's outline
-            if x0 - pad <= roi.cx <= x1 + pad and y0 - pad <= roi.cy <= y1 + pad:
-                return True
-            if box_iou(roi.box(), p.box) > SAME_PERSON_IOU:
-                return True
-        return False
-
     def _plan(self, frame: np.ndarray) -> list[str | None]:
         """For each followed person: ``"still"`` or ``"shed"`` (carry the last joints), None (run).
 
@@ -331,7 +346,7 @@ class BlazePoseBackend:
         self.stats["landmark"] += 1
         if res.flag < self.min_presence:
             return False
-        person = self._person(res, track_id)
+        person = _to_person(res, track_id)
         if any(_same_person(person.box, p.box) for p in people):
             return False
         if track_id is None:
@@ -341,18 +356,3 @@ class BlazePoseBackend:
         patch = still_patch(frame, roi) if self.still_skip or self.frame_budget_ms else None
         tracks.append(_Track(person.track_hint, roi, person, patch))
         return True
-
-    @staticmethod
-    def _person(res: LandmarkResult, track_id: int | None) -> Person:
-        kp = np.empty((NUM_JOINTS, 3), dtype=np.float32)
-        kp[:, :2] = res.points[:NUM_JOINTS, :2]
-        kp[:, 2] = res.visibility[:NUM_JOINTS]
-        x0, y0 = kp[:, :2].min(axis=0)
-        x1, y1 = kp[:, :2].max(axis=0)
-        return Person(
-            keypoints=kp,
-            layout=BLAZEPOSE33,
-            box=(float(x0), float(y0), float(x1), float(y1)),
-            score=res.flag,
-            track_hint=track_id,
-        )
