@@ -50,7 +50,7 @@ from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 CLIP_30FPS = DATA / "pose-testdata" / "pose_1.mp4"
 # --pose-threads, --landmark, --camera-fps
-POSE = {"threads": 2, "landmark_model": "full", "camera_fps": 30.0}
+POSE = {"threads": 2, "landmark_model": "full", "camera_fps": 30.0, "frame_budget_ms": None}
 
 
 def process_start() -> float:
@@ -94,6 +94,7 @@ def run_case(
             "model_copies": copies,
             "threads": POSE["threads"],
             "landmark_model": POSE["landmark_model"],
+            "frame_budget_ms": POSE["frame_budget_ms"],
         },
         "cameras": [
             {"id": f"cam{i}", "source": str(clip), "loop": True, "realtime": True, "fps": fps}
@@ -149,6 +150,7 @@ CASES = [
     ("{n} cameras @ 30 fps, one shared pose model copy", CLIP_30FPS, None, 30.0, 1),
     ("{n} cameras @ 30 fps, a copy per camera (as before)", CLIP_30FPS, None, 30.0, None),
     ("multi-person walkway @ 10 fps (demo clip)", DEMO_CLIP, 1, None, 1),
+    ("{n} cameras, multi-person walkway @ 10 fps each", DEMO_CLIP, None, None, 1),
 ]
 
 
@@ -192,9 +194,13 @@ def main() -> int:
     ap.add_argument("--landmark", choices=("full", "lite"), default="full", help="landmark model")
     ap.add_argument("--only", type=int, nargs="+", help="run these cases (0-based) only")
     ap.add_argument("--camera-fps", type=float, default=30.0, help="camera fps of the pose_1.mp4 cases")
+    ap.add_argument("--budget-ms", type=float, help="pose.frame_budget_ms (default: none)")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     args = ap.parse_args()
-    POSE.update(threads=args.pose_threads, landmark_model=args.landmark, camera_fps=args.camera_fps)
+    POSE.update(
+        threads=args.pose_threads, landmark_model=args.landmark, camera_fps=args.camera_fps,
+        frame_budget_ms=args.budget_ms,
+    )  # fmt: skip
     if args.case is not None:
         print(one_case(args.case, args.seconds, args.cameras, args.bundle))
         return 0
@@ -226,6 +232,7 @@ def main() -> int:
             args.landmark,
             "--camera-fps",
             str(args.camera_fps),
+            *(["--budget-ms", str(args.budget_ms)] if args.budget_ms else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         row = [line for line in out.stdout.splitlines() if line.startswith("| ")]
