@@ -111,9 +111,10 @@ def run_case(
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     app.stop()
     rows = []
+    began = process_start()
     for w in app.workers:
         s = w.stats
-        first = (s.first_score_at - process_start()) if s.first_score_at else float("nan")
+        first = (s.first_score_at - began) if s.first_score_at else float("nan")
         rows.append(
             (
                 s.frames / seconds,

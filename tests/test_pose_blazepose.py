@@ -275,15 +275,15 @@ def test_offline_install_from_wheel_verifies_and_skips_when_present(tmp_path: Pa
     wheel = tmp_path / "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for spec in (DETECTOR, LANDMARK):
-            zf.writestr(spec.wheel_path, (model_dir / spec.name).read_bytes())
+            zf.writestr(spec.archive_path, (model_dir / spec.name).read_bytes())
     dest = install_pose_models(tmp_path / "models", wheel=wheel, landmarks=("full",))
     assert find_model_files(dest) == (dest / DETECTOR.name, dest / LANDMARK.name)
     assert install_pose_models(dest, wheel=tmp_path / "absent.whl", landmarks=("full",)) == dest  # no-op
 
     bad = tmp_path / "bad.whl"
     with zipfile.ZipFile(bad, "w") as zf:
-        zf.writestr(DETECTOR.wheel_path, b"not a model")
-        zf.writestr(LANDMARK.wheel_path, b"not a model")
+        zf.writestr(DETECTOR.archive_path, b"not a model")
+        zf.writestr(LANDMARK.archive_path, b"not a model")
     with pytest.raises(ApplianceError, match="unexpected SHA-256"):
         install_pose_models(tmp_path / "other", wheel=bad, landmarks=("full",))
     assert not (tmp_path / "other" / DETECTOR.name).exists()
@@ -300,7 +300,7 @@ def test_an_npm_tarball_that_is_not_the_pinned_one_is_refused_and_nothing_writte
     fake = tmp_path / "pose.tgz"  # the right member under the right name, in a repacked tarball
     with tarfile.open(fake, "w:gz") as tf:
         data = (model_dir / LANDMARK.name).read_bytes()
-        info = tarfile.TarInfo(LANDMARK_LITE.wheel_path)
+        info = tarfile.TarInfo(LANDMARK_LITE.archive_path)
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     dest = tmp_path / "models"

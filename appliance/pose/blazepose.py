@@ -206,6 +206,7 @@ class BlazePoseBackend:
             raise ApplianceError(f"pose frame_budget_ms must be positive, not {frame_budget_ms}")
         self.still_skip, self.still_change = still_skip, still_change
         self.frame_budget_ms = frame_budget_ms
+        self._watch = bool(still_skip or frame_budget_ms)  # keep a look at each person's crop
         self._person_ms = 15.0  # running estimate of one landmark run, for the budget
         self.min_presence = min_presence
         self.max_people = max_people
@@ -299,10 +300,9 @@ class BlazePoseBackend:
         Still: the crop changed less than ``still_change`` and fewer than ``still_skip`` frames were
         carried. Over ``frame_budget_ms``, the least-changing of the others are shed.
         """
-        watch = bool(self.still_skip or self.frame_budget_ms)
         changes = [
             patch_change(still_patch(frame, tr.roi), tr.patch)
-            if watch and tr.person is not None and tr.patch is not None
+            if self._watch and tr.person is not None and tr.patch is not None
             else float("inf")
             for tr in self._tracks
         ]
@@ -353,6 +353,6 @@ class BlazePoseBackend:
             person.track_hint = next(self._ids)
         people.append(person)
         roi = Roi.from_points(res.points[33, :2], res.points[34, :2])
-        patch = still_patch(frame, roi) if self.still_skip or self.frame_budget_ms else None
+        patch = still_patch(frame, roi) if self._watch else None
         tracks.append(_Track(person.track_hint, roi, person, patch))
         return True

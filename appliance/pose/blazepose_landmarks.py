@@ -6,6 +6,7 @@ visibility / presence logits, a pose-present flag, and a 64x64 heatmap per point
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,13 +74,18 @@ class LandmarkModel:
         self._flag_out = by_size[1]
         self._heatmap_out = by_size[64 * 64 * NUM_POINTS]
         self.refine = refine
+        #: seconds of the last run's crop, invoke and post-processing (heatmap refinement, mapping)
+        self.last_timing = (0.0, 0.0, 0.0)
 
     def run(self, frame_bgr: np.ndarray, roi: Roi) -> LandmarkResult:
         """Landmarks of the body in ``roi`` of ``frame_bgr``."""
+        t0 = time.perf_counter()
         crop = roi.crop(frame_bgr, CROP_SIZE)
         rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
+        t1 = time.perf_counter()
         self._interp.set_tensor(self._input, rgb[None])
         self._interp.invoke()
+        t2 = time.perf_counter()
         raw = self._interp.get_tensor(self._landmarks_out).reshape(NUM_POINTS, 5)
         flag = float(self._interp.get_tensor(self._flag_out).reshape(-1)[0])
         xy = raw[:, :2] / CROP_SIZE
@@ -88,6 +94,7 @@ class LandmarkModel:
         points = np.empty((NUM_POINTS, 3), dtype=np.float64)
         points[:, :2] = roi.to_frame(xy * CROP_SIZE, CROP_SIZE)
         points[:, 2] = raw[:, 2] * (roi.size / CROP_SIZE)  # z in the same pixel scale as x
+        self.last_timing = (t1 - t0, t2 - t1, time.perf_counter() - t2)
         return LandmarkResult(points, _sigmoid(raw[:, 3]), _sigmoid(raw[:, 4]), flag)
 
     def close(self) -> None:

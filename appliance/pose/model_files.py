@@ -23,12 +23,13 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ApplianceError, ModelError
 from appliance.models.bundle import sha256_file
+from appliance.storage import write_atomic
 
 ENV_MODEL_DIR = "APPLIANCE_POSE_MODELS"
 INSTALL_COMMAND = "appliance install-models"
@@ -39,27 +40,27 @@ class ModelFile:
     """One model file: where it lies in its archive (the wheel, or the npm tarball), size and SHA-256."""
 
     name: str
-    wheel_path: str
+    archive_path: str
     size: int
     sha256: str
 
 
 DETECTOR = ModelFile(
     name="pose_detection.tflite",
-    wheel_path="mediapipe/modules/pose_detection/pose_detection.tflite",
+    archive_path="mediapipe/modules/pose_detection/pose_detection.tflite",
     size=2_959_046,
     sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
 )
 LANDMARK = ModelFile(
     name="pose_landmark_full.tflite",
-    wheel_path="mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+    archive_path="mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
     size=6_440_512,
     sha256="e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
 )
 MODEL_FILES: tuple[ModelFile, ModelFile] = (DETECTOR, LANDMARK)  # from the mediapipe wheel
 LANDMARK_LITE = ModelFile(
     name="pose_landmark_lite.tflite",
-    wheel_path="package/pose_landmark_lite.tflite",  # in the npm tarball
+    archive_path="package/pose_landmark_lite.tflite",  # in the npm tarball
     size=2_819_824,
     sha256="f17bfbecadb61c3be1baa8b8d851cc6619c870a87167b32848ad20db306b9d61",
 )
@@ -148,15 +149,6 @@ def _download_wheel(into: Path) -> Path:
     return wheels[0]
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _extract(wheel: Path, dest: Path) -> None:
     """Copy the verified model files out of ``wheel`` into ``dest``."""
     try:
@@ -164,22 +156,22 @@ def _extract(wheel: Path, dest: Path) -> None:
             blobs = {}
             for spec in MODEL_FILES:
                 try:
-                    data = zf.read(spec.wheel_path)
+                    data = zf.read(spec.archive_path)
                 except KeyError:
                     raise ApplianceError(
-                        f"{wheel} holds no {spec.wheel_path}; use mediapipe 0.10.21 (0.10.30 and later "
+                        f"{wheel} holds no {spec.archive_path}; use mediapipe 0.10.21 (0.10.30 and later "
                         "ship no .tflite files)"
                     ) from None
                 if hashlib.sha256(data).hexdigest() != spec.sha256:
                     raise ApplianceError(
-                        f"{spec.wheel_path} in {wheel} has an unexpected SHA-256; use mediapipe 0.10.21"
+                        f"{spec.archive_path} in {wheel} has an unexpected SHA-256; use mediapipe 0.10.21"
                     )
                 blobs[spec] = data
     except (zipfile.BadZipFile, OSError) as exc:
         raise ApplianceError(f"cannot read wheel {wheel}: {exc}") from None
     dest.mkdir(parents=True, exist_ok=True)
     for spec, data in blobs.items():
-        _write_atomic(dest / spec.name, data)
+        write_atomic(dest / spec.name, data)
 
 
 def _download_npm_tarball(into: Path) -> Path:
@@ -213,14 +205,31 @@ def _extract_lite(tarball: Path, dest: Path) -> None:
         raise ApplianceError(f"{tarball} is not {NPM_PACKAGE}@{NPM_VERSION} (its SHA-256 differs)")
     try:
         with tarfile.open(tarball, "r:gz") as tf:
-            member = tf.extractfile(LANDMARK_LITE.wheel_path)
+            member = tf.extractfile(LANDMARK_LITE.archive_path)
             data = member.read() if member is not None else b""
     except (tarfile.TarError, OSError, KeyError) as exc:
-        raise ApplianceError(f"cannot read {LANDMARK_LITE.wheel_path} from {tarball}: {exc}") from None
+        raise ApplianceError(f"cannot read {LANDMARK_LITE.archive_path} from {tarball}: {exc}") from None
     if hashlib.sha256(data).hexdigest() != LANDMARK_LITE.sha256:
-        raise ApplianceError(f"{LANDMARK_LITE.wheel_path} in {tarball} has an unexpected SHA-256")
+        raise ApplianceError(f"{LANDMARK_LITE.archive_path} in {tarball} has an unexpected SHA-256")
     dest.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dest / LANDMARK_LITE.name, data)
+    write_atomic(dest / LANDMARK_LITE.name, data)
+
+
+def _from_archive(
+    given: Path | None,
+    what: str,
+    download: Callable[[Path], Path],
+    extract: Callable[[Path, Path], None],
+    dest: Path,
+) -> None:
+    """Extract from the archive the technician gave (offline), else from one downloaded for this."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise ApplianceError(f"{what} {given} does not exist")
+        extract(Path(given), dest)
+        return
+    with tempfile.TemporaryDirectory(prefix="appliance-models-") as tmp:
+        extract(download(Path(tmp)), dest)
 
 
 def install_pose_models(
@@ -238,22 +247,9 @@ def install_pose_models(
     """
     dest = Path(dest) if dest is not None else default_model_dir()
     if not all(_problem(dest, spec) is None for spec in MODEL_FILES):
-        if wheel is not None:
-            wheel = Path(wheel)
-            if not wheel.is_file():
-                raise ApplianceError(f"wheel file {wheel} does not exist")
-            _extract(wheel, dest)
-        else:
-            with tempfile.TemporaryDirectory(prefix="appliance-mediapipe-") as tmp:
-                _extract(_download_wheel(Path(tmp)), dest)
+        _from_archive(wheel, "wheel file", _download_wheel, _extract, dest)
     if "lite" in landmarks and _problem(dest, LANDMARK_LITE) is not None:
-        if npm_tarball is not None:
-            if not Path(npm_tarball).is_file():
-                raise ApplianceError(f"npm tarball {npm_tarball} does not exist")
-            _extract_lite(Path(npm_tarball), dest)
-        else:
-            with tempfile.TemporaryDirectory(prefix="appliance-npm-") as tmp:
-                _extract_lite(_download_npm_tarball(Path(tmp)), dest)
+        _from_archive(npm_tarball, "npm tarball", _download_npm_tarball, _extract_lite, dest)
     for landmark in landmarks:
         find_model_files(dest, landmark)
     return dest

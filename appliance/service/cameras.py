@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.alarms.detector import HysteresisRule
 from appliance.capture.camera import Camera
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from appliance.service.daemon import Appliance
 
 log = logging.getLogger("appliance")
+T = TypeVar("T")
 
 
 def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> CameraWorker:
@@ -94,17 +96,17 @@ def check_rate(app: Appliance, cam: CameraConfig, backend: PoseBackend, chosen: 
 
 def pose_engine(app: Appliance) -> Any | None:
     """The pose models every camera shares, built once at start (a mistake names the backend)."""
-    try:
-        return create_engine(app.cfg.pose)
-    except ModelError:
-        raise
-    except ApplianceError as exc:
-        raise ModelError(f"pose backend {app.cfg.pose.type}: {exc}") from None
+    return _naming_the_backend(app, lambda: create_engine(app.cfg.pose))
 
 
 def pose_backend(app: Appliance) -> PoseBackend:
+    return _naming_the_backend(app, lambda: create_backend(app.cfg.pose, app.pose_engine))
+
+
+def _naming_the_backend(app: Appliance, build: Callable[[], T]) -> T:
+    """``build()``, with a pose mistake reported as a model error that names the backend."""
     try:
-        return create_backend(app.cfg.pose, app.pose_engine)
+        return build()
     except ModelError:
         raise
     except ApplianceError as exc:
