@@ -5,12 +5,12 @@ PY      = $(VENV)/bin/python
 DATA   ?= ../shared/data
 STAMP   = $(VENV)/.installed
 
-.PHONY: systemd-extra setup demo reproduce bundle bench test lint clean
+.PHONY: systemd-extra setup pose-onnx demo reproduce bundle bench test lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,tflite,tflite-export,dev]'
+	$(PY) -m pip install --quiet -e '.[export,onnx,tflite-export,dev]'
 	@$(MAKE) --no-print-directory systemd-extra
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)
@@ -49,11 +49,21 @@ bench: setup $(CKPT)  ## scorer latency/MACs/AUROC per runtime variant
 
 TEST_WORKERS ?= 2
 
-test: setup  ## the test suite (two pytest-xdist workers, one test file each at a time)
+POSE_ONNX_VENV = .venv-pose-onnx
+POSE_ONNX = appliance/pose/models/pose_landmark_full.onnx
+
+$(POSE_ONNX): export/pose-onnx-requirements.txt export/pose_onnx_convert.py | $(STAMP)
+	$(PYTHON) -m venv $(POSE_ONNX_VENV)
+	$(POSE_ONNX_VENV)/bin/python -m pip install --quiet -r export/pose-onnx-requirements.txt
+	$(VENV)/bin/appliance-export pose-onnx --python $(POSE_ONNX_VENV)/bin/python
+
+pose-onnx: $(POSE_ONNX)  ## the landmark models in ONNX (accelerators): tf2onnx in its own venv, checked vs LiteRT
+
+test: setup $(POSE_ONNX)  ## the test suite (two pytest-xdist workers, one test file each at a time)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(POSE_ONNX_VENV) runs .pytest_cache

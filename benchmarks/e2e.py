@@ -8,7 +8,8 @@ process on real footage paced like a live camera, and prints one table:
 - ``N cameras``: the same clip on N cameras at once, sharing one copy of the pose models (the
   default), and again with a copy per camera (how the daemon ran before the shared engine): the
   peak RSS of the two rows is the memory the engine saves;
-- ``multi-person``: the walking clip shipped for the demo (``vtest``, 768x576, 10 fps, several people).
+- ``multi-person``: the walking clip shipped for the demo (``vtest``, 768x576, 10 fps, several people);
+- ``3 people each``: ``pose_1.mp4`` three times side by side, out of step, at 15 fps on N cameras.
 
 Per stage: decode (OpenCV read of one frame, measured on the clip beforehand), frame age (how long
 a frame waited in the newest-frame buffer), the wait for the shared pose models, pose, map + score
@@ -145,22 +146,51 @@ def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q)) if len(a) else float("nan")
 
 
+def three_across(out: Path) -> Path:
+    """``pose_1.mp4`` three times side by side, each a third of the clip later than the one on its
+    left: three real people in one 1728x576 frame, moving out of step (the 3-people case)."""
+    if out.is_file():
+        return out
+    cap = cv2.VideoCapture(str(CLIP_30FPS))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    n = len(frames)
+    writer = cv2.VideoWriter(
+        str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (3 * frames[0].shape[1], frames[0].shape[0])
+    )
+    for i in range(n):
+        writer.write(np.hstack([frames[(i + k * n // 3) % n] for k in range(3)]))
+    writer.release()
+    return out
+
+
+CLIP_THREE = Path(tempfile.gettempdir()) / "e2e-pose_1-three-across.mp4"
+CAMERA = "--camera-fps"  # a case at the camera fps given on the command line (default 30)
+
 # (name, clip, cameras (None: --cameras), camera fps, pose model copies (None: one per camera))
 CASES = [
-    ("1 camera @ 30 fps (pose_1.mp4)", CLIP_30FPS, 1, 30.0, 1),
-    ("{n} cameras @ 30 fps, one shared pose model copy", CLIP_30FPS, None, 30.0, 1),
-    ("{n} cameras @ 30 fps, a copy per camera (as before)", CLIP_30FPS, None, 30.0, None),
+    ("1 camera @ 30 fps (pose_1.mp4)", CLIP_30FPS, 1, CAMERA, 1),
+    ("{n} cameras @ 30 fps, one shared pose model copy", CLIP_30FPS, None, CAMERA, 1),
+    ("{n} cameras @ 30 fps, a copy per camera (as before)", CLIP_30FPS, None, CAMERA, None),
     ("multi-person walkway @ 10 fps (demo clip)", DEMO_CLIP, 1, None, 1),
     ("{n} cameras, multi-person walkway @ 10 fps each", DEMO_CLIP, None, None, 1),
+    ("{n} cameras @ 15 fps, 3 people each (pose_1.mp4 three across)", CLIP_THREE, None, 15.0, 1),
 ]
 
 
 def one_case(index: int, seconds: float, cameras: int, bundle: Path) -> str:
     """Run one case in this process and return its table row (peak RSS is this process's)."""
     name, clip, n, fps, copies = CASES[index]
-    if fps is not None:
+    if fps == CAMERA:
         fps = POSE["camera_fps"]
         name = name.replace("@ 30 fps", f"@ {fps:g} fps")
+    if clip == CLIP_THREE:
+        three_across(clip)
     n = n or cameras
     name = name.format(n=n)
     dec = decode_ms(clip)
@@ -194,7 +224,9 @@ def main() -> int:
     ap.add_argument("--pose-threads", type=int, default=2, help="LiteRT threads per pose model copy")
     ap.add_argument("--landmark", choices=("full", "lite"), default="full", help="landmark model")
     ap.add_argument("--only", type=int, nargs="+", help="run these cases (0-based) only")
-    ap.add_argument("--camera-fps", type=float, default=30.0, help="camera fps of the pose_1.mp4 cases")
+    ap.add_argument(
+        "--camera-fps", type=float, default=30.0, help="camera fps of the 30 fps pose_1.mp4 cases"
+    )
     ap.add_argument("--budget-ms", type=float, help="pose.frame_budget_ms (default: none)")
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     args = ap.parse_args()

@@ -382,6 +382,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pose_onnx(args: argparse.Namespace) -> int:
+    from export.pose_onnx import convert_landmarks
+
+    convert_landmarks(args.python, args.landmark, args.dest)
+    return 0
+
+
 def cmd_starter(args: argparse.Namespace) -> int:
     from export.starter import build_starter
 
@@ -525,6 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-version", help="re-release the same model files under this version (set before signing)"
     )
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser(
+        "pose-onnx",
+        help="convert the BlazePose landmark models to ONNX for accelerators (CUDA, TensorRT), checked "
+        "against LiteRT",
+    )
+    p.add_argument(
+        "--python", default=".venv-pose-onnx/bin/python",
+        help="a Python with tf2onnx and TensorFlow (export/pose-onnx-requirements.txt; make pose-onnx)",
+    )  # fmt: skip
+    p.add_argument("--landmark", nargs="+", choices=["full", "lite"], default=["full", "lite"])
+    p.add_argument("--dest", type=Path, help="model folder (default: where the TFLite models are installed)")
+    p.set_defaults(func=cmd_pose_onnx)
 
     p = sub.add_parser("starter", help="build the starter bundle shipped with the appliance")
     p.add_argument("--video", type=Path, required=True, help="walking footage (vtest.avi)")

@@ -37,8 +37,11 @@ from export.train import TrainConfig, save_checkpoint, train_model
 NAME = "starter-walking-lstm-vae"
 POSTURE_MOTION_NAME = "starter-walking-posture-motion"
 FUSED_NAME = "starter-walking-fused"
-LSTM_VERSION = "1.1.0"  # 1.1: records its learning rate (10 fps) and strict-JSON manifests
-POSTURE_MOTION_VERSION = FUSED_VERSION = "2.1.0"
+LSTM_VERSION = "1.2.0"  # 1.1: records its learning rate (10 fps); 1.2: a LiteRT int8 variant
+POSTURE_MOTION_VERSION = FUSED_VERSION = "2.2.0"  # 2.2: a LiteRT int8 variant (the device's default runtime)
+# onnx-fp32 is the reference every variant's parity is checked against; tflite-int8 is what a device runs
+# by default (LiteRT is also the pose runtime, so a device needs no second inference runtime)
+VARIANTS = ["onnx-fp32", "onnx-int8", "tflite-int8"]
 EVALUATION = "validation (frames 500-599: no held-out test footage)"  # what the parity gate scores
 LSTM_STARTER = Path(__file__).resolve().parents[1] / "appliance" / "assets" / "starter-walking-lstm-vae.tar"
 
@@ -102,7 +105,7 @@ def build_starter(
             bundle_dir,
             NAME,
             LSTM_VERSION,
-            ["onnx-fp32", "onnx-int8"],
+            VARIANTS,
             "vtest-walking",
             evaluation_split=EVALUATION,
             fps=learning_fps(train_seqs),
@@ -127,7 +130,7 @@ def _posture_motion_starter(
         bundle_dir = Path(tmp) / name
         build_posture_motion_bundle(
             model, info, train, val, val, bundle_dir, name, POSTURE_MOTION_VERSION, "vtest-walking",
-            evaluation_split=EVALUATION, fps=learning_fps(train_seqs),
+            evaluation_split=EVALUATION, fps=learning_fps(train_seqs), variants=VARIANTS,
         )  # fmt: skip
         out_tar.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_dir.with_suffix(".tar"), out_tar)

@@ -111,7 +111,7 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     assert 1.2 < summary["footage_minutes"] < 1.4  # vtest holds 79.5 s: said, not hidden
     assert "held only 1.3 of the 3 minutes" in out.stderr
     saved = json.loads((state / "calibration" / "thresholds.json").read_text())
-    assert saved["model"] == {"name": "starter-walking-fused", "version": "2.1.0"}
+    assert saved["model"] == {"name": "starter-walking-fused", "version": "2.2.0"}
     cam = saved["cameras"]["walkway"]
     assert cam["threshold"] == pytest.approx(summary["threshold"]) and cam["target_alarms_per_hour"] == 30.0
     png = cv2.imread(str(state / "calibration" / "walkway-report.png"))
@@ -127,7 +127,7 @@ def test_calibrate_from_real_footage_writes_thresholds_and_report_the_daemon_use
     cfg = demo_config(tmp_path / "e.jsonl").model_copy(update={"state_dir": state})
     app = Appliance(cfg)
     app.bundle = open_bundle(STARTER_BUNDLE)
-    app.calibrations = load_thresholds(state, "starter-walking-fused", "2.1.0")
+    app.calibrations = load_thresholds(state, "starter-walking-fused", "2.2.0")
     assert app.threshold_and_source(cfg.cameras[0]) == (pytest.approx(cam["threshold"]), "calibration")
 
 

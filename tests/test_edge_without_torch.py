@@ -91,8 +91,9 @@ def test_default_install_resolves_without_torch(tmp_path):
     import json
 
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"numpy", "onnxruntime", "opencv-python-headless", "paho-mqtt"} <= names
-    assert not {n for n in names if n.startswith(("torch", "nvidia", "tensorflow", "jax"))}
+    assert {"numpy", "ai-edge-litert", "opencv-python-headless", "paho-mqtt"} <= names
+    # one inference runtime: LiteRT runs the pose models and the scorer; onnxruntime is the [onnx] extra
+    assert not {n for n in names if n.startswith(("torch", "nvidia", "tensorflow", "jax", "onnxruntime"))}
 
 
 def test_default_install_does_not_depend_on_torch():

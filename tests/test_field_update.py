@@ -49,11 +49,11 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def releases(keys, tmp_path_factory):
-    """The starter model signed by the trusted key as versions 1.1.1, 1.1.2 and 1.1.3."""
+    """The starter model signed by the trusted key as versions 1.2.1, 1.2.2 and 1.2.3."""
     d = tmp_path_factory.mktemp("releases")
     return {
         v: sign_bundle(STARTER_BUNDLE, keys["private"], d / f"starter-{v}.tar", model_version=v)[0]
-        for v in ("1.1.1", "1.1.2", "1.1.3")
+        for v in ("1.2.1", "1.2.2", "1.2.3")
     }
 
 
@@ -121,16 +121,16 @@ def test_keygen_makes_a_private_key_only_its_owner_reads_and_sign_cli_signs_a_ta
 
 def test_a_signed_bundle_installs_becomes_active_and_is_listed_with_its_signer(tmp_path, keys, releases):
     cfg = config(tmp_path, keys)
-    out = appliance_cli("update", str(releases["1.1.1"]), "--config", str(cfg))
+    out = appliance_cli("update", str(releases["1.2.1"]), "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     assert f"signed by acme ({keys['key_id']})" in out.stdout
     listing = json.loads(appliance_cli("models", "--config", str(cfg), "--json").stdout)
     (version,) = listing["versions"]
-    assert listing["active"] == version["id"] == "0001-starter-walking-lstm-vae-1.1.1"
+    assert listing["active"] == version["id"] == "0001-starter-walking-lstm-vae-1.2.1"
     assert version["signer"] == {"key_id": keys["key_id"], "name": "acme"} and version["active"]
     assert listing["updates"][-1]["action"] == "install" and listing["updates"][-1]["result"] == "ok"
     text = appliance_cli("models", "--config", str(cfg)).stdout
-    assert "* 0001-starter-walking-lstm-vae-1.1.1" in text and "acme" in text
+    assert "* 0001-starter-walking-lstm-vae-1.2.1" in text and "acme" in text
     assert not (tmp_path / "state" / "models" / "staging").exists()
 
 
@@ -143,7 +143,7 @@ def _stranger(tmp_path, keys, releases):
 
 
 def _tampered_file(tmp_path, keys, releases):
-    root = unpacked(releases["1.1.1"], tmp_path)
+    root = unpacked(releases["1.2.1"], tmp_path)
     model = root / "onnx-int8" / "sequence.onnx"
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -152,7 +152,7 @@ def _tampered_file(tmp_path, keys, releases):
 
 
 def _tampered_manifest(tmp_path, keys, releases):
-    root = unpacked(releases["1.1.1"], tmp_path)
+    root = unpacked(releases["1.2.1"], tmp_path)
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["threshold"]["default"] = 1e9  # silence every alarm
     (root / "manifest.json").write_text(json.dumps(manifest))
@@ -160,7 +160,7 @@ def _tampered_manifest(tmp_path, keys, releases):
 
 
 def _truncated(tmp_path, keys, releases):
-    data = releases["1.1.1"].read_bytes()
+    data = releases["1.2.1"].read_bytes()
     path = tmp_path / "truncated.tar"
     path.write_bytes(data[: len(data) // 2])
     return path
@@ -187,12 +187,12 @@ def _device(tmp_path, keys, releases):
 
 
 def _schema(tmp_path, keys, releases):
-    return edit_and_resign(releases["1.1.1"], tmp_path, keys["private"], lambda m: m.update(schema_version=2))
+    return edit_and_resign(releases["1.2.1"], tmp_path, keys["private"], lambda m: m.update(schema_version=2))
 
 
 def _layouts(tmp_path, keys, releases):
     return edit_and_resign(
-        releases["1.1.1"],
+        releases["1.2.1"],
         tmp_path,
         keys["private"],
         lambda m: m["input_contract"].update(joint_layouts=["coco17"]),
@@ -201,13 +201,13 @@ def _layouts(tmp_path, keys, releases):
 
 def _map_size(tmp_path, keys, releases):
     return edit_and_resign(
-        releases["1.1.1"], tmp_path, keys["private"], lambda m: m["input_contract"].update(map_size=32)
+        releases["1.2.1"], tmp_path, keys["private"], lambda m: m["input_contract"].update(map_size=32)
     )
 
 
 def _unknown_input(tmp_path, keys, releases):
     return edit_and_resign(
-        releases["1.1.1"], tmp_path, keys["private"], lambda m: m["input_contract"].update(depth_maps=True)
+        releases["1.2.1"], tmp_path, keys["private"], lambda m: m["input_contract"].update(depth_maps=True)
     )
 
 
@@ -216,7 +216,7 @@ def _smoke(tmp_path, keys, releases):
         for v in m["variants"].values():
             v["reference_score"] *= 1.5
 
-    return edit_and_resign(releases["1.1.1"], tmp_path, keys["private"], change)
+    return edit_and_resign(releases["1.2.1"], tmp_path, keys["private"], change)
 
 
 REFUSALS = {
@@ -242,7 +242,7 @@ def test_a_bad_bundle_is_refused_with_a_clear_message_and_the_old_model_stays(ca
     make, needle = REFUSALS[case]
     cfg = load_config(config(tmp_path, keys))
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.1"], cfg)  # the model that must stay active
+    store.install(releases["1.2.1"], cfg)  # the model that must stay active
     before = snapshot(cfg.state_dir)
     bad = make(tmp_path, keys, releases)
     with pytest.raises(UpdateRefused) as refused:
@@ -258,7 +258,7 @@ def test_a_bad_bundle_is_refused_with_a_clear_message_and_the_old_model_stays(ca
     from appliance.service.daemon import Appliance
 
     loaded = Appliance(cfg).models.load_initial()
-    assert loaded.version_id == "0001-starter-walking-lstm-vae-1.1.1"
+    assert loaded.version_id == "0001-starter-walking-lstm-vae-1.2.1"
 
 
 def test_refusals_on_the_command_line_are_one_line_and_exit_3(tmp_path, keys):
@@ -273,14 +273,18 @@ def test_an_oversized_bundle_is_refused(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys))
     store = ModelStore(cfg.state_dir, max_bundle_bytes=1 << 20)
     with pytest.raises(UpdateRefused, match="more than 1 MiB of content"):
-        store.install(releases["1.1.1"], cfg)
+        store.install(releases["1.2.1"], cfg)
     assert snapshot(cfg.state_dir) == (None, [])
 
 
 def test_a_runtime_variant_the_device_cannot_run_is_refused(tmp_path, keys, releases):
-    cfg = load_config(config(tmp_path, keys, runtime="tflite"))
+    """A release built without the LiteRT variant, for a device that runs LiteRT (the default)."""
+    onnx_only = edit_and_resign(
+        releases["1.2.1"], tmp_path, keys["private"], lambda m: m["variants"].pop("tflite-int8")
+    )
+    cfg = load_config(config(tmp_path, keys))
     with pytest.raises(UpdateRefused, match="no variant for runtime 'tflite'"):
-        ModelStore(cfg.state_dir).install(releases["1.1.1"], cfg)
+        ModelStore(cfg.state_dir).install(onnx_only, cfg)
 
 
 def test_allow_unsigned_accepts_an_unsigned_bundle_and_says_so(tmp_path, keys):
@@ -294,24 +298,24 @@ def test_allow_unsigned_accepts_an_unsigned_bundle_and_says_so(tmp_path, keys):
 
 def test_a_directory_bundle_installs_like_its_tar(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys))
-    result = ModelStore(cfg.state_dir).install(unpacked(releases["1.1.2"], tmp_path), cfg)
-    assert result.version_id.endswith("-1.1.2") and result.signer.name == "acme"
+    result = ModelStore(cfg.state_dir).install(unpacked(releases["1.2.2"], tmp_path), cfg)
+    assert result.version_id.endswith("-1.2.2") and result.signer.name == "acme"
 
 
 def test_rollback_steps_back_through_versions_to_the_configured_bundle(tmp_path, keys, releases):
     cfg = config(tmp_path, keys)
-    for v in ("1.1.1", "1.1.2"):
+    for v in ("1.2.1", "1.2.2"):
         assert appliance_cli("update", str(releases[v]), "--config", str(cfg)).returncode == 0
     state = ModelStore(tmp_path / "state").state
-    assert state().active == "0002-starter-walking-lstm-vae-1.1.2"
+    assert state().active == "0002-starter-walking-lstm-vae-1.2.2"
     out = appliance_cli("rollback", "--config", str(cfg))
-    assert out.returncode == 0 and state().active == "0001-starter-walking-lstm-vae-1.1.1", out.stderr
+    assert out.returncode == 0 and state().active == "0001-starter-walking-lstm-vae-1.2.1", out.stderr
     out = appliance_cli("rollback", "--config", str(cfg))
     assert out.returncode == 0 and state().active is None and "configured bundle" in out.stdout
     out = appliance_cli("rollback", "--config", str(cfg))
     assert out.returncode == 3 and "nothing to roll back to" in out.stderr
-    out = appliance_cli("rollback", "--to", "0002-starter-walking-lstm-vae-1.1.2", "--config", str(cfg))
-    assert out.returncode == 0 and state().active == "0002-starter-walking-lstm-vae-1.1.2"
+    out = appliance_cli("rollback", "--to", "0002-starter-walking-lstm-vae-1.2.2", "--config", str(cfg))
+    assert out.returncode == 0 and state().active == "0002-starter-walking-lstm-vae-1.2.2"
     actions = [(u["action"], u["result"]) for u in ModelStore(tmp_path / "state").log.entries()]
     assert actions.count(("rollback", "ok")) == 3 and ("rollback", "failed") not in actions
 
@@ -319,14 +323,14 @@ def test_rollback_steps_back_through_versions_to_the_configured_bundle(tmp_path,
 def test_only_the_last_n_versions_are_kept_and_a_reinstall_reuses_its_copy(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys, keep_versions=2))
     store = ModelStore(cfg.state_dir)
-    for v in ("1.1.1", "1.1.2", "1.1.3"):
+    for v in ("1.2.1", "1.2.2", "1.2.3"):
         store.install(releases[v], cfg)
     kept = sorted(p.name for p in store.versions.glob("*"))
-    assert kept == ["0002-starter-walking-lstm-vae-1.1.2", "0003-starter-walking-lstm-vae-1.1.3"]
-    assert store.state().history == ["0002-starter-walking-lstm-vae-1.1.2"]
+    assert kept == ["0002-starter-walking-lstm-vae-1.2.2", "0003-starter-walking-lstm-vae-1.2.3"]
+    assert store.state().history == ["0002-starter-walking-lstm-vae-1.2.2"]
     store.rollback(cfg)
-    again = store.install(releases["1.1.3"], cfg)
-    assert again.already_installed and again.version_id == "0003-starter-walking-lstm-vae-1.1.3"
+    again = store.install(releases["1.2.3"], cfg)
+    assert again.already_installed and again.version_id == "0003-starter-walking-lstm-vae-1.2.3"
     assert store.state().active == again.version_id
 
 
@@ -370,20 +374,20 @@ def test_an_install_killed_at_any_step_leaves_the_old_or_the_new_model_complete(
     cfg_path = config(tmp_path, keys, keep_versions=2)
     cfg = load_config(cfg_path)
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.1"], cfg)
-    store.install(releases["1.1.2"], cfg)  # so the prune step has something to delete
+    store.install(releases["1.2.1"], cfg)
+    store.install(releases["1.2.2"], cfg)  # so the prune step has something to delete
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, step, str(cfg_path), str(releases["1.1.3"])],
+        [sys.executable, "-c", CRASH_SCRIPT, step, str(cfg_path), str(releases["1.2.3"])],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert crashed.returncode == 9, crashed.stderr
     # restart: the daemon's own start-up path verifies every hash and runs the smoke test
     loaded = Appliance(cfg).models.load_initial()
-    expected = "1.1.2" if step in STEPS_BEFORE_SWITCH else "1.1.3"
+    expected = "1.2.2" if step in STEPS_BEFORE_SWITCH else "1.2.3"
     assert loaded.bundle.manifest["model"]["version"] == expected
     assert loaded.version_id == store.state().active
-    # and the next install cleans up whatever the crash left and succeeds (1.1.1 is lower: a downgrade)
-    result = store.install(releases["1.1.1"], cfg, allow_downgrade=True)
+    # and the next install cleans up whatever the crash left and succeeds (1.2.1 is lower: a downgrade)
+    result = store.install(releases["1.2.1"], cfg, allow_downgrade=True)
     assert result.version_id == store.state().active
     assert not any(store.staging.glob("*"))
 
@@ -391,16 +395,16 @@ def test_an_install_killed_at_any_step_leaves_the_old_or_the_new_model_complete(
 def test_a_daemon_restarted_after_an_interrupted_install_runs_a_complete_model(tmp_path, keys, releases):
     cfg_path = config(tmp_path, keys)
     cfg = load_config(cfg_path)
-    ModelStore(cfg.state_dir).install(releases["1.1.1"], cfg)
+    ModelStore(cfg.state_dir).install(releases["1.2.1"], cfg)
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASH_SCRIPT, "unpacked", str(cfg_path), str(releases["1.1.2"])],
+        [sys.executable, "-c", CRASH_SCRIPT, "unpacked", str(cfg_path), str(releases["1.2.2"])],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert crashed.returncode == 9
     out = appliance_cli("run", "--config", str(cfg_path))
     assert out.returncode == 0, out.stderr
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert events and {e["model"]["version"] for e in events} == {"1.1.1"}
+    assert events and {e["model"]["version"] for e in events} == {"1.2.1"}
 
 
 # -- the running daemon -------------------------------------------------------------------------
@@ -475,9 +479,9 @@ def test_hot_reload_switches_models_between_frames_keeping_camera_and_mqtt(
     stop, thread = run_in_background(app)
     try:
         wait_until(lambda: len(log.frames) >= 45, what="frames on the factory model")
-        out = appliance_cli("update", str(releases["1.1.1"]), "--config", str(cfg_path))
+        out = appliance_cli("update", str(releases["1.2.1"]), "--config", str(cfg_path))
         assert out.returncode == 0, out.stderr
-        wait_until(lambda: log.versions().count("1.1.1") >= 45, what="frames on the new model")
+        wait_until(lambda: log.versions().count("1.2.1") >= 45, what="frames on the new model")
     finally:
         stop.set()
         thread.join(30)
@@ -489,8 +493,8 @@ def test_hot_reload_switches_models_between_frames_keeping_camera_and_mqtt(
     # shorten one step. A frame skipped across the switch would show as a longer step.
     steps = np.diff(indices)
     assert steps.min() >= 1 and steps.max() <= 3, "a frame was skipped or repeated across the switch"
-    switch = log.versions().index("1.1.1")
-    assert set(log.versions()[:switch]) == {"1.1.0"} and set(log.versions()[switch:]) == {"1.1.1"}
+    switch = log.versions().index("1.2.1")
+    assert set(log.versions()[:switch]) == {"1.2.0"} and set(log.versions()[switch:]) == {"1.2.1"}
     assert log.frames[switch][3], "the first frame on the new model was not scored (window refilled)"
     times = np.array([f[1] for f in log.frames])
     gaps = np.diff(times)
@@ -498,13 +502,13 @@ def test_hot_reload_switches_models_between_frames_keeping_camera_and_mqtt(
         f"frame gap at the switch {gaps[switch - 1]:.2f} s"
     )
     events = [json.loads(p) for p in sub.messages("appliance/test-box/workcell/events")]
-    old = [e for e in events if e["model"]["version"] == "1.1.0"]
-    new = [e for e in events if e["model"]["version"] == "1.1.1"]
+    old = [e for e in events if e["model"]["version"] == "1.2.0"]
+    new = [e for e in events if e["model"]["version"] == "1.2.1"]
     assert old and new and old[-1]["type"] == "end" and old[-1]["end_reason"] == "model_changed"
     assert new[0]["type"] == "start"
     assert sub.messages("appliance/test-box/available").count("online") == 1  # one MQTT session
     statuses = [json.loads(p) for p in sub.messages("appliance/test-box/status")]
-    switched = [s for s in statuses if s["model"]["version"] == "1.1.1"]
+    switched = [s for s in statuses if s["model"]["version"] == "1.2.1"]
     assert switched, "no status message reported the new model"
     s = switched[0]
     assert s["model_install"]["signer"] == {"key_id": keys["key_id"], "name": "acme"}
@@ -522,17 +526,17 @@ def test_a_version_that_fails_to_load_in_the_daemon_is_rolled_back_and_the_camer
     camera = {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True}
     cfg = load_config(config(tmp_path, keys, camera))
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.1"], cfg)
+    store.install(releases["1.2.1"], cfg)
     app = Appliance(cfg)
     app.start()
     try:
-        store.install(releases["1.1.2"], cfg)
+        store.install(releases["1.2.2"], cfg)
         broken = store.bundle_dir(store.state().active) / "onnx-int8" / "sequence.onnx"
         broken.write_bytes(broken.read_bytes()[:1000])  # the disk lost the file after the install
         frames = app.workers[0].stats.frames
         app.poll_model_store()
-        assert store.state().active == "0001-starter-walking-lstm-vae-1.1.1"
-        assert app.loaded.version_id == "0001-starter-walking-lstm-vae-1.1.1"
+        assert store.state().active == "0001-starter-walking-lstm-vae-1.2.1"
+        assert app.loaded.version_id == "0001-starter-walking-lstm-vae-1.2.1"
         wait_until(lambda: app.workers[0].stats.frames > frames + 10, what="frames after the rollback")
         status = app.status()
         assert status["last_model_update"]["action"] == "auto_rollback"
@@ -543,13 +547,15 @@ def test_a_version_that_fails_to_load_in_the_daemon_is_rolled_back_and_the_camer
 
 
 def _static_batch_release(keys, releases, tmp_path: Path) -> Path:
-    """A real exporter fault: the sequence graph's batch fixed at 1. It passes the smoke test (one
-    window) and fails as soon as two people are scored in one call."""
+    """A real exporter fault: the ONNX sequence graph's batch fixed at 1. It passes the smoke test
+    (one window) and fails as soon as two people are scored in one call (on runtime onnxruntime)."""
     import onnx
 
-    root = unpacked(releases["1.1.2"], tmp_path)
+    root = unpacked(releases["1.2.2"], tmp_path)
     manifest = json.loads((root / "manifest.json").read_text())
     for variant in manifest["variants"].values():
+        if variant["runtime"] != "onnxruntime":
+            continue
         path = root / variant["sequence"]
         graph = onnx.load(path)
         for inp in graph.graph.input:
@@ -567,9 +573,9 @@ def test_scoring_errors_soon_after_a_switch_roll_back_automatically(tmp_path, ke
     from appliance.service.daemon import Appliance
 
     camera = {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True}
-    cfg = load_config(config(tmp_path, keys, camera))
+    cfg = load_config(config(tmp_path, keys, camera, runtime="onnxruntime"))
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.1"], cfg)
+    store.install(releases["1.2.1"], cfg)
     faulty = _static_batch_release(keys, releases, tmp_path)
     app = Appliance(cfg)
     app.start()
@@ -578,13 +584,13 @@ def test_scoring_errors_soon_after_a_switch_roll_back_automatically(tmp_path, ke
     try:
         wait_until(lambda: len(log.frames) >= 5, what="first frames")
         result = store.install(faulty, cfg)  # passes every install check, smoke test included
-        wait_until(lambda: store.state().active == "0001-starter-walking-lstm-vae-1.1.1", 90, "auto rollback")
-        wait_until(lambda: log.versions()[-1] == "1.1.1" and len(log.frames[-1][3]) >= 2, 60, "scoring again")
+        wait_until(lambda: store.state().active == "0001-starter-walking-lstm-vae-1.2.1", 90, "auto rollback")
+        wait_until(lambda: log.versions()[-1] == "1.2.1" and len(log.frames[-1][3]) >= 2, 60, "scoring again")
     finally:
         stop.set()
         thread.join(30)
         app.stop()
-    assert "1.1.2" in log.versions()  # it did run, and failed
+    assert "1.2.2" in log.versions()  # it did run, and failed
     last = [u for u in store.log.entries() if u["action"] == "auto_rollback"][-1]
     assert (
         last["result"] == "ok" and result.version_id in last["message"] and "scoring error" in last["message"]
@@ -604,7 +610,7 @@ def test_a_bundle_dropped_into_the_inbox_is_installed_and_a_bad_one_is_set_aside
         app.inbox.settle_s = 0.3
         inbox = cfg.state_dir / "inbox"
         inbox.mkdir(parents=True, exist_ok=True)
-        shutil.copy(releases["1.1.1"], inbox / "new-model.tar.part")  # a copy in progress is left alone
+        shutil.copy(releases["1.2.1"], inbox / "new-model.tar.part")  # a copy in progress is left alone
         shutil.copy(STARTER_BUNDLE, inbox / "unsigned.tar")
         app.poll_model_store()
         time.sleep(0.5)
@@ -617,7 +623,7 @@ def test_a_bundle_dropped_into_the_inbox_is_installed_and_a_bad_one_is_set_aside
             ).exists()
 
         wait_until(settled, 60, "the inbox to process both files")
-        wait_until(lambda: (app.poll_model_store(), app.model.version == "1.1.1")[1], 30, "the switch")
+        wait_until(lambda: (app.poll_model_store(), app.model.version == "1.2.1")[1], 30, "the switch")
         assert "not signed" in (inbox / "refused" / "unsigned.tar.txt").read_text()
         assert "signed by acme" in (inbox / "installed" / "new-model.tar.txt").read_text()
     finally:
@@ -642,19 +648,19 @@ def test_a_new_score_scale_leaves_cameras_uncalibrated_and_a_declared_same_scale
     path.write_text(yaml.safe_dump(raw))
     cfg = load_config(path)
     store = ModelStore(cfg.state_dir)
-    store.install(with_scale(releases["1.1.1"], "nll-v1", "a"), cfg)
+    store.install(with_scale(releases["1.2.1"], "nll-v1", "a"), cfg)
     save_threshold(
-        cfg.state_dir, "starter-walking-lstm-vae", "1.1.1", "workcell", {"threshold": 77.0}, "nll-v1"
+        cfg.state_dir, "starter-walking-lstm-vae", "1.2.1", "workcell", {"threshold": 77.0}, "nll-v1"
     )
     app = Appliance(cfg)
     app.start()
     try:
         assert app.status()["cameras"]["workcell"]["threshold_source"] == "calibration"
-        store.install(with_scale(releases["1.1.2"], "nll-v1", "b"), cfg)  # same declared scale
+        store.install(with_scale(releases["1.2.2"], "nll-v1", "b"), cfg)  # same declared scale
         app.poll_model_store()
         cam = app.status()["cameras"]["workcell"]
         assert (
-            app.model.version == "1.1.2"
+            app.model.version == "1.2.2"
             and cam["threshold"] == 77.0
             and cam["threshold_source"] == "calibration"
         )
@@ -667,12 +673,12 @@ def test_a_new_score_scale_leaves_cameras_uncalibrated_and_a_declared_same_scale
             return swap(scorer, map_spec, model, *args, **kwargs)
 
         pipeline.swap_model = observed_swap
-        store.install(with_scale(releases["1.1.3"], "nll-v2", "c"), cfg)  # another scale
+        store.install(with_scale(releases["1.2.3"], "nll-v2", "c"), cfg)  # another scale
         app.poll_model_store()
-        wait_until(lambda: "1.1.3" in during_switch, 30, "the camera to switch")
-        for cam in (app.status()["cameras"]["workcell"], during_switch["1.1.3"]):
+        wait_until(lambda: "1.2.3" in during_switch, 30, "the camera to switch")
+        for cam in (app.status()["cameras"]["workcell"], during_switch["1.2.3"]):
             assert cam["threshold_source"] == "uncalibrated" and cam.get("threshold") is None
-        assert app.model.version == "1.1.3"
+        assert app.model.version == "1.2.3"
     finally:
         app.stop()
     assert os.path.exists(cfg.state_dir / "calibration" / "thresholds.json")  # kept for a rollback

@@ -162,11 +162,11 @@ def swapped_sequence_tar(root: Path, out: Path, big: int) -> Path:
 
 
 def _larger_than_declared(work: Path, key: Path, big: int) -> Path:
-    return swapped_sequence_tar(release(work, key, "1.1.1", sizes=True), work / "larger.tar.gz", big)
+    return swapped_sequence_tar(release(work, key, "1.2.1", sizes=True), work / "larger.tar.gz", big)
 
 
 def _unlisted_member(work: Path, key: Path, big: int) -> Path:
-    root = release(work, key, "1.1.1")
+    root = release(work, key, "1.2.1")
     segs = bundle_members(root) + member(f"{TOP}/onnx-fp32/extra.bin", Zeros(big))
     return write_segments(work / "unlisted.tar.gz", segs, gz=True)
 
@@ -178,7 +178,7 @@ def _random_bytes(work: Path, key: Path, big: int) -> Path:
 
 
 def _truncated(work: Path, key: Path, big: int) -> Path:
-    data = release_tar(work, key, "1.1.1").read_bytes()
+    data = release_tar(work, key, "1.2.1").read_bytes()
     path = work / "truncated.tar"
     path.write_bytes(data[: len(data) // 2])
     return path
@@ -258,9 +258,9 @@ def keys(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def releases(keys, tmp_path_factory) -> dict[str, Path]:
-    """The starter model signed as 0.0.1, 1.1.1, 1.1.2 and 1.1.3 (tars, manifests without sizes)."""
+    """The starter model signed as 0.0.1, 1.2.1, 1.2.2 and 1.2.3 (tars, manifests without sizes)."""
     d = tmp_path_factory.mktemp("releases")
-    return {v: release_tar(d, keys["private"], v) for v in ("0.0.1", "1.1.1", "1.1.2", "1.1.3")}
+    return {v: release_tar(d, keys["private"], v) for v in ("0.0.1", "1.2.1", "1.2.2", "1.2.3")}
 
 
 def config(tmp_path: Path, keys: dict, **model) -> Path:
@@ -314,11 +314,11 @@ def test_a_hostile_bundle_is_refused_for_under_50_mb_of_memory_and_writes_nothin
 
 def test_a_bundle_with_declared_sizes_installs_and_each_file_is_held_to_its_size(tmp_path, keys):
     cfg = load_config(config(tmp_path, keys))
-    root = release(tmp_path, keys["private"], "1.1.1", sizes=True)
+    root = release(tmp_path, keys["private"], "1.2.1", sizes=True)
     result = ModelStore(cfg.state_dir).install(
         write_segments(tmp_path / "sized.tar", bundle_members(root)), cfg
     )
-    assert result.version_id.endswith("-1.1.1") and result.signer.name == "acme"
+    assert result.version_id.endswith("-1.2.1") and result.signer.name == "acme"
     # the same manifest over a folder whose model file grew after signing: refused before it is read
     with (root / "onnx-int8" / "sequence.onnx").open("ab") as fh:
         fh.write(b"\0")
@@ -328,7 +328,7 @@ def test_a_bundle_with_declared_sizes_installs_and_each_file_is_held_to_its_size
 
 def test_a_folder_bundle_with_an_unlisted_sparse_file_is_refused_without_copying_it(tmp_path, keys):
     cfg_path = config(tmp_path, keys)
-    root = release(tmp_path, keys["private"], "1.1.1")
+    root = release(tmp_path, keys["private"], "1.2.1")
     with (root / "onnx-fp32" / "huge.bin").open("wb") as fh:
         fh.truncate(200 * MIB)  # a sparse 200 MiB file
     result = measure_install(cfg_path, root)
@@ -338,7 +338,7 @@ def test_a_folder_bundle_with_an_unlisted_sparse_file_is_refused_without_copying
 
 def test_a_second_manifest_later_in_the_tar_is_refused(tmp_path, keys):
     """A signed manifest first, a forged one after it (tar extractors let the last one win)."""
-    root = release(tmp_path, keys["private"], "1.1.1")
+    root = release(tmp_path, keys["private"], "1.2.1")
     forged = json.loads((root / "manifest.json").read_text())
     forged["threshold"]["default"] = 1e9
     segs = bundle_members(root) + member(f"{TOP}/manifest.json", json.dumps(forged).encode())
@@ -351,13 +351,13 @@ def test_a_tar_with_its_manifest_last_and_no_top_folder_opens(tmp_path, keys):
     first, so the manifest need not come first."""
     from appliance.updates.signing import SignaturePolicy
 
-    root = release(tmp_path, keys["private"], "1.1.1")
+    root = release(tmp_path, keys["private"], "1.2.1")
     files = sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: "manifest" in p.name)
     segs = [seg for p in files for seg in member(f"./{p.relative_to(root).as_posix()}", p.read_bytes())]
     bundle = open_bundle(
         write_segments(tmp_path / "last.tar", segs), signatures=SignaturePolicy(keys["trusted"])
     )
-    assert bundle.signer.name == "acme" and bundle.manifest["model"]["version"] == "1.1.1"
+    assert bundle.signer.name == "acme" and bundle.manifest["model"]["version"] == "1.2.1"
 
 
 def _bytes_written() -> int:
@@ -377,7 +377,7 @@ def test_a_bundle_tar_opened_directly_is_checked_against_its_signature_before_un
         open_bundle(crafted, signatures=policy)
     assert _bytes_written() - written < 1 * MIB
     assert (
-        open_bundle(release_tar(tmp_path, keys["private"], "1.1.1"), signatures=policy).signer.name == "acme"
+        open_bundle(release_tar(tmp_path, keys["private"], "1.2.1"), signatures=policy).signer.name == "acme"
     )
 
 
@@ -392,34 +392,34 @@ def test_version_numbers_compare_numerically():
 def test_a_lower_version_of_the_active_model_is_refused_unless_allowed(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys))
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.2"], cfg)
+    store.install(releases["1.2.2"], cfg)
     with pytest.raises(UpdateRefused) as refused:
-        store.install(releases["1.1.1"], cfg)
+        store.install(releases["1.2.1"], cfg)
     message = str(refused.value)
-    assert "older than the active model (starter-walking-lstm-vae 1.1.2" in message
-    assert "--allow-downgrade" in message and message.startswith(f"{releases['1.1.1']}: ")
-    assert store.state().active == "0001-starter-walking-lstm-vae-1.1.2"
+    assert "older than the active model (starter-walking-lstm-vae 1.2.2" in message
+    assert "--allow-downgrade" in message and message.startswith(f"{releases['1.2.1']}: ")
+    assert store.state().active == "0001-starter-walking-lstm-vae-1.2.2"
     assert store.log.entries(1)[-1]["result"] == "refused"
     # the technician says so: installed
     out = appliance_cli(
-        "update", str(releases["1.1.1"]), "--allow-downgrade", "--config", str(tmp_path / "appliance.yaml")
+        "update", str(releases["1.2.1"]), "--allow-downgrade", "--config", str(tmp_path / "appliance.yaml")
     )
     assert out.returncode == 0, out.stderr
-    assert store.state().active == "0002-starter-walking-lstm-vae-1.1.1"
+    assert store.state().active == "0002-starter-walking-lstm-vae-1.2.1"
     # a rollback is explicit: always allowed
-    assert store.rollback(cfg) == "0001-starter-walking-lstm-vae-1.1.2"
+    assert store.rollback(cfg) == "0001-starter-walking-lstm-vae-1.2.2"
     assert (
-        store.rollback(cfg, to="0002-starter-walking-lstm-vae-1.1.1") == "0002-starter-walking-lstm-vae-1.1.1"
+        store.rollback(cfg, to="0002-starter-walking-lstm-vae-1.2.1") == "0002-starter-walking-lstm-vae-1.2.1"
     )
 
 
 def test_an_old_release_does_not_silently_replace_the_factory_model_but_another_model_may(
     tmp_path, keys, releases
 ):
-    """The issue's case: a signed 0.0.1 replaced the running model. The factory bundle is 1.1.0."""
+    """The issue's case: a signed 0.0.1 replaced the running model. The factory bundle is 1.2.0."""
     cfg_path = config(tmp_path, keys)
     out = appliance_cli("update", str(releases["0.0.1"]), "--config", str(cfg_path))
-    assert out.returncode == 3 and "starter-walking-lstm-vae 1.1.0, the configured bundle" in out.stderr
+    assert out.returncode == 3 and "starter-walking-lstm-vae 1.2.0, the configured bundle" in out.stderr
     assert out.stderr.count("\n") == 1
     other = release_tar(tmp_path, keys["private"], "0.0.1", name="another-model")
     out = appliance_cli("update", str(other), "--config", str(cfg_path))
@@ -433,25 +433,25 @@ def test_a_version_marked_bad_is_refused_again_under_any_name_unless_forced(tmp_
     cfg_path = config(tmp_path, keys)
     cfg = load_config(cfg_path)
     store = ModelStore(cfg.state_dir)
-    store.install(releases["1.1.1"], cfg)
-    bad = store.install(releases["1.1.2"], cfg).version_id
+    store.install(releases["1.2.1"], cfg)
+    bad = store.install(releases["1.2.2"], cfg).version_id
     store.bad.mark(bad, "3 starts in a row did not become healthy", failed_starts=3)
-    assert store.rollback(cfg, reason="auto_rollback") == "0001-starter-walking-lstm-vae-1.1.1"
+    assert store.rollback(cfg, reason="auto_rollback") == "0001-starter-walking-lstm-vae-1.2.1"
     assert ModelStore(cfg.state_dir).bad.of(bad)["reason"] == "3 starts in a row did not become healthy"
     renamed = tmp_path / "renamed-on-a-usb-stick.tar"
-    shutil.copy(releases["1.1.2"], renamed)
+    shutil.copy(releases["1.2.2"], renamed)
     with pytest.raises(UpdateRefused) as refused:
         store.install(renamed, cfg)
     message = str(refused.value)
     assert message.startswith(
-        f"{renamed}: starter-walking-lstm-vae 1.1.2 ({bad}) was marked bad after 3 failed "
+        f"{renamed}: starter-walking-lstm-vae 1.2.2 ({bad}) was marked bad after 3 failed "
     )
     assert "3 starts in a row did not become healthy; use `appliance update --force`" in message
-    assert store.state().active == "0001-starter-walking-lstm-vae-1.1.1"
+    assert store.state().active == "0001-starter-walking-lstm-vae-1.2.1"
     # the inbox (which never forces) sets it aside with that reason
     inbox = Inbox(tmp_path / "inbox", lambda p: str(store.install(p, cfg)), settle_s=0.0)
     (tmp_path / "inbox").mkdir()
-    shutil.copy(releases["1.1.2"], tmp_path / "inbox" / "again.tar")
+    shutil.copy(releases["1.2.2"], tmp_path / "inbox" / "again.tar")
     inbox.poll(), inbox.poll()
     inbox.wait(120)
     assert "marked bad" in (tmp_path / "inbox" / "refused" / "again.tar.txt").read_text()
@@ -476,10 +476,10 @@ def test_a_version_marked_bad_is_refused_again_under_any_name_unless_forced(tmp_
 def test_rolling_back_from_a_bad_version_skips_bad_ones_down_to_the_factory_model(tmp_path, keys, releases):
     cfg = load_config(config(tmp_path, keys, keep_versions=5))
     store = ModelStore(cfg.state_dir)
-    ids = [store.install(releases[v], cfg).version_id for v in ("1.1.1", "1.1.2", "1.1.3")]
+    ids = [store.install(releases[v], cfg).version_id for v in ("1.2.1", "1.2.2", "1.2.3")]
     store.bad.mark(ids[1], "failed starts")
     store.bad.mark(ids[2], "failed starts")
-    assert store.rollback(cfg, reason="auto_rollback") == ids[0]  # skips 1.1.2
+    assert store.rollback(cfg, reason="auto_rollback") == ids[0]  # skips 1.2.2
     store.bad.mark(ids[0], "failed starts")
     assert store.rollback(cfg, reason="auto_rollback") == "factory"
     with pytest.raises(UpdateRefused, match=r"was marked bad on .*: failed starts; use `appliance rollback"):
@@ -516,7 +516,7 @@ def test_refusals_name_the_file_once_on_one_line_in_the_cli_and_in_appliance_mod
 def test_a_smoke_test_refusal_names_the_bundle_file_and_a_nan_reference_is_refused(tmp_path, keys):
     """A NaN reference score passed every comparison (NaN > tolerance is False): installed before."""
     cfg = load_config(config(tmp_path, keys))
-    root = release(tmp_path, keys["private"], "1.1.1")
+    root = release(tmp_path, keys["private"], "1.2.1")
     manifest = json.loads((root / "manifest.json").read_text())
     for v in manifest["variants"].values():
         v["reference_score"] = float("nan")
@@ -525,5 +525,5 @@ def test_a_smoke_test_refusal_names_the_bundle_file_and_a_nan_reference_is_refus
     nan = write_segments(tmp_path / "nan.tar", bundle_members(root))
     with pytest.raises(UpdateRefused) as refused:
         ModelStore(cfg.state_dir).install(nan, cfg)
-    assert str(refused.value).startswith(f"{nan}: variant onnx-int8: the manifest's reference score nan")
+    assert str(refused.value).startswith(f"{nan}: variant tflite-int8: the manifest's reference score nan")
     assert ModelStore(cfg.state_dir).state().active is None

@@ -3,6 +3,7 @@ tracking, and the model-file setup step (hashes, clear errors, offline install f
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -46,12 +47,26 @@ def model_dir() -> Path:
     return detector.parent
 
 
-@pytest.fixture(params=["full", "lite"])
+def _onnx_model_dir(model_dir: Path) -> Path:
+    """The model folder when it holds the landmark models' ONNX conversion (make pose-onnx)."""
+    try:
+        find_model_files(model_dir, "full", "onnxruntime")
+    except ApplianceError as exc:
+        if os.environ.get("CI"):  # make test converts them first: missing is a failure there
+            pytest.fail(f"the ONNX landmark model is not there: {exc}")
+        pytest.skip(f"the ONNX landmark model is not there (make pose-onnx): {exc}")
+    return model_dir
+
+
+@pytest.fixture(params=[("full", "tflite"), ("lite", "tflite"), ("full", "onnxruntime")], ids="-".join)
 def backend(request, model_dir: Path):
-    """The backend with each landmark model: every accuracy test holds for both."""
+    """The backend with each landmark model and runtime: every accuracy test holds for each."""
     from appliance.pose.blazepose import BlazePoseBackend
 
-    b = BlazePoseBackend(model_dir=model_dir, threads=2, landmark_model=request.param)
+    landmark, runtime = request.param
+    if runtime == "onnxruntime":
+        _onnx_model_dir(model_dir)
+    b = BlazePoseBackend(model_dir=model_dir, threads=2, landmark_model=landmark, runtime=runtime)
     yield b
     b.close()
 
@@ -84,7 +99,31 @@ def test_squats_keypoints_within_30px_of_blazepose_reference(backend, data_dir: 
         assert len(people) == 1, f"frame {i}: {len(people)} people"
         errors.append(np.linalg.norm(people[0].keypoints[:, :2] - ref[i], axis=1))
     assert len(errors) == len(ref) == 65
-    assert np.median(errors) <= 30.0  # measured 6.0 px (full), 9.3 px (lite)
+    assert np.median(errors) <= 30.0  # measured 6.0 px (full, either runtime), 9.3 px (lite)
+
+
+def test_the_onnx_landmark_model_gives_the_joints_litert_gives(model_dir: Path, data_dir: Path) -> None:
+    """The accelerator path's model (tf2onnx conversion on onnxruntime, here on the CPU provider) and
+    LiteRT on the same body crops: the crops the backend tracked on the squats clip. (Through the
+    tracker the two drift apart by a pixel or so, since each frame's crop follows the last frame's
+    joints; both stay within the reference tolerance: the accuracy tests above run on either.)"""
+    from appliance.pose.blazepose import BlazePoseBackend
+    from appliance.pose.blazepose_landmarks import LandmarkModel
+
+    _, onnx_path = find_model_files(_onnx_model_dir(model_dir), "full", "onnxruntime")
+    on_litert, on_onnx = LandmarkModel(onnx_path.with_suffix(".tflite"), 2), LandmarkModel(onnx_path, 2)
+    assert (on_litert.device, on_onnx.device) == ("cpu", "cpu")
+    tracker = BlazePoseBackend(model_dir=model_dir, threads=2, still_skip=0)
+    frames = list(_frames(data_dir / "pose-testdata/pose_squats.mp4"))
+    diffs = []
+    for before, frame in itertools.pairwise(frames):
+        tracker.infer(before)
+        roi = tracker._tracks[0].roi  # where the backend looks for the body in the next frame
+        a, b = on_litert.run(frame, roi), on_onnx.run(frame, roi)
+        diffs.append(np.abs(a.points[:33, :2] - b.points[:33, :2]).max())
+        assert abs(a.flag - b.flag) <= 1e-4
+    tracker.close()
+    assert len(diffs) == 64 and max(diffs) <= 0.05, max(diffs)  # frame pixels
 
 
 def test_pose_1_coco_joints_within_60px_of_movenet_reference(backend, data_dir: Path) -> None:

@@ -260,7 +260,7 @@ def test_learn_from_a_recording_saves_an_active_site_model_with_its_provenance(l
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.splitlines()[0])
     assert summary["site_model"] == "s1" and summary["camera"] == "aisle"
-    assert summary["base"] == "starter-walking-fused 2.1.0" and summary["tracks"] == 24
+    assert summary["base"] == "starter-walking-fused 2.2.0" and summary["tracks"] == 24
     assert 1.4 < summary["footage_minutes"] < 2.0 and summary["windows"] > 700  # at the starter's 10 fps
     assert "held only" in out.stderr  # 10 minutes asked, the recording holds less: said
     assert "appliance rollback --camera aisle" in out.stdout
@@ -273,7 +273,7 @@ def test_learn_from_a_recording_saves_an_active_site_model_with_its_provenance(l
     listing = appliance_cli("models", "--config", str(config))
     assert listing.returncode == 0, listing.stderr
     assert "site models of camera aisle" in listing.stdout and "* s1" in listing.stdout
-    assert "base starter-walking-fused 2.1.0" in listing.stdout
+    assert "base starter-walking-fused 2.2.0" in listing.stdout
 
 
 def test_the_daemon_scores_with_the_site_model_after_a_restart_and_rollback_returns_to_the_bundle(
@@ -285,7 +285,7 @@ def test_the_daemon_scores_with_the_site_model_after_a_restart_and_rollback_retu
     assert cam["site_model"] == "s1" and cam["threshold_source"] == "site_model"
     assert status["model_install"]["site_models"]["aisle"]["id"] == "s1"
     starts = [e for e in events if e["type"] == "start"]
-    assert starts and all(e["model"]["version"] == "2.1.0+site.s1" for e in events)
+    assert starts and all(e["model"]["version"] == "2.2.0+site.s1" for e in events)
     assert len({e["track_id"] for e in starts}) == 2  # both workers, when they start running
     back = appliance_cli("rollback", "--config", str(config))
     assert back.returncode == 0 and "camera aisle scores with the bundle" in back.stdout, back.stderr
@@ -378,7 +378,7 @@ def test_the_running_daemon_learns_a_cameras_site_model_on_command_and_switches_
         assert answer["ok"] is True and answer["site_model"] == "s1", answer
         assert answer["method"] == "empirical"
         assert worker.thread.is_alive() and app.status()["cameras"]["aisle"]["site_model"] == "s1"
-        assert app.camera_models["aisle"].ref.version == "2.1.0+site.s1"
+        assert app.camera_models["aisle"].ref.version == "2.2.0+site.s1"
         from calibration.run import CalibrationAborted
 
         with pytest.raises(CalibrationAborted, match="needs at least"):

@@ -298,7 +298,7 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
     )
     cfg = load_config(cfg_path)
     store = ModelStore(cfg.state_dir)
-    installed = store.install(releases["1.1.1"], cfg).version_id
+    installed = store.install(releases["1.2.1"], cfg).version_id
     for _ in range(cfg.model.failed_starts_before_bad):  # each start dies before it is healthy (60 s)
         daemon = Daemon(cfg_path)
         try:
@@ -315,7 +315,7 @@ def test_a_version_that_dies_at_every_start_is_marked_bad_and_the_factory_model_
     assert store.state().active is None
     assert store.bad.of(installed)
     with pytest.raises(Exception, match="marked bad"):  # dropped in again: refused without --force
-        store.install(releases["1.1.1"], cfg)
+        store.install(releases["1.2.1"], cfg)
 
 
 def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_camera(
@@ -324,9 +324,10 @@ def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_ca
     from appliance.service.daemon import Appliance
 
     camera = {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True}
-    cfg = load_config(config(tmp_path, keys, camera, health_window_s=0))  # no probation at all
+    # no probation at all; the faulty release's fault is in its ONNX graphs
+    cfg = load_config(config(tmp_path, keys, camera, health_window_s=0, runtime="onnxruntime"))
     store = ModelStore(cfg.state_dir)
-    good = store.install(releases["1.1.1"], cfg).version_id
+    good = store.install(releases["1.2.1"], cfg).version_id
     faulty = field_update._static_batch_release(keys, releases, tmp_path)
     app = Appliance(cfg)
     app.start()
@@ -337,7 +338,7 @@ def test_a_model_fault_after_the_probation_rolls_back_instead_of_stopping_the_ca
         wait_until(lambda: app.workers[0].stats.frames >= 5, what="first frames")
         bad = store.install(faulty, cfg).version_id
         wait_until(lambda: store.state().active == good, 120, "the rollback")
-        wait_until(lambda: app.model.version == "1.1.1" and app.workers[0].state == "streaming", 60, "1.1.1")
+        wait_until(lambda: app.model.version == "1.2.1" and app.workers[0].state == "streaming", 60, "1.2.1")
     finally:
         stop.set()
         waiter.join(30)

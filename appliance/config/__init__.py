@@ -4,32 +4,29 @@ A mistake is reported as ``FILE:LINE: key.path: what is wrong`` so a technician 
 reading code. Secrets never need to sit in the file: ``password_file`` (e.g. a systemd credential
 under ``$CREDENTIALS_DIRECTORY``) or ``${ENV_NAME}`` in any string value.
 
-:mod:`.schema` holds the sections and their rules, :mod:`.yaml_source` the bounded YAML reading with
+:mod:`.schema` holds the sections and their rules (:mod:`.pose` the pose backends', :mod:`.sections`
+what all sections share), :mod:`.yaml_source` the bounded YAML reading with
 line numbers, :mod:`.load` the file loading and the error wording.
 """
 
 from appliance.config.load import key_locator, load_config, parse_config
+from appliance.config.pose import BlazePoseConfig, KeypointsPoseConfig, OnnxPoseConfig, PoseConfig
 from appliance.config.schema import (
     CONFIG_SCHEMA_VERSION,
     ApplianceConfig,
-    BlazePoseConfig,
     BrokerHost,
     CameraConfig,
     ConfigError,
     DetectorConfig,
     JsonlSinkConfig,
-    KeypointsPoseConfig,
     ModelConfig,
     MqttSinkConfig,
     MqttTlsConfig,
-    OnnxPoseConfig,
-    PixelSize,
-    PoseConfig,
     SinkConfig,
     StdoutSinkConfig,
-    TopicLevel,
     TrackingConfig,
 )
+from appliance.config.sections import PixelSize, TopicLevel
 from appliance.config.yaml_source import (
     CREDENTIALS_HINT,
     MAX_CONFIG_BYTES,

@@ -13,15 +13,13 @@ from typing import Any, get_args, get_origin
 import annotated_types
 from pydantic import BaseModel, ValidationError
 
+from appliance.config.pose import BlazePoseConfig, KeypointsPoseConfig, OnnxPoseConfig
 from appliance.config.schema import (
     CONFIG_SCHEMA_VERSION,
     ApplianceConfig,
-    BlazePoseConfig,
     ConfigError,
     JsonlSinkConfig,
-    KeypointsPoseConfig,
     MqttSinkConfig,
-    OnnxPoseConfig,
     StdoutSinkConfig,
 )
 from appliance.config.yaml_source import MAX_CONFIG_BYTES, Located, clean_loc, compose, expand_env, loc_text

@@ -12,14 +12,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from appliance.accelerators import Accelerator
+from appliance.config.pose import BlazePoseConfig, KeypointsPoseConfig, PoseConfig
+from appliance.config.sections import (
+    ACCELERATOR_HELP,
+    AcceleratorKind,
+    Section,
+    TopicLevel,
+    accelerator_fits_runtime,
+)
 from appliance.errors import ApplianceError
 from appliance.publish.sparkplug.config import SparkplugSinkConfig
 from appliance.service.credentials import resolve_password
@@ -33,30 +41,21 @@ class ConfigError(ApplianceError):
     exit_code = 2
 
 
-def _topic_level(v: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-        raise ValueError("use 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level)")
-    return v
-
-
-TopicLevel = Annotated[str, AfterValidator(_topic_level)]
-PixelSize = Annotated[int, Field(ge=32, le=8192)]
-
-
-class _Section(BaseModel):
-    # inf and nan are refused everywhere: a threshold or interval of inf makes alarms impossible
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class ModelConfig(_Section):
+class ModelConfig(Section):
     bundle: Path = Field(description="Model bundle to score with: a bundle directory or its .tar.")
     runtime: Literal["onnxruntime", "tflite"] = Field(
-        "onnxruntime", description="Inference runtime for the scorer graphs."
+        "tflite",
+        description="Inference runtime for the scorer graphs: 'tflite' (LiteRT, which the pose models "
+        "need anyway, and the faster of the two per window) or 'onnxruntime' (the [onnx] extra).",
     )
     variant: str | None = Field(
         None, description="Bundle variant (e.g. onnx-int8); default: the int8 variant for the runtime."
     )
     threads: int = Field(1, ge=1, le=16, description="Inference threads of the scorer.")
+    gpu_delegate: Path | None = Field(
+        None, description="LiteRT GPU delegate library (libtensorflowlite_gpu_delegate.so) for 'litert-gpu'."
+    )
+    accelerator: AcceleratorKind = Field("cpu", description=ACCELERATOR_HELP)
     trusted_keys: Path | None = Field(
         None,
         description="Folder of the Ed25519 public keys (*.pub) whose signed bundles this appliance accepts "
@@ -97,104 +96,17 @@ class ModelConfig(_Section):
         description="Install bundles (.tar) dropped into <state_dir>/inbox (a USB automount or a share).",
     )
 
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator_for_runtime(cls, v: str, info: ValidationInfo) -> str:
+        return accelerator_fits_runtime(v, info)
 
-class BlazePoseConfig(_Section):
-    type: Literal["blazepose"] = "blazepose"
-    model_dir: Path | None = Field(
-        None, description="Folder with the BlazePose .tflite files (default: installed with the package)."
-    )
-    threads: int = Field(
-        2,
-        ge=1,
-        le=16,
-        description="LiteRT threads for each copy of the pose models (2 halves pose latency on a 2-core "
-        "box at about the same CPU; README: one pose engine).",
-    )
-    model_copies: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="Copies of the pose models that all cameras share, lent one frame at a time in "
-        "turn. Each copy costs about 70 MB; with N copies, N cameras run pose at the same moment.",
-    )
-    min_detection_score: float = Field(0.5, gt=0, lt=1, description="Person detector score threshold.")
-    min_presence: float = Field(
-        0.5, gt=0, lt=1, description="Landmark presence below which a person is lost."
-    )
-    max_people: int = Field(
-        8, ge=1, le=32, description="Most people followed per frame (each costs one landmark run)."
-    )
-    detect_interval: int = Field(
-        10,
-        ge=1,
-        le=1000,
-        description="Frames between detector runs that look for new people while others are tracked.",
-    )
-    small_people: Literal["off", "motion", "tiles"] = Field(
-        "motion",
-        description="Find people too small for the face-based detector (elevated cameras): 'motion' "
-        "(moving blobs; cheap), 'tiles' (detector on zoomed tiles; slow, finds still people) or 'off'.",
-    )
-    proposal_interval: int = Field(
-        5, ge=1, le=1000, description="Frames between small-people proposal passes."
-    )
-    refine_landmarks: bool = Field(True, description="Refine joints with the landmark model's heatmap.")
-    still_skip: int = Field(
-        2,
-        ge=0,
-        le=10,
-        description="Frames in a row a still person's joints may be carried forward instead of running "
-        "the landmark model again (0: every person, every frame). A still worker then costs a third.",
-    )
-    still_change: float = Field(
-        0.0075,
-        ge=0,
-        lt=1,
-        description="Mean grey change of a person's crop (fraction of the grey range) under which the "
-        "person counts as still (0.0075: about 2 grey levels; camera noise is under 1).",
-    )
-    frame_budget_ms: float | None = Field(
-        None,
-        gt=0,
-        le=10_000,
-        description="Landmark time a frame may spend on the people already followed; over it, those "
-        "whose crops changed least keep their last joints (at most 3 frames in a row) rather than the "
-        "frame coming late or being dropped. The status counts them (pose_shed). Default: no budget.",
-    )
-    landmark_model: Literal["full", "lite"] = Field(
-        "full",
-        description="BlazePose landmark model: 'full' (the default) or 'lite' (about 1.5x faster per "
-        "person, joints a few pixels less exact; README: pose models).",
-    )
+    def placement(self) -> Accelerator:
+        """Where the scorer's graphs should run."""
+        return Accelerator(self.accelerator, self.gpu_delegate)
 
 
-class OnnxPoseConfig(_Section):
-    type: Literal["onnx"] = "onnx"
-    model: Path = Field(description="A COCO-17 keypoint model in ONNX (see README: pose backends).")
-    input_size: tuple[PixelSize, PixelSize] = Field(
-        (640, 640), description="Model input width, height in pixels."
-    )
-    min_score: float = Field(0.4, gt=0, lt=1, description="Person score threshold.")
-    threads: int = Field(1, ge=1, le=16, description="onnxruntime threads.")
-    max_people: int = Field(16, ge=1, le=64, description="Most people kept per frame (highest scores).")
-
-
-class KeypointsPoseConfig(_Section):
-    type: Literal["keypoints"] = "keypoints"
-    path: Path = Field(
-        description="Keypoints to replay in frame order: OpenPose JSON folder, AlphaPose JSON or our CSV/NPZ."
-    )
-    layout: str | None = Field(None, description="Joint layout of a CSV/NPZ without a layout header.")
-    consecutive: bool = Field(
-        False,
-        description="Play the file's sequences one after another (separate videos) instead of together.",
-    )
-
-
-PoseConfig = Annotated[BlazePoseConfig | OnnxPoseConfig | KeypointsPoseConfig, Field(discriminator="type")]
-
-
-class CameraConfig(_Section):
+class CameraConfig(Section):
     id: TopicLevel = Field(description="Camera id used in events and topics (letters, digits, '-', '_').")
     source: str | int = Field(
         description="Video file, rtsp:// or http:// URL, V4L2 device (0 or /dev/video0), or a "
@@ -227,7 +139,7 @@ class CameraConfig(_Section):
     )
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     min_iou: float = Field(
         0.2, ge=0, lt=1, description="Least box overlap for a detection to continue a track."
     )
@@ -239,7 +151,7 @@ class TrackingConfig(_Section):
     )
 
 
-class DetectorConfig(_Section):
+class DetectorConfig(Section):
     threshold: float | None = Field(
         None, description="Alarm threshold for every camera, overriding calibration (default: calibrated)."
     )
@@ -259,17 +171,17 @@ class DetectorConfig(_Section):
     )
 
 
-class StdoutSinkConfig(_Section):
+class StdoutSinkConfig(Section):
     type: Literal["stdout"] = "stdout"
     format: Literal["text", "json"] = Field("text", description="One readable line, or the JSON payload.")
 
 
-class JsonlSinkConfig(_Section):
+class JsonlSinkConfig(Section):
     type: Literal["jsonl"] = "jsonl"
     path: Path = Field(description="JSON-lines file events are appended to (flushed per event).")
 
 
-class MqttTlsConfig(_Section):
+class MqttTlsConfig(Section):
     ca_file: Path | None = Field(None, description="CA certificate(s) to trust (default: the system's).")
     cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(None, description="Client private key (if not inside cert_file).")
@@ -322,7 +234,7 @@ def _byte_size(v: Any) -> Any:
     return v
 
 
-class MqttSinkConfig(_Section):
+class MqttSinkConfig(Section):
     type: Literal["mqtt"] = "mqtt"
     host: BrokerHost = Field("127.0.0.1", description="Broker host name or IPv4/IPv6 address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS by convention).")
@@ -407,7 +319,7 @@ SinkConfig = Annotated[
 ]
 
 
-class ApplianceConfig(_Section):
+class ApplianceConfig(Section):
     schema_version: Literal[1] = Field(description="Configuration schema version; this appliance reads 1.")
     appliance_id: TopicLevel = Field(description="Unique name of this appliance (MQTT topic level).")
     state_dir: Path = Field(

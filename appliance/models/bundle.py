@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.errors import ApplianceError
 from appliance.features.skeleton_map import MapSpec
 from appliance.models.bundle_files import (
@@ -171,11 +172,15 @@ class Bundle:
         return self._parts[name]
 
     def open(
-        self, runtime: str = "onnxruntime", variant: str | None = None, threads: int = 1
+        self,
+        runtime: str = "onnxruntime",
+        variant: str | None = None,
+        threads: int = 1,
+        accelerator: Accelerator = CPU,
     ) -> tuple[Any, str]:
         """Open a runtime on a variant, check its input shapes against the contract, run the smoke test."""
         variant = self.choose_variant(runtime, variant)
-        rt = self.kind.open(self, runtime, variant, threads)
+        rt = self.kind.open(self, runtime, variant, threads, accelerator)
         self.smoke_test(rt, variant)
         return rt, variant
 

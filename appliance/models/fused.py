@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.features.motion import model_input, normalise_window
 from appliance.models.kind import ModelKind
 from appliance.models.lstm_vae import MultiTrackScorer, score_map_sequence, sequence_maps
@@ -51,6 +52,7 @@ class FusedRuntime:
     def __init__(self, maps: ScoringRuntime, motion: WindowRuntime, calibration: MapCalibration) -> None:
         self.maps, self.motion, self.calibration = maps, motion, calibration
         self.name = motion.name
+        self.device = maps.device
 
     def score_window(self, maps: np.ndarray, raw: np.ndarray) -> float:
         """One window: (T, S, S) maps and (T, RAW_DIM) raw body features -> fused score."""
@@ -109,10 +111,13 @@ class FusedKind(ModelKind):
     site_learnable = True  # the posture-motion part is refitted, the map part recalibrated
     part_types: ClassVar[dict[str, str]] = {MAP_PART: "lstm_vae", MOTION_PART: "posture_motion"}
 
-    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> FusedRuntime:
+    def open(
+        self, bundle: Bundle, runtime: str, variant: str, threads: int, accelerator: Accelerator = CPU
+    ) -> FusedRuntime:
         parts = bundle.manifest["variants"][variant]["parts"]
-        maps_rt, _ = bundle.part(MAP_PART).open(runtime, parts[MAP_PART], threads)  # each smoke-tested
-        motion_rt, _ = bundle.part(MOTION_PART).open(runtime, parts[MOTION_PART], threads)
+        # each part opens as a bundle of its own: verified and smoke-tested
+        maps_rt, _ = bundle.part(MAP_PART).open(runtime, parts[MAP_PART], threads, accelerator)
+        motion_rt, _ = bundle.part(MOTION_PART).open(runtime, parts[MOTION_PART], threads, accelerator)
         cal = bundle.manifest["fusion"][MAP_PART]
         return FusedRuntime(maps_rt, motion_rt, MapCalibration(cal["loc"], cal["scale"]))
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.errors import ModelError
 
 if TYPE_CHECKING:
@@ -31,7 +32,9 @@ class ModelKind:
     site_learnable: ClassVar[bool] = False  # whether ``appliance learn`` can fit a site model on it
     variant_files: ClassVar[tuple[str, ...]] = ()  # the keys of a variant that name its model files
 
-    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> Any:
+    def open(
+        self, bundle: Bundle, runtime: str, variant: str, threads: int, accelerator: Accelerator = CPU
+    ) -> Any:
         """The variant's runtime(s), opened and checked against the input contract (not smoke-tested:
         :meth:`Bundle.open` runs :meth:`smoke_score` on what this returns)."""
         raise NotImplementedError

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.features.window import WindowBuffer, sliding_windows
 from appliance.models.kind import ModelKind
 from appliance.models.runtimes import ScoringRuntime, open_runtime
@@ -124,9 +125,13 @@ class LstmVaeKind(ModelKind):
     input_kind = "maps"
     variant_files = ("encoder", "sequence")
 
-    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> ScoringRuntime:
+    def open(
+        self, bundle: Bundle, runtime: str, variant: str, threads: int, accelerator: Accelerator = CPU
+    ) -> ScoringRuntime:
         spec = bundle.manifest["variants"][variant]
-        rt = open_runtime(runtime, bundle.root / spec["encoder"], bundle.root / spec["sequence"], threads)
+        rt = open_runtime(
+            runtime, bundle.root / spec["encoder"], bundle.root / spec["sequence"], threads, accelerator
+        )
         bundle.check_shapes(rt, variant)
         return rt
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.features.motion import RAW_DIM, FeatureStream, model_input, normalise_window
 from appliance.features.window import WindowBuffer
 from appliance.models.kind import ModelKind
@@ -69,9 +70,11 @@ class PostureMotionKind(ModelKind):
     site_learnable = True
     variant_files = ("model",)
 
-    def open(self, bundle: Bundle, runtime: str, variant: str, threads: int) -> WindowRuntime:
+    def open(
+        self, bundle: Bundle, runtime: str, variant: str, threads: int, accelerator: Accelerator = CPU
+    ) -> WindowRuntime:
         spec = bundle.manifest["variants"][variant]
-        rt = open_window_runtime(runtime, bundle.root / spec["model"], threads)
+        rt = open_window_runtime(runtime, bundle.root / spec["model"], threads, accelerator)
         bundle.check_shapes(rt, variant)
         return rt
 

@@ -305,6 +305,7 @@ class NumpyPostureMotionRuntime:
     """A fitted posture-motion model as a window runtime (the interface the scorers call)."""
 
     name = "numpy"
+    device = "cpu"
 
     def __init__(self, params: PostureMotionParams) -> None:
         self.params = params

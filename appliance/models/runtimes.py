@@ -3,7 +3,8 @@
 Each LSTM-VAE runtime runs the two graphs of a bundle variant: ``encode`` (maps -> per-frame
 features) and ``score`` (a window's features and maps -> anomaly score). A window runtime runs the
 one graph of a posture-motion variant (a window of body features -> score), on either runtime.
-Optional runtimes import lazily.
+Both import lazily; :mod:`appliance.accelerators` decides where each graph runs (CPU, or an
+accelerator where installed) and every runtime says where it ended up (``device``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator, litert_interpreter, onnx_device, onnx_session
 from appliance.errors import ApplianceError
 
 RUNTIMES = ("onnxruntime", "tflite")
@@ -24,6 +26,7 @@ class RuntimeUnavailable(ApplianceError):
 
 class ScoringRuntime(Protocol):
     name: str
+    device: str  # where the graphs run: cpu, cuda, tensorrt or litert-gpu
 
     def encode(self, maps: np.ndarray) -> np.ndarray:
         """(B, S, S) float32 maps -> (B, F) features."""
@@ -33,24 +36,16 @@ class ScoringRuntime(Protocol):
 
 
 class OnnxScoringRuntime:
-    """onnxruntime CPU sessions; ``threads`` bounds intra-op threads (the appliance shares its cores)."""
+    """onnxruntime sessions; ``threads`` bounds intra-op threads (the appliance shares its cores)."""
 
     name = "onnxruntime"
 
-    def __init__(self, encoder: Path, sequence: Path, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        try:
-            self._encoder = ort.InferenceSession(str(encoder), opts, providers=providers)
-            self._sequence = ort.InferenceSession(str(sequence), opts, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for bad models
-            raise ApplianceError(f"onnxruntime cannot load the model: {exc}") from None
+    def __init__(
+        self, encoder: Path, sequence: Path, threads: int = 1, accelerator: Accelerator = CPU
+    ) -> None:
+        self._encoder = onnx_session(encoder, threads, accelerator, "scorer")
+        self._sequence = onnx_session(sequence, threads, accelerator, "scorer")
+        self.device = onnx_device(self._sequence)
 
     def input_shapes(self) -> dict[str, list]:
         return {i.name: i.shape for s in (self._encoder, self._sequence) for i in s.get_inputs()}
@@ -70,9 +65,11 @@ class TfliteScoringRuntime:
 
     name = "tflite"
 
-    def __init__(self, encoder: Path, sequence: Path, threads: int = 1) -> None:
-        self._encoder = _tflite_load(encoder, threads)
-        self._sequence = _tflite_load(sequence, threads)
+    def __init__(
+        self, encoder: Path, sequence: Path, threads: int = 1, accelerator: Accelerator = CPU
+    ) -> None:
+        self._encoder, _ = litert_interpreter(encoder, threads, accelerator, "scorer")
+        self._sequence, self.device = litert_interpreter(sequence, threads, accelerator, "scorer")
         self._enc_in = self._encoder.get_input_details()[0]["index"]
         self._enc_out = self._encoder.get_output_details()[0]["index"]
         inputs = self._sequence.get_input_details()
@@ -106,23 +103,10 @@ class TfliteScoringRuntime:
 
 class WindowRuntime(Protocol):
     name: str
+    device: str
 
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         """(B, T, F) float32 feature windows -> (B,) scores."""
-
-
-def _onnx_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types for bad models
-        raise ApplianceError(f"onnxruntime cannot load the model: {exc}") from None
 
 
 class OnnxWindowRuntime:
@@ -131,8 +115,9 @@ class OnnxWindowRuntime:
 
     name = "onnxruntime"
 
-    def __init__(self, model: Path, threads: int = 1) -> None:
-        self._session = _onnx_session(model, threads)
+    def __init__(self, model: Path, threads: int = 1, accelerator: Accelerator = CPU) -> None:
+        self._session = onnx_session(model, threads, accelerator, "scorer")
+        self.device = onnx_device(self._session)
         self._input = self._session.get_inputs()[0].name
 
     def input_shapes(self) -> dict[str, list]:
@@ -151,8 +136,8 @@ class TfliteWindowRuntime:
 
     name = "tflite"
 
-    def __init__(self, model: Path, threads: int = 1) -> None:
-        self._interpreter = _tflite_load(model, threads)
+    def __init__(self, model: Path, threads: int = 1, accelerator: Accelerator = CPU) -> None:
+        self._interpreter, self.device = litert_interpreter(model, threads, accelerator, "scorer")
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]["index"]
 
@@ -170,41 +155,21 @@ class TfliteWindowRuntime:
         return out
 
 
-def open_window_runtime(kind: str, model: Path, threads: int = 1) -> WindowRuntime:
+def open_window_runtime(
+    kind: str, model: Path, threads: int = 1, accelerator: Accelerator = CPU
+) -> WindowRuntime:
     if kind == "onnxruntime":
-        return OnnxWindowRuntime(model, threads)
+        return OnnxWindowRuntime(model, threads, accelerator)
     if kind == "tflite":
-        return TfliteWindowRuntime(model, threads)
+        return TfliteWindowRuntime(model, threads, accelerator)
     raise RuntimeUnavailable(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")
 
 
-def _tflite_interpreter():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
-            raise RuntimeUnavailable(
-                "runtime 'tflite' needs ai-edge-litert (pip install 'ceiling-appliance[tflite]') "
-                "or tflite-runtime; use runtime 'onnxruntime' otherwise"
-            ) from None
-    return Interpreter
-
-
-def _tflite_load(path: Path, threads: int):
-    interpreter_cls = _tflite_interpreter()
-    try:
-        interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ApplianceError(f"the TFLite runtime cannot load the model: {exc}") from None
-    return interpreter
-
-
-def open_runtime(kind: str, encoder: Path, sequence: Path, threads: int = 1) -> ScoringRuntime:
+def open_runtime(
+    kind: str, encoder: Path, sequence: Path, threads: int = 1, accelerator: Accelerator = CPU
+) -> ScoringRuntime:
     if kind == "onnxruntime":
-        return OnnxScoringRuntime(encoder, sequence, threads)
+        return OnnxScoringRuntime(encoder, sequence, threads, accelerator)
     if kind == "tflite":
-        return TfliteScoringRuntime(encoder, sequence, threads)
+        return TfliteScoringRuntime(encoder, sequence, threads, accelerator)
     raise RuntimeUnavailable(f"unknown runtime {kind!r}; known: {', '.join(RUNTIMES)}")

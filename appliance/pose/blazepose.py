@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.accelerators import CPU, Accelerator
 from appliance.errors import ApplianceError
 from appliance.pose.base import Person
 from appliance.pose.blazepose_detector import PoseDetector
@@ -98,13 +99,15 @@ def blazepose_models(
     copies: int = 1,
     refine_landmarks: bool = True,
     landmark_model: str = "full",
+    runtime: str = "tflite",
+    accelerator: Accelerator = CPU,
 ) -> ModelPool[BlazePoseModels]:
     """The pose engine's model copies (files checked by SHA-256 first; nothing is downloaded)."""
-    detector_path, landmark_path = find_model_files(model_dir, landmark_model)
+    detector_path, landmark_path = find_model_files(model_dir, landmark_model, runtime)
     return ModelPool(
         lambda: BlazePoseModels(
-            PoseDetector(detector_path, threads=threads, min_score=min_detection_score),
-            LandmarkModel(landmark_path, threads=threads, refine=refine_landmarks),
+            PoseDetector(detector_path, threads, min_detection_score, accelerator),
+            LandmarkModel(landmark_path, threads, refine_landmarks, accelerator),
         ),
         copies,
     )
@@ -146,6 +149,9 @@ class BlazePoseBackend:
         proposal_interval: int = 5,
         refine_landmarks: bool = True,
         landmark_model: str = "full",
+        runtime: str = "tflite",
+        gpu_delegate: Path | None = None,
+        accelerator: str = "cpu",
         still_skip: int = 2,
         still_change: float = 0.0075,
         frame_budget_ms: float | None = None,
@@ -169,6 +175,9 @@ class BlazePoseBackend:
                 ``max_people`` are tracked).
             refine_landmarks: refine joint positions with the model's heatmap (closer to MediaPipe).
             landmark_model: ``"full"`` or ``"lite"`` (faster, a little less exact).
+            runtime: the landmark model's runtime, ``"tflite"`` or ``"onnxruntime"`` (its ONNX
+                conversion); ``accelerator`` and ``gpu_delegate``: where the models run
+                (:mod:`appliance.accelerators`).
             still_skip: frames in a row a still person's landmarks may be carried forward instead of
                 run again (0: every person every frame). Still = the person's ROI looks the same as
                 when the landmarks were last taken (mean grey change under ``still_change``).
@@ -178,8 +187,9 @@ class BlazePoseBackend:
                 ``SHED_LIMIT`` frames in a row) instead of the frame being late or dropped; counted
                 in ``stats["shed"]``. None: no budget.
             models: the pose engine shared by every camera (:func:`blazepose_models`); None builds
-                one copy for this backend alone (``model_dir``, ``threads``, ``min_detection_score``
-                ``refine_landmarks`` and ``landmark_model`` only matter then).
+                one copy for this backend alone (``model_dir``, ``threads``, ``min_detection_score``,
+                ``refine_landmarks``, ``landmark_model``, ``runtime``, ``accelerator`` and
+                ``gpu_delegate`` only matter then).
         """
         if small_people not in SMALL_PEOPLE_MODES:
             raise ApplianceError(
@@ -198,8 +208,9 @@ class BlazePoseBackend:
                 raise ApplianceError(f"pose {name} must lie in [0, 1], not {prob}")
         self._own_models = models is None
         self._models = models or blazepose_models(
-            model_dir, threads, min_detection_score, 1, refine_landmarks, landmark_model
-        )
+            model_dir, threads, min_detection_score, 1, refine_landmarks, landmark_model, runtime,
+            Accelerator(accelerator, gpu_delegate),
+        )  # fmt: skip
         if still_skip < 0 or not 0.0 <= still_change < 1.0:
             raise ApplianceError("pose still_skip must be at least 0 and still_change in [0, 1)")
         if frame_budget_ms is not None and frame_budget_ms <= 0:
@@ -227,6 +238,11 @@ class BlazePoseBackend:
         self._last_proposal = -(10**9)
         self._failed_proposals: list[Roi] = []
         self.last_wait_s = 0.0  # the last frame's wait for a copy of the shared models
+
+    @property
+    def landmark_device(self) -> str:
+        """Where the landmark model runs: cpu, cuda, tensorrt or litert-gpu."""
+        return self._models.sample().landmarks.device
 
     # -- PoseBackend ---------------------------------------------------------------------------
     def infer(self, frame: np.ndarray) -> list[Person]:

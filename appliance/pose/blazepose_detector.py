@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from appliance.errors import ApplianceError
+from appliance.accelerators import CPU, Accelerator, litert_interpreter
 
 INPUT_SIZE = 224
 NMS_IOU = 0.3
@@ -106,24 +105,15 @@ def weighted_nms(
     return out
 
 
-def make_interpreter(model_path: Path, threads: int) -> Any:
-    """A LiteRT interpreter with tensors allocated; a clear error when LiteRT is not installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise ApplianceError(
-            "the blazepose backend needs LiteRT (ai-edge-litert): pip install '.[tflite]'"
-        ) from None
-    interp = Interpreter(model_path=str(model_path), num_threads=threads)
-    interp.allocate_tensors()
-    return interp
-
-
 class PoseDetector:
     """Runs the detector on a frame, or on a rectangular region of it (tiles, zoom)."""
 
-    def __init__(self, model_path: Path, threads: int = 1, min_score: float = 0.5) -> None:
-        self._interp = make_interpreter(model_path, threads)
+    def __init__(
+        self, model_path: Path, threads: int = 1, min_score: float = 0.5, accelerator: Accelerator = CPU
+    ) -> None:
+        # LiteRT only: the detector's sparse weights do not convert to ONNX (README: accelerators)
+        place = accelerator if accelerator.kind == "litert-gpu" else CPU
+        self._interp, self.device = litert_interpreter(model_path, threads, place, "pose detector")
         self._input = self._interp.get_input_details()[0]["index"]
         outs = sorted(self._interp.get_output_details(), key=lambda d: int(d["shape"][-1]))
         self._scores_out, self._reg_out = outs[0]["index"], outs[1]["index"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.pose.blazepose_detector import make_interpreter
+from appliance.accelerators import CPU, Accelerator, litert_interpreter, onnx_device, onnx_session
 from appliance.pose.roi import Roi
 
 CROP_SIZE = 256
@@ -21,6 +21,7 @@ NUM_POINTS = 39  # 33 body joints, 2 alignment points (centre, scale), 4 unused
 NUM_JOINTS = 33
 HEATMAP_KERNEL = 7
 HEATMAP_MIN_CONFIDENCE = 0.5
+HEATMAP_SIZE = 64 * 64 * NUM_POINTS
 
 
 @dataclass
@@ -63,16 +64,49 @@ def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = HEATM
     return out
 
 
-class LandmarkModel:
-    """Runs the landmark model on a ROI of a frame and maps its output back to frame pixels."""
+class _LiteRTGraph:
+    """The landmark graph on LiteRT: outputs told apart by their sizes."""
 
-    def __init__(self, model_path: Path, threads: int = 1, refine: bool = True) -> None:
-        self._interp = make_interpreter(model_path, threads)
+    def __init__(self, path: Path, threads: int, accelerator: Accelerator) -> None:
+        self._interp, self.device = litert_interpreter(path, threads, accelerator, "pose landmark model")
         self._input = self._interp.get_input_details()[0]["index"]
         by_size = {int(np.prod(d["shape"])): d["index"] for d in self._interp.get_output_details()}
-        self._landmarks_out = by_size[NUM_POINTS * 5]
-        self._flag_out = by_size[1]
-        self._heatmap_out = by_size[64 * 64 * NUM_POINTS]
+        self._outputs = [by_size[NUM_POINTS * 5], by_size[1], by_size[HEATMAP_SIZE]]
+
+    def run(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """(1, 256, 256, 3) float32 -> landmarks (1, 195), pose flag (1, 1), heatmap (1, 64, 64, 39)."""
+        self._interp.set_tensor(self._input, rgb)
+        self._interp.invoke()
+        return [self._interp.get_tensor(i) for i in self._outputs]
+
+
+class _OnnxGraph:
+    """The landmark graph converted to ONNX (``appliance-export pose-onnx``) on onnxruntime, where an
+    accelerator (CUDA, TensorRT) can run it; the same outputs as :class:`_LiteRTGraph`."""
+
+    def __init__(self, path: Path, threads: int, accelerator: Accelerator) -> None:
+        self._session = onnx_session(path, threads, accelerator, "pose landmark model")
+        self.device = onnx_device(self._session)
+        self._input = self._session.get_inputs()[0].name
+        by_size = {int(np.prod(o.shape)): o.name for o in self._session.get_outputs()}
+        self._outputs = [by_size[NUM_POINTS * 5], by_size[1], by_size[HEATMAP_SIZE]]
+
+    def run(self, rgb: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._outputs, {self._input: rgb})
+
+
+class LandmarkModel:
+    """Runs the landmark model on a ROI of a frame and maps its output back to frame pixels.
+
+    ``model_path`` ending in ``.onnx`` runs on onnxruntime, else on LiteRT; ``device`` says where.
+    """
+
+    def __init__(
+        self, model_path: Path, threads: int = 1, refine: bool = True, accelerator: Accelerator = CPU
+    ) -> None:
+        graph = _OnnxGraph if Path(model_path).suffix == ".onnx" else _LiteRTGraph
+        self._graph: _LiteRTGraph | _OnnxGraph | None = graph(Path(model_path), threads, accelerator)
+        self.device = self._graph.device
         self.refine = refine
         #: seconds of the last run's crop, invoke and post-processing (heatmap refinement, mapping)
         self.last_timing = (0.0, 0.0, 0.0)
@@ -83,14 +117,13 @@ class LandmarkModel:
         crop = roi.crop(frame_bgr, CROP_SIZE)
         rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) * (1.0 / 255.0)
         t1 = time.perf_counter()
-        self._interp.set_tensor(self._input, rgb[None])
-        self._interp.invoke()
+        landmarks, flag_out, heatmap = self._graph.run(rgb[None])
         t2 = time.perf_counter()
-        raw = self._interp.get_tensor(self._landmarks_out).reshape(NUM_POINTS, 5)
-        flag = float(self._interp.get_tensor(self._flag_out).reshape(-1)[0])
+        raw = landmarks.reshape(NUM_POINTS, 5)
+        flag = float(flag_out.reshape(-1)[0])
         xy = raw[:, :2] / CROP_SIZE
         if self.refine:
-            xy = refine_from_heatmap(xy, self._interp.get_tensor(self._heatmap_out)[0])
+            xy = refine_from_heatmap(xy, heatmap[0])
         points = np.empty((NUM_POINTS, 3), dtype=np.float64)
         points[:, :2] = roi.to_frame(xy * CROP_SIZE, CROP_SIZE)
         points[:, 2] = raw[:, 2] * (roi.size / CROP_SIZE)  # z in the same pixel scale as x
@@ -98,5 +131,5 @@ class LandmarkModel:
         return LandmarkResult(points, _sigmoid(raw[:, 3]), _sigmoid(raw[:, 4]), flag)
 
     def close(self) -> None:
-        """Drop the interpreter."""
-        self._interp = None  # type: ignore[assignment]
+        """Drop the interpreter or session."""
+        self._graph = None

@@ -41,6 +41,10 @@ class ModelPool(Generic[Models]):
         self.waited_s = 0.0
         self.max_overtaken = 0
 
+    def sample(self) -> Models:
+        """One of the copies, to read what they all share (where they run); not to run it."""
+        return self._all[0]
+
     @contextmanager
     def lease(self) -> Iterator[Models]:
         """A model set for the caller's exclusive use until the block ends (waits its turn)."""

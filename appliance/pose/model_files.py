@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -103,18 +104,56 @@ def _install_hint(model_dir: Path) -> str:
     return f"install the BlazePose models with: {INSTALL_COMMAND}{dest}"
 
 
-def find_model_files(model_dir: Path | None = None, landmark: str = "full") -> tuple[Path, Path]:
-    """Paths of the verified (detector, ``landmark`` model), or an ApplianceError saying what to do."""
+def onnx_record_path(onnx: Path) -> Path:
+    """The record ``appliance-export pose-onnx`` writes beside a converted model."""
+    return onnx.with_name(onnx.name + ".json")
+
+
+def _onnx_problem(model_dir: Path, landmark: str) -> str | None:
+    """Why the ONNX conversion of ``landmark`` in ``model_dir`` is unusable, or None.
+
+    The file must come with its conversion record, the record must name the TFLite model pinned
+    here as its source, and the file must have the SHA-256 the record gives."""
+    source = LANDMARK_MODELS[landmark]
+    path = model_dir / Path(source.name).with_suffix(".onnx").name
+    record_path = onnx_record_path(path)
+    hint = "convert it with `appliance-export pose-onnx` (make pose-onnx) and copy it with its .json"
+    if not path.is_file() or not record_path.is_file():
+        return f"{path} or its record {record_path.name} is missing: {hint}"
+    try:
+        record = json.loads(record_path.read_text())
+        source_sha, sha = record["source_sha256"], record["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{record_path} is not a conversion record: {hint}"
+    if source_sha != source.sha256:
+        return f"{path} was converted from another model than the pinned {source.name}: {hint}"
+    if sha256_file(path) != sha:
+        return f"{path} does not match the SHA-256 in {record_path.name} (corrupt or replaced): {hint}"
+    return None
+
+
+def find_model_files(
+    model_dir: Path | None = None, landmark: str = "full", runtime: str = "tflite"
+) -> tuple[Path, Path]:
+    """Paths of the verified (detector, ``landmark`` model), or an ApplianceError saying what to do.
+
+    With ``runtime`` ``onnxruntime`` the landmark model is its ONNX conversion (checked against its
+    conversion record); the detector is always the TFLite model."""
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     if landmark not in LANDMARK_MODELS:
         raise ApplianceError(
             f"pose landmark_model must be one of {', '.join(LANDMARK_MODELS)}, not {landmark!r}"
         )
-    specs = (DETECTOR, LANDMARK_MODELS[landmark])
+    specs = (DETECTOR, LANDMARK_MODELS[landmark]) if runtime == "tflite" else (DETECTOR,)
     problems = [p for p in (_problem(model_dir, spec) for spec in specs) if p]
     if problems:
         raise ModelError(f"BlazePose model files unusable: {'; '.join(problems)}; {_install_hint(model_dir)}")
-    return model_dir / DETECTOR.name, model_dir / specs[1].name
+    landmark_path = model_dir / LANDMARK_MODELS[landmark].name
+    if runtime == "onnxruntime":
+        if problem := _onnx_problem(model_dir, landmark):
+            raise ModelError(f"BlazePose landmark model in ONNX unusable: {problem}")
+        landmark_path = landmark_path.with_suffix(".onnx")
+    return model_dir / DETECTOR.name, landmark_path
 
 
 def _download_wheel(into: Path) -> Path:

@@ -24,7 +24,7 @@ def create_engine(cfg: PoseConfig) -> Any | None:
 
         return blazepose_models(
             cfg.model_dir, cfg.threads, cfg.min_detection_score, cfg.model_copies, cfg.refine_landmarks,
-            cfg.landmark_model,
+            cfg.landmark_model, cfg.runtime, cfg.placement(),
         )  # fmt: skip
     return None
 

@@ -110,8 +110,8 @@ class Appliance:
         if loaded.version_id != FACTORY:
             self.models.boot.starting(loaded.version_id)
         log.info(
-            "model %s (%s, %s on %s), smoke test passed",
-            loaded.bundle.name, loaded.version_id, loaded.variant, loaded.runtime.name,
+            "model %s (%s, %s on %s, %s), smoke test passed",
+            loaded.bundle.name, loaded.version_id, loaded.variant, loaded.runtime.name, loaded.runtime.device,
         )  # fmt: skip
         model = self.model
         path = thresholds_path(cfg.state_dir)
@@ -155,7 +155,7 @@ class Appliance:
         self.variant = loaded.variant
         self.model = loaded.ref
         self.score_scale = loaded.score_scale
-        self.runtime_name = f"{loaded.runtime.name} {loaded.variant}"
+        self.runtime_name = f"{loaded.runtime.name} {loaded.variant} on {loaded.runtime.device}"
 
     def poll_site_models(self) -> bool:
         """A site model learned, rolled back or recalibrated while running: applied between frames."""

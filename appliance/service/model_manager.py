@@ -106,7 +106,9 @@ class ModelManager:
             bundle = self.store.open_version(version_id, policy_for(cfg))
             if problems := compatibility_problems(bundle, cfg):
                 raise UpdateRefused(f"version {version_id}: " + "; ".join(problems))
-        runtime, variant = bundle.open(cfg.model.runtime, cfg.model.variant, cfg.model.threads)
+        runtime, variant = bundle.open(
+            cfg.model.runtime, cfg.model.variant, cfg.model.threads, cfg.model.placement()
+        )
         return LoadedModel(bundle, runtime, variant, version_id)
 
     def load_initial(self) -> LoadedModel:

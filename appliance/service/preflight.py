@@ -217,7 +217,7 @@ def _check_bundle(cfg: ApplianceConfig) -> list[Finding]:
     m = cfg.model
     try:
         bundle = open_bundle(m.bundle, signatures=SignaturePolicy(m.trusted_keys, allow_unsigned=True))
-        bundle.open(m.runtime, m.variant, m.threads)
+        bundle.open(m.runtime, m.variant, m.threads, m.placement())
     except ApplianceError as exc:
         return [Finding(("model", "bundle"), str(exc))]
     except Exception as exc:  # a runtime that cannot load the graph: say so instead of a traceback

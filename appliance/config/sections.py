@@ -1,0 +1,47 @@
+"""What every settings section shares: the base section (unknown keys, inf and nan refused), the
+small field types, and where a stage's models may run (the ``accelerator`` fields)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+
+
+def _topic_level(v: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
+        raise ValueError("use 1-64 letters, digits, '-' or '_' (it becomes an MQTT topic level)")
+    return v
+
+
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+PixelSize = Annotated[int, Field(ge=32, le=8192)]
+
+
+class Section(BaseModel):
+    # inf and nan are refused everywhere: a threshold or interval of inf makes alarms impossible
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+AcceleratorKind = Literal["cpu", "cuda", "tensorrt", "litert-gpu"]
+ACCELERATOR_HELP = (
+    "Where these models run: 'cpu'; 'cuda' or 'tensorrt' (onnxruntime's execution providers: needs "
+    "runtime onnxruntime and the onnxruntime-gpu wheel, or NVIDIA's build on a Jetson); 'litert-gpu' "
+    "(needs runtime tflite and gpu_delegate). An accelerator that is not there is no error: the models "
+    "run on the CPU and the log says why (README: accelerators)."
+)
+
+
+def accelerator_fits_runtime(kind: str, info: ValidationInfo) -> str:
+    """An accelerator the section's ``runtime`` can use (both declared before ``accelerator``)."""
+    runtime, gpu_delegate = info.data.get("runtime"), info.data.get("gpu_delegate")
+    if kind in ("cuda", "tensorrt") and runtime != "onnxruntime":
+        raise ValueError(f"accelerator {kind!r} runs onnxruntime graphs: set runtime: onnxruntime")
+    if kind == "litert-gpu" and runtime != "tflite":
+        raise ValueError("accelerator 'litert-gpu' runs LiteRT graphs: set runtime: tflite")
+    if kind == "litert-gpu" and gpu_delegate is None:
+        raise ValueError(
+            "accelerator 'litert-gpu' needs gpu_delegate: the path of the LiteRT GPU delegate library"
+        )
+    return kind
