@@ -18,7 +18,8 @@ CPU share = process CPU time / wall time / cores; peak RSS from getrusage; start
 process's start (imports included) to the first window score.
 
     python benchmarks/e2e.py [--seconds 20] [--cameras 2] [--bundle B] [--pose-threads 2]
-        [--landmark full|lite] [--camera-fps 30] [--only 0 3]
+        [--landmark full|lite] [--camera-fps 30] [--budget-ms auto|off|MS]
+        [--runtime tflite|onnxruntime] [--only 0 3]
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 CLIP_30FPS = DATA / "pose-testdata" / "pose_1.mp4"
 # --pose-threads, --landmark, --camera-fps
-POSE = {"threads": 2, "landmark_model": "full", "camera_fps": 30.0, "frame_budget_ms": None}
+POSE = {
+    "threads": 2,
+    "landmark_model": "full",
+    "camera_fps": 30.0,
+    "frame_budget_ms": "auto",
+    "runtime": "tflite",
+}
 
 
 def process_start() -> float:
@@ -89,7 +96,7 @@ def run_case(
         "schema_version": 1,
         "appliance_id": "bench",
         "state_dir": str(tmp),
-        "model": {"bundle": str(bundle), "threads": 1},
+        "model": {"bundle": str(bundle), "threads": 1, "runtime": POSE["runtime"]},
         "pose": {
             "type": "blazepose",
             "model_copies": copies,
@@ -140,6 +147,11 @@ def _lost(worker, scored_fps: float, clip: Path) -> float:
     cap.release()
     expected = min(source_fps, worker.gate.fps or source_fps)
     return max(0.0, 1.0 - scored_fps / expected)
+
+
+def budget_option(text: str) -> float | str | None:
+    """--budget-ms as pose.frame_budget_ms: 'auto', None for 'off', or milliseconds."""
+    return {"auto": "auto", "off": None}[text] if text in ("auto", "off") else float(text)
 
 
 def pct(a: np.ndarray, q: float) -> float:
@@ -227,12 +239,15 @@ def main() -> int:
     ap.add_argument(
         "--camera-fps", type=float, default=30.0, help="camera fps of the 30 fps pose_1.mp4 cases"
     )
-    ap.add_argument("--budget-ms", type=float, help="pose.frame_budget_ms (default: none)")
+    ap.add_argument("--runtime", choices=("tflite", "onnxruntime"), default="tflite", help="model.runtime")
+    ap.add_argument(
+        "--budget-ms", default="auto", help="pose.frame_budget_ms: auto (the default), off, or milliseconds"
+    )
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     args = ap.parse_args()
     POSE.update(
         threads=args.pose_threads, landmark_model=args.landmark, camera_fps=args.camera_fps,
-        frame_budget_ms=args.budget_ms,
+        frame_budget_ms=budget_option(args.budget_ms), runtime=args.runtime,
     )  # fmt: skip
     if args.case is not None:
         print(one_case(args.case, args.seconds, args.cameras, args.bundle))
@@ -265,7 +280,10 @@ def main() -> int:
             args.landmark,
             "--camera-fps",
             str(args.camera_fps),
-            *(["--budget-ms", str(args.budget_ms)] if args.budget_ms else []),
+            "--budget-ms",
+            args.budget_ms,
+            "--runtime",
+            args.runtime,
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         row = [line for line in out.stdout.splitlines() if line.startswith("| ")]

@@ -1,4 +1,5 @@
-"""Per-person pose cost and accuracy, measured in one run: the landmark model (full, lite), and
+"""Per-person pose cost and accuracy, measured in one run: the landmark model (full, lite; on LiteRT
+and, where converted by ``make pose-onnx``, on onnxruntime's CPU provider), and
 carrying a still person's joints forward (``still_skip``).
 
     python benchmarks/pose_cost.py
@@ -23,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.errors import ApplianceError  # noqa: E402
 from appliance.pose.blazepose import BlazePoseBackend  # noqa: E402
 from appliance.pose.layouts import BLAZEPOSE33, COCO17  # noqa: E402
 
@@ -42,11 +44,11 @@ def frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
     return out
 
 
-def landmark_cost(model: str, clip: list[np.ndarray]) -> tuple[float, float, float]:
+def landmark_cost(model: str, runtime: str, clip: list[np.ndarray]) -> tuple[float, float, float]:
     """Median ms of crop, invoke and post-processing of one landmark run (tracking on, no carrying),
     as the landmark model times its own runs."""
-    b = BlazePoseBackend(landmark_model=model, still_skip=0)
-    m = b._models._free[0].landmarks
+    b = BlazePoseBackend(landmark_model=model, runtime=runtime, still_skip=0)
+    m = b._models.sample().landmarks
     parts: list[tuple[float, float, float]] = []
     for frame in clip:
         runs = b.stats["landmark"]
@@ -78,17 +80,30 @@ def main() -> int:
         ]
     )
     print(
-        "| landmark model | crop ms | invoke ms | post ms | one person, ms | squats error px "
-        "| pose_1 error px |"
+        "| landmark model | runtime (CPU) | crop ms | invoke ms | post ms | one person, ms | "
+        "squats error px | pose_1 error px |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for model in ("full", "lite"):
-        crop, invoke, refine = landmark_cost(model, pose_1)
-        sq = errors(BlazePoseBackend(landmark_model=model, still_skip=0), squats, ref_sq, slice(None))
-        p1 = errors(BlazePoseBackend(landmark_model=model, still_skip=0), pose_1, ref_p1, COCO)
+    print("|---|---|---|---|---|---|---|---|")
+    for model, runtime in (
+        ("full", "tflite"),
+        ("lite", "tflite"),
+        ("full", "onnxruntime"),
+        ("lite", "onnxruntime"),
+    ):
+        try:
+            crop, invoke, refine = landmark_cost(model, runtime, pose_1)
+        except ApplianceError as exc:  # no ONNX conversion here (make pose-onnx)
+            print(f"| {model} | {runtime} | not measured: {exc} |")
+            continue
+        sq = errors(
+            BlazePoseBackend(landmark_model=model, runtime=runtime, still_skip=0), squats, ref_sq, slice(None)
+        )
+        p1 = errors(
+            BlazePoseBackend(landmark_model=model, runtime=runtime, still_skip=0), pose_1, ref_p1, COCO
+        )
         print(
-            f"| {model} | {crop:.2f} | {invoke:.2f} | {refine:.2f} | {crop + invoke + refine:.1f} | "
-            f"{sq:.1f} | {p1:.2f} |"
+            f"| {model} | {runtime} | {crop:.2f} | {invoke:.2f} | {refine:.2f} | "
+            f"{crop + invoke + refine:.1f} | {sq:.1f} | {p1:.2f} |"
         )
 
     photo = cv2.imread(str(REF / "pose.jpg"))

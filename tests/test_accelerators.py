@@ -109,3 +109,36 @@ def _tiny_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def test_auto_takes_the_faster_runtime_for_the_model_kind_among_those_installed():
+    """Fused and map models: onnxruntime where the [onnx] extra is installed (it scores a frame's
+    tracks in one call); posture-motion models: LiteRT; an accelerator decides by itself."""
+    pytest.importorskip("onnxruntime")
+    bundle = open_bundle(STARTER_BUNDLE)
+    assert bundle.resolve_runtime("auto") == "onnxruntime"
+    assert bundle.part("posture_motion").resolve_runtime("auto") == "tflite"
+    assert bundle.resolve_runtime("auto", accelerator="litert-gpu") == "tflite"
+    assert bundle.resolve_runtime("auto", "tflite-int8") == "tflite"
+    runtime, variant = bundle.open("auto")
+    assert (runtime.maps.name, variant) == ("onnxruntime", "onnx-int8")
+
+
+def test_on_the_edge_install_without_onnxruntime_auto_scores_on_litert():
+    """The default install has no onnxruntime. Here it is installed, so the child process blocks its
+    import the way Python itself marks a module absent (None in sys.modules) instead of uninstalling."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from appliance.models.bundle import open_bundle\n"
+        "from appliance.service.demo import STARTER_BUNDLE\n"
+        "runtime, variant = open_bundle(STARTER_BUNDLE).open('auto')\n"
+        "print(runtime.maps.name, runtime.motion.name, variant, runtime.device)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["tflite", "tflite", "tflite-int8", "cpu"]

@@ -278,11 +278,11 @@ def test_an_oversized_bundle_is_refused(tmp_path, keys, releases):
 
 
 def test_a_runtime_variant_the_device_cannot_run_is_refused(tmp_path, keys, releases):
-    """A release built without the LiteRT variant, for a device that runs LiteRT (the default)."""
+    """A release built without the LiteRT variant, for a device told to run LiteRT."""
     onnx_only = edit_and_resign(
         releases["1.2.1"], tmp_path, keys["private"], lambda m: m["variants"].pop("tflite-int8")
     )
-    cfg = load_config(config(tmp_path, keys))
+    cfg = load_config(config(tmp_path, keys, runtime="tflite"))
     with pytest.raises(UpdateRefused, match="no variant for runtime 'tflite'"):
         ModelStore(cfg.state_dir).install(onnx_only, cfg)
 

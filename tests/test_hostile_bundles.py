@@ -525,5 +525,5 @@ def test_a_smoke_test_refusal_names_the_bundle_file_and_a_nan_reference_is_refus
     nan = write_segments(tmp_path / "nan.tar", bundle_members(root))
     with pytest.raises(UpdateRefused) as refused:
         ModelStore(cfg.state_dir).install(nan, cfg)
-    assert str(refused.value).startswith(f"{nan}: variant tflite-int8: the manifest's reference score nan")
+    assert str(refused.value).startswith(f"{nan}: variant onnx-int8: the manifest's reference score nan")
     assert ModelStore(cfg.state_dir).state().active is None

@@ -127,6 +127,9 @@ def test_cameras_share_one_copy_of_the_pose_models_and_an_offline_one_holds_up_n
         assert engine is not None and engine.copies == 1
         pose = {w.cfg.id: w.backend for w in app.workers}
         assert pose["workcell"]._models is engine and pose["walkway"]._models is engine
+        # pose.frame_budget_ms auto: three cameras scored at the starter's 10 fps share one copy, so
+        # each may spend 60% of a third of its 100 ms frame period on landmark runs
+        assert {c: round(b.frame_budget_ms, 6) for c, b in pose.items()} == dict.fromkeys(pose, 20.0)
         stats = {w.cfg.id: w.stats for w in app.workers}
         deadline = threading.Event()
         for _ in range(1200):

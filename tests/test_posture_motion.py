@@ -152,7 +152,7 @@ def test_the_daemon_scores_real_footage_with_a_posture_motion_bundle(urfd_bundle
     app.workers[0].on_result = lambda r: scores.extend(r.scores.values())
     app.workers[0].thread.join(60)
     app.stop()
-    assert app.model.name == "urfd-pm" and app.status()["runtime"] == "onnxruntime onnx-int8"
+    assert app.model.name == "urfd-pm" and app.status()["runtime"] == "tflite tflite-int8 on cpu"
     assert app.bundle.contract.fps == 30.0  # the rate it was learned at (URFD), recorded by the export
     assert len(scores) >= 30 and np.isfinite(scores).all()
     events = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]

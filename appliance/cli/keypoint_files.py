@@ -195,7 +195,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="bundle directory or .tar")
     p.add_argument("--keypoints", type=Path, required=True, help="keypoint file or OpenPose JSON folder")
     p.add_argument("--out", type=Path, help="CSV of sequence, frame, score, label")
-    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime")
+    p.add_argument(
+        "--runtime", choices=("auto", *RUNTIMES), default="auto", help="default: as the daemon chooses"
+    )
     p.add_argument("--variant", help="bundle variant (default: int8 if the bundle has it for the runtime)")
     p.add_argument("--threads", type=int, default=1, help="inference threads")
     p.add_argument("--only", nargs="+", metavar="NAME", help="score only these sequences (videos/tracks)")

@@ -121,9 +121,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on the two bundled clips and the starter model; events to terminal and file."""
-    from appliance.service.demo import demo_config
+    from appliance.errors import ApplianceError
+    from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP, demo_config
 
     start_logging(args.verbose)
+    if not (DEMO_CLIP.is_file() and WORKCELL_CLIP.is_file()):
+        raise ApplianceError(
+            "the demo clips come with the source tree, not with the device install (they would cost "
+            "every device 3 MB): run `make demo` in a checkout of the repository"
+        )
     cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
     if args.state_dir is not None:
         cfg = cfg.model_copy(update={"state_dir": args.state_dir})

@@ -43,10 +43,12 @@ class ConfigError(ApplianceError):
 
 class ModelConfig(Section):
     bundle: Path = Field(description="Model bundle to score with: a bundle directory or its .tar.")
-    runtime: Literal["onnxruntime", "tflite"] = Field(
-        "tflite",
-        description="Inference runtime for the scorer graphs: 'tflite' (LiteRT, which the pose models "
-        "need anyway, and the faster of the two per window) or 'onnxruntime' (the [onnx] extra).",
+    runtime: Literal["auto", "onnxruntime", "tflite"] = Field(
+        "auto",
+        description="Inference runtime for the scorer graphs: 'auto' (default) takes the faster one for "
+        "the bundle's kind of model among those installed: onnxruntime for maps and fused models when "
+        "the [onnx] extra is installed (it batches a frame's tracks in one call), LiteRT otherwise and "
+        "for posture-motion models; or 'onnxruntime' / 'tflite' (README: runtimes).",
     )
     variant: str | None = Field(
         None, description="Bundle variant (e.g. onnx-int8); default: the int8 variant for the runtime."

@@ -27,18 +27,18 @@ class Section(BaseModel):
 AcceleratorKind = Literal["cpu", "cuda", "tensorrt", "litert-gpu"]
 ACCELERATOR_HELP = (
     "Where these models run: 'cpu'; 'cuda' or 'tensorrt' (onnxruntime's execution providers: needs "
-    "runtime onnxruntime and the onnxruntime-gpu wheel, or NVIDIA's build on a Jetson); 'litert-gpu' "
-    "(needs runtime tflite and gpu_delegate). An accelerator that is not there is no error: the models "
-    "run on the CPU and the log says why (README: accelerators)."
+    "runtime onnxruntime (or auto) and the onnxruntime-gpu wheel, or NVIDIA's build on a Jetson); "
+    "'litert-gpu' (needs runtime tflite (or auto) and gpu_delegate). An accelerator that is not "
+    "there is no error: the models run on the CPU and the log says why (README: accelerators)."
 )
 
 
 def accelerator_fits_runtime(kind: str, info: ValidationInfo) -> str:
     """An accelerator the section's ``runtime`` can use (both declared before ``accelerator``)."""
     runtime, gpu_delegate = info.data.get("runtime"), info.data.get("gpu_delegate")
-    if kind in ("cuda", "tensorrt") and runtime != "onnxruntime":
+    if kind in ("cuda", "tensorrt") and runtime not in ("onnxruntime", "auto"):
         raise ValueError(f"accelerator {kind!r} runs onnxruntime graphs: set runtime: onnxruntime")
-    if kind == "litert-gpu" and runtime != "tflite":
+    if kind == "litert-gpu" and runtime not in ("tflite", "auto"):
         raise ValueError("accelerator 'litert-gpu' runs LiteRT graphs: set runtime: tflite")
     if kind == "litert-gpu" and gpu_delegate is None:
         raise ValueError(

@@ -41,7 +41,7 @@ from appliance.models.bundle_files import (
 )
 from appliance.models.kind import ModelKind
 from appliance.models.registry import kind_of, type_of
-from appliance.models.runtimes import RUNTIMES, ScoringRuntime, WindowRuntime
+from appliance.models.runtimes import RUNTIMES, ScoringRuntime, WindowRuntime, runtime_installed
 from appliance.updates.signing import SignaturePolicy, Signer
 
 __all__ = [  # the names other modules use from here (some live in bundle_files)
@@ -128,8 +128,30 @@ class Bundle:
     def variants(self, runtime: str | None = None) -> list[str]:
         return [v for v, d in self.manifest["variants"].items() if runtime is None or d["runtime"] == runtime]
 
+    def resolve_runtime(self, runtime: str, variant: str | None = None, accelerator: str = "cpu") -> str:
+        """``runtime``, or for ``auto`` the one to use: a named variant's own; for an accelerator the
+        runtime it runs (cuda, tensorrt: onnxruntime; litert-gpu: tflite); otherwise the first of the
+        model kind's ``runtime_preference`` (the faster first, as measured) that is installed here and
+        that the bundle has a variant for."""
+        if runtime != "auto":
+            return runtime
+        if variant is not None and variant in self.manifest["variants"]:
+            return str(self.manifest["variants"][variant]["runtime"])
+        preference = {"cuda": ("onnxruntime",), "tensorrt": ("onnxruntime",), "litert-gpu": ("tflite",)}.get(
+            accelerator, self.kind.runtime_preference
+        )
+        for candidate in preference:
+            if self.variants(candidate) and runtime_installed(candidate):
+                return candidate
+        installed = [r for r in RUNTIMES if runtime_installed(r)]
+        raise BundleError(
+            f"bundle has no variant this device can run: it has {', '.join(self.variants())}; "
+            f"installed runtimes: {', '.join(installed) or 'none'}"
+        )
+
     def choose_variant(self, runtime: str, variant: str | None = None) -> str:
         """The named variant, or the preferred one for ``runtime`` (int8 before fp32)."""
+        runtime = self.resolve_runtime(runtime, variant)
         if runtime not in RUNTIMES:
             raise BundleError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
         available = self.variants(runtime)
@@ -173,12 +195,13 @@ class Bundle:
 
     def open(
         self,
-        runtime: str = "onnxruntime",
+        runtime: str = "auto",
         variant: str | None = None,
         threads: int = 1,
         accelerator: Accelerator = CPU,
     ) -> tuple[Any, str]:
         """Open a runtime on a variant, check its input shapes against the contract, run the smoke test."""
+        runtime = self.resolve_runtime(runtime, variant, accelerator.kind)
         variant = self.choose_variant(runtime, variant)
         rt = self.kind.open(self, runtime, variant, threads, accelerator)
         self.smoke_test(rt, variant)

@@ -31,6 +31,8 @@ class ModelKind:
     input_kind: ClassVar[str]  # what the pipeline builds per track and frame (one of INPUT_KINDS)
     site_learnable: ClassVar[bool] = False  # whether ``appliance learn`` can fit a site model on it
     variant_files: ClassVar[tuple[str, ...]] = ()  # the keys of a variant that name its model files
+    #: runtimes in the order ``model.runtime: auto`` tries them, the faster first (README: runtimes)
+    runtime_preference: ClassVar[tuple[str, ...]] = ("onnxruntime", "tflite")
 
     def open(
         self, bundle: Bundle, runtime: str, variant: str, threads: int, accelerator: Accelerator = CPU

@@ -18,6 +18,22 @@ from appliance.accelerators import CPU, Accelerator, litert_interpreter, onnx_de
 from appliance.errors import ApplianceError
 
 RUNTIMES = ("onnxruntime", "tflite")
+_MODULES = {"onnxruntime": ("onnxruntime",), "tflite": ("ai_edge_litert", "tflite_runtime")}
+
+
+def runtime_installed(runtime: str) -> bool:
+    """Whether this device has ``runtime`` (found, not imported: importing costs memory). A module
+    set to None in ``sys.modules`` counts as absent, as ``import`` treats it."""
+    import importlib.util
+    import sys
+
+    for module in _MODULES.get(runtime, ()):
+        if module in sys.modules:
+            if sys.modules[module] is not None:
+                return True
+        elif importlib.util.find_spec(module) is not None:
+            return True
+    return False
 
 
 class RuntimeUnavailable(ApplianceError):

@@ -213,11 +213,8 @@ class BlazePoseBackend:
         )  # fmt: skip
         if still_skip < 0 or not 0.0 <= still_change < 1.0:
             raise ApplianceError("pose still_skip must be at least 0 and still_change in [0, 1)")
-        if frame_budget_ms is not None and frame_budget_ms <= 0:
-            raise ApplianceError(f"pose frame_budget_ms must be positive, not {frame_budget_ms}")
         self.still_skip, self.still_change = still_skip, still_change
-        self.frame_budget_ms = frame_budget_ms
-        self._watch = bool(still_skip or frame_budget_ms)  # keep a look at each person's crop
+        self.set_frame_budget(frame_budget_ms)
         self._person_ms = 15.0  # running estimate of one landmark run, for the budget
         self.min_presence = min_presence
         self.max_people = max_people
@@ -238,6 +235,13 @@ class BlazePoseBackend:
         self._last_proposal = -(10**9)
         self._failed_proposals: list[Roi] = []
         self.last_wait_s = 0.0  # the last frame's wait for a copy of the shared models
+
+    def set_frame_budget(self, ms: float | None) -> None:
+        """Landmark time a frame may spend on the people already followed (None: no budget)."""
+        if ms is not None and ms <= 0:
+            raise ApplianceError(f"pose frame_budget_ms must be positive, not {ms}")
+        self.frame_budget_ms = ms
+        self._watch = bool(self.still_skip or ms)  # keep a look at each person's crop
 
     @property
     def landmark_device(self) -> str:

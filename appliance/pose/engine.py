@@ -18,6 +18,13 @@ from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 Models = TypeVar("Models")
+ENGINE_SHARE = 0.6  # of a frame period, for landmark runs: the rest is detector, decode, scoring
+
+
+def engine_share_ms(fps: float, copies: int, cameras: int, share: float = ENGINE_SHARE) -> float:
+    """One camera's landmark budget per frame when ``cameras`` cameras at ``fps`` share ``copies``
+    copies of the pose models: ``share`` of the frame period times its share of the copies."""
+    return share * 1000.0 / fps * min(1.0, copies / max(1, cameras))
 
 
 class ModelPool(Generic[Models]):

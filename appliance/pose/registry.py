@@ -41,7 +41,10 @@ def create_backend(cfg: PoseConfig, engine: Any | None = None) -> PoseBackend:
     if isinstance(cfg, BlazePoseConfig):
         from appliance.pose.blazepose import BlazePoseBackend
 
-        return BlazePoseBackend(**cfg.model_dump(exclude={"type", "model_copies"}), models=engine)
+        options = cfg.model_dump(exclude={"type", "model_copies"})
+        if options["frame_budget_ms"] == "auto":  # set per camera by the daemon (engine_share_ms)
+            options["frame_budget_ms"] = None
+        return BlazePoseBackend(**options, models=engine)
     if isinstance(cfg, OnnxPoseConfig):
         from appliance.pose.onnx_keypoints import OnnxKeypointBackend
 

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from appliance.alarms.detector import HysteresisRule
 from appliance.capture.camera import Camera
 from appliance.capture.frame_rate import RateGate, too_slow
-from appliance.config import CameraConfig, ConfigError, KeypointsPoseConfig
+from appliance.config import BlazePoseConfig, CameraConfig, ConfigError, KeypointsPoseConfig
 from appliance.errors import ApplianceError, ModelError
 from appliance.pose.base import PoseBackend
+from appliance.pose.engine import ENGINE_SHARE, engine_share_ms
 from appliance.pose.registry import create_backend, create_engine
 from appliance.redact import redact
 from appliance.service.camera_worker import CameraWorker, ReplayFrames
@@ -48,6 +49,7 @@ def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> Camer
         whole_frame=cam.whole_frame,
     )
     check_rate(app, cam, backend, chosen)
+    share_the_engine(app, cam, backend, chosen)
     source, size = open_source(app, cam, backend)
     worker = CameraWorker(cam, source, backend, pipeline, app.emit, size)
     worker.gate = RateGate(chosen.fps)
@@ -92,6 +94,22 @@ def check_rate(app: Appliance, cam: CameraConfig, backend: PoseBackend, chosen: 
             f"learned at {chosen.fps:g} fps and a window of its frames would last longer than it "
             f"learned: use a camera stream of at least {chosen.fps:g} fps (cameras[{i}].fps)"
         )
+
+
+def share_the_engine(app: Appliance, cam: CameraConfig, backend: PoseBackend, chosen: CameraModel) -> None:
+    """``pose.frame_budget_ms: auto``: this camera's share of the pose engine as its frame budget,
+    so that cameras sharing the engine shed work each in proportion instead of losing frames."""
+    pose = app.cfg.pose
+    if not isinstance(pose, BlazePoseConfig) or pose.frame_budget_ms != "auto":
+        return
+    fps = chosen.fps or cam.fps or 30.0  # frames are thinned to the model's rate before pose
+    ms = engine_share_ms(fps, pose.model_copies, len(app.cfg.cameras))
+    backend.set_frame_budget(ms)
+    log.info(
+        "camera %s: pose budget %.0f ms a frame (auto: %.0f%% of its %.0f ms frame period, %d model "
+        "copies for %d cameras)",
+        cam.id, ms, 100 * ENGINE_SHARE, 1000 / fps, pose.model_copies, len(app.cfg.cameras),
+    )  # fmt: skip
 
 
 def pose_engine(app: Appliance) -> Any | None:
