@@ -56,7 +56,7 @@ POSE = {
     "threads": 2,
     "landmark_model": "full",
     "camera_fps": 30.0,
-    "frame_budget_ms": "auto",
+    "frame_budget_ms": None,
     "runtime": "tflite",
 }
 
@@ -241,7 +241,7 @@ def main() -> int:
     )
     ap.add_argument("--runtime", choices=("tflite", "onnxruntime"), default="tflite", help="model.runtime")
     ap.add_argument(
-        "--budget-ms", default="auto", help="pose.frame_budget_ms: auto (the default), off, or milliseconds"
+        "--budget-ms", default="off", help="pose.frame_budget_ms: off (the default), auto, or milliseconds"
     )
     ap.add_argument("--case", type=int, help=argparse.SUPPRESS)  # internal: run one case
     args = ap.parse_args()

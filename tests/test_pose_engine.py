@@ -111,6 +111,7 @@ def test_cameras_share_one_copy_of_the_pose_models_and_an_offline_one_holds_up_n
         tmp_path / "appliance.yaml",
         {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True},
         detector={"when_uncalibrated": "bundle_default"},
+        pose={"type": "blazepose", "frame_budget_ms": "auto"},
     )
     import yaml
 

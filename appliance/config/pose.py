@@ -74,13 +74,14 @@ class BlazePoseConfig(Section):
         "person counts as still (0.0075: about 2 grey levels; camera noise is under 1).",
     )
     frame_budget_ms: float | Literal["auto"] | None = Field(
-        "auto",
+        None,
         description="Landmark time a frame may spend on the people already followed; over it, those "
         "whose crops changed least keep their last joints (at most 3 frames in a row) rather than the "
-        "frame coming late or being dropped. The status counts them (pose_shed). 'auto' (default): "
-        "each camera's share of the pose engine, 60% of its model's frame period times "
-        "model_copies / cameras (100 ms at 10 fps: 60 ms for one camera, 15 ms each for four); a "
-        "number of milliseconds; or null for no budget.",
+        "frame coming late or being dropped. The status counts them (pose_shed). 'auto': each "
+        "camera's share of the pose engine, 60% of its model's frame period times model_copies / "
+        "cameras (100 ms at 10 fps: 60 ms for one camera, 15 ms each for four); or milliseconds. "
+        "Default: no budget. Carried joints stop and then jump, which motion features read as "
+        "unusual: on the demo walkway 'auto' raised false alarms (README: a budget).",
     )
     landmark_model: Literal["full", "lite"] = Field(
         "full",
