@@ -1,6 +1,10 @@
 """What the edge install weighs: a fresh virtual environment per variant, ``pip install`` of this
 project (no extras, then each extra asked for), and the size of its site-packages by distribution.
 
+The project is installed from a clean copy of its files (what git tracks, no build leftovers), then
+the BlazePose models are put where ``appliance install-models`` writes them (copied from this
+checkout's verified files, to spare the download; counted as "pose models").
+
     python benchmarks/install_size.py [--extras "" onnx] [--keep DIR]
 
 Each row is one venv: site-packages in all, what pip and setuptools take of it (every venv has
@@ -43,19 +47,38 @@ def by_distribution(site: Path) -> dict[str, int]:
     return sizes
 
 
+def clean_copy(dest: Path) -> Path:
+    """The project's files as git knows them (tracked or new, not ignored), without build leftovers."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def measure(extra: str, keep: Path | None) -> tuple[str, int, int, dict[str, int]]:
     tmp = Path(tempfile.mkdtemp(prefix="install-size-"))
     venv = (keep or tmp) / f"venv-{extra or 'default'}"
     try:
+        src = clean_copy(tmp / "src")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        target = f"{ROOT}[{extra}]" if extra else str(ROOT)
+        target = f"{src}[{extra}]" if extra else str(src)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile", target]
         done = subprocess.run(pip, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"pip install {target} failed:\n{done.stderr[-2000:]}")
         site = site_packages(venv)
+        models = site / "appliance" / "pose" / "models"
+        models.mkdir(parents=True, exist_ok=True)
+        for model in sorted((ROOT / "appliance" / "pose" / "models").glob("*.tflite")):
+            shutil.copy2(model, models / model.name)  # as `appliance install-models` writes them
         total = tree_bytes(site)
         parts = by_distribution(site)
+        parts["pose models"] = sum(p.stat().st_size for p in models.glob("*.tflite"))
         tooling = sum(parts.get(n, 0) for n in ("pip", "setuptools"))
         return extra or "(none)", total, tooling, parts
     finally:

@@ -13,6 +13,10 @@ score for ``--seconds``, then reads its memory while it runs and stops it with S
   then the pose engine (LiteRT and its interpreters), then the scorer sessions.
 
     python benchmarks/memory.py [--seconds 15] [--cameras 1 2 4] [--runtime tflite onnxruntime]
+        [--glibc-arenas 16]
+
+The last rows repeat the first runtime with glibc's own number of malloc arenas (MALLOC_ARENA_MAX,
+8 per core), against the daemon's cap of 2.
 """
 
 from __future__ import annotations
@@ -96,11 +100,16 @@ def daemon_config(tmp: Path, cameras: int, runtime: str) -> Path:
     return path
 
 
-def running_daemon(cameras: int, runtime: str, seconds: float) -> tuple[dict, dict]:
+def running_daemon(
+    cameras: int, runtime: str, seconds: float, arenas: str | None = None
+) -> tuple[dict, dict]:
+    """The daemon's memory after ``seconds``; ``arenas`` sets MALLOC_ARENA_MAX (None: the daemon's own
+    cap of 2, appliance/service/malloc_arenas.py)."""
+    env = {**ENV, "MALLOC_ARENA_MAX": arenas} if arenas else ENV
     with tempfile.TemporaryDirectory() as tmp:
         config = daemon_config(Path(tmp), cameras, runtime)
         cmd = [sys.executable, "-m", "appliance.cli", "run", "--config", str(config)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             time.sleep(seconds)
             if proc.poll() is not None:
@@ -153,6 +162,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="scoring time before the reading")
     ap.add_argument("--cameras", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--runtime", nargs="+", default=["tflite", "onnxruntime"], help="scorer runtimes")
+    ap.add_argument(
+        "--glibc-arenas", default=str(8 * (os.cpu_count() or 1)),
+        help="MALLOC_ARENA_MAX of the comparison rows (glibc's default: 8 per core); '' for none",
+    )  # fmt: skip
     args = ap.parse_args()
     if not CLIP.is_file():
         raise SystemExit(f"{CLIP} not found (the real data in ../shared/data)")
@@ -164,15 +177,17 @@ def main() -> int:
             print(f"- {label}: {mb:.0f} (+{mb - before:.0f})")
             before = mb
         print()
-    print("| scorer runtime | cameras | RSS MB | PSS MB | anonymous MB | " + " | ".join(ORDER) + " |")
+    print("| scorer runtime | malloc arenas | cameras | RSS MB | PSS MB | " + " | ".join(ORDER) + " |")
     print("|---" * (5 + len(ORDER)) + "|")
-    for runtime in args.runtime:
+    rows = [(r, None) for r in args.runtime] + (
+        [(args.runtime[0], args.glibc_arenas)] if args.glibc_arenas else []
+    )
+    for runtime, arenas in rows:
         for n in args.cameras:
-            roll, parts = running_daemon(n, runtime, args.seconds)
+            roll, parts = running_daemon(n, runtime, args.seconds, arenas)
             print(
-                f"| {runtime} | {n} | {roll['Rss']:.0f} | {roll['Pss']:.0f} | {roll['Anonymous']:.0f} | "
-                + " | ".join(f"{parts[c]:.0f}" for c in ORDER)
-                + " |",
+                f"| {runtime} | {arenas or '2 (the daemon caps them)'} | {n} | {roll['Rss']:.0f} | "
+                f"{roll['Pss']:.0f} | " + " | ".join(f"{parts[c]:.0f}" for c in ORDER) + " |",
                 flush=True,
             )
     print("\ncomponents: resident memory of the mappings of each library's files; anonymous: heap and "

@@ -39,6 +39,7 @@ from appliance.service import handover, main_loop
 from appliance.service.camera_worker import STALLED_AFTER_S, CameraWorker, ReplayFrames, ScoringFailure
 from appliance.service.cameras import open_camera, pose_engine
 from appliance.service.command_handler import CommandHandler
+from appliance.service.malloc_arenas import limit_malloc_arenas
 from appliance.service.model_manager import CameraModel, LoadedModel, ModelManager
 from appliance.service.status import StatusBuilder
 from appliance.service.systemd import Notifier
@@ -100,6 +101,7 @@ class Appliance:
     def start(self) -> None:
         cfg = self.cfg
         self.started_at = time.monotonic()
+        limit_malloc_arenas()  # before the camera threads start (appliance/service/malloc_arenas.py)
         for i, cam in enumerate(cfg.cameras):  # a source that can never work is a configuration mistake
             if not isinstance(cfg.pose, KeypointsPoseConfig) and (why := source_problem(cam.source)):
                 raise ConfigError(f"cameras[{i}].source ({cam.id}): {redact(str(cam.source))}: {why}")
