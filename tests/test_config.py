@@ -270,3 +270,18 @@ def test_every_numeric_setting_has_a_lower_and_an_upper_bound():
         if name not in UNBOUNDED and not (low and high):
             missing.append(name)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("auto", "auto"), ("40", 40.0), ("null", None), ("0", None), ("fast", None)]
+)
+def test_the_pose_frame_budget_takes_milliseconds_auto_or_null_and_says_so_otherwise(value, expected):
+    text = (
+        "schema_version: 1\nappliance_id: a\nmodel: {bundle: b.tar}\ncameras: [{id: c, source: 0}]\n"
+        f"pose: {{type: blazepose, frame_budget_ms: {value}}}\n"
+    )
+    if value in ("0", "fast"):
+        with pytest.raises(ConfigError, match=r"^x\.yaml:5: pose\.frame_budget_ms: .*'auto' or null"):
+            parse_config(text, "x.yaml")
+    else:
+        assert parse_config(text, "x.yaml").pose.frame_budget_ms == expected

@@ -6,19 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
-from appliance.accelerators import Accelerator
 from appliance.config.sections import (
     ACCELERATOR_HELP,
     AcceleratorKind,
     PixelSize,
+    PlacedSection,
     Section,
-    accelerator_fits_runtime,
 )
 
 
-class BlazePoseConfig(Section):
+class BlazePoseConfig(PlacedSection):
     type: Literal["blazepose"] = "blazepose"
     model_dir: Path | None = Field(
         None, description="Folder with the BlazePose .tflite files (default: installed with the package)."
@@ -73,7 +72,7 @@ class BlazePoseConfig(Section):
         description="Mean grey change of a person's crop (fraction of the grey range) under which the "
         "person counts as still (0.0075: about 2 grey levels; camera noise is under 1).",
     )
-    frame_budget_ms: float | Literal["auto"] | None = Field(
+    frame_budget_ms: Annotated[float, Field(gt=0, le=10_000)] | Literal["auto"] | None = Field(
         None,
         description="Landmark time a frame may spend on the people already followed; over it, those "
         "whose crops changed least keep their last joints (at most 3 frames in a row) rather than the "
@@ -83,6 +82,20 @@ class BlazePoseConfig(Section):
         "Default: no budget. Carried joints stop and then jump, which motion features read as "
         "unusual: on the demo walkway 'auto' raised false alarms (README: a budget).",
     )
+    @field_validator("frame_budget_ms", mode="before")
+    @classmethod
+    def _budget(cls, v: object) -> object:
+        """One clear message for the three forms instead of one per form."""
+        if v is None or v == "auto":
+            return v
+        try:
+            ms = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            ms = float("nan")
+        if not 0 < ms <= 10_000:
+            raise ValueError(f"give milliseconds (more than 0, at most 10000), 'auto' or null, not {v!r}")
+        return ms
+
     landmark_model: Literal["full", "lite"] = Field(
         "full",
         description="BlazePose landmark model: 'full' (the default) or 'lite' (about 1.5x faster per "
@@ -97,15 +110,6 @@ class BlazePoseConfig(Section):
         None, description="LiteRT GPU delegate library (libtensorflowlite_gpu_delegate.so) for 'litert-gpu'."
     )
     accelerator: AcceleratorKind = Field("cpu", description=ACCELERATOR_HELP)
-
-    @field_validator("accelerator")
-    @classmethod
-    def _accelerator_for_runtime(cls, v: str, info: ValidationInfo) -> str:
-        return accelerator_fits_runtime(v, info)
-
-    def placement(self) -> Accelerator:
-        """Where the pose models should run."""
-        return Accelerator(self.accelerator, self.gpu_delegate)
 
 
 class OnnxPoseConfig(Section):

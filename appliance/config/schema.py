@@ -14,19 +14,17 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from appliance.accelerators import Accelerator
 from appliance.config.pose import BlazePoseConfig, KeypointsPoseConfig, PoseConfig
 from appliance.config.sections import (
     ACCELERATOR_HELP,
     AcceleratorKind,
+    PlacedSection,
     Section,
     TopicLevel,
-    accelerator_fits_runtime,
 )
 from appliance.errors import ApplianceError
 from appliance.publish.sparkplug.config import SparkplugSinkConfig
@@ -41,7 +39,7 @@ class ConfigError(ApplianceError):
     exit_code = 2
 
 
-class ModelConfig(Section):
+class ModelConfig(PlacedSection):
     bundle: Path = Field(description="Model bundle to score with: a bundle directory or its .tar.")
     runtime: Literal["auto", "onnxruntime", "tflite"] = Field(
         "auto",
@@ -97,15 +95,6 @@ class ModelConfig(Section):
         True,
         description="Install bundles (.tar) dropped into <state_dir>/inbox (a USB automount or a share).",
     )
-
-    @field_validator("accelerator")
-    @classmethod
-    def _accelerator_for_runtime(cls, v: str, info: ValidationInfo) -> str:
-        return accelerator_fits_runtime(v, info)
-
-    def placement(self) -> Accelerator:
-        """Where the scorer's graphs should run."""
-        return Accelerator(self.accelerator, self.gpu_delegate)
 
 
 class CameraConfig(Section):

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from appliance.accelerators import Accelerator
 
 
 def _topic_level(v: str) -> str:
@@ -45,3 +47,17 @@ def accelerator_fits_runtime(kind: str, info: ValidationInfo) -> str:
             "accelerator 'litert-gpu' needs gpu_delegate: the path of the LiteRT GPU delegate library"
         )
     return kind
+
+
+class PlacedSection(Section):
+    """A section whose models run somewhere: it declares ``runtime``, then ``gpu_delegate``, then
+    ``accelerator`` (in that order, so the accelerator is checked against the other two)."""
+
+    @field_validator("accelerator", check_fields=False)
+    @classmethod
+    def _accelerator_for_runtime(cls, v: str, info: ValidationInfo) -> str:
+        return accelerator_fits_runtime(v, info)
+
+    def placement(self) -> Accelerator:
+        """Where this section's models should run."""
+        return Accelerator(self.accelerator, self.gpu_delegate)  # type: ignore[attr-defined]
