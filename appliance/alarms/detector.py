@@ -24,6 +24,18 @@ class HysteresisRule:
     update_interval_s: float = 1.0
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a track's window falls (:mod:`appliance.alarms.zones`): the zones holding its feet, and
+    the zone (None: the camera) under whose rule it may count; ``counts`` False means the window can
+    neither raise nor hold an alarm."""
+
+    zones: tuple[str, ...]
+    zone: str | None
+    counts: bool
+    rule: HysteresisRule | None = None
+
+
 @dataclass
 class _Active:
     event_id: str
@@ -31,6 +43,7 @@ class _Active:
     peak_score: float
     peak_skeleton: Skeleton | None
     frames_above: int
+    zone: str | None = None
     seq: int = 0
     last_sent: float = 0.0
 
@@ -50,16 +63,35 @@ class TrackDetector:
     _active: _Active | None = None
     # Best window of the current run above threshold, before the anomaly is confirmed.
     _pending_peak: tuple[float, Skeleton | None] | None = None
+    _zones: tuple[str, ...] = ()  # the zones the track's feet were in at the last window
 
     @property
     def active(self) -> bool:
         return self._active is not None
 
-    def observe(self, score: float, when: float, skeleton: Skeleton | None) -> list[AnomalyEvent]:
-        """Feed the score of the window ending at wall-clock ``when`` (epoch s)."""
+    def observe(
+        self, score: float, when: float, skeleton: Skeleton | None, placement: Placement | None = None
+    ) -> list[AnomalyEvent]:
+        """Feed the score of the window ending at wall-clock ``when`` (epoch s). With zones,
+        ``placement`` says where the track stands: a window that does not count is below threshold,
+        and an anomaly raised under another zone's rule than this window's ends first (``left_zone``)."""
         if not np.isfinite(score):
             return []  # a scoring fault is reported by the daemon's health, not as an alarm
-        above = score > self.rule.threshold
+        events: list[AnomalyEvent] = []
+        zone = None
+        if placement is not None:
+            self._zones, zone = placement.zones, placement.zone
+            if self._active is not None and zone != self._active.zone:
+                events.append(self.close(when, "left_zone", score))  # left it, or it went out of service
+            if placement.rule is not None and placement.rule != self.rule:
+                self.rule = placement.rule
+        counts = placement is None or placement.counts
+        return events + self._observe(score, when, skeleton, counts, zone)
+
+    def _observe(
+        self, score: float, when: float, skeleton: Skeleton | None, counts: bool, zone: str | None
+    ) -> list[AnomalyEvent]:
+        above = counts and score > self.rule.threshold
         if above:
             self._above += 1
             self._below = 0
@@ -73,7 +105,9 @@ class TrackDetector:
         if a is None:
             if self._above >= self.rule.start_windows:
                 peak, peak_skel = self._pending_peak or (score, skeleton)
-                self._active = a = _Active(self.new_id(), when, peak, peak_skel, self._above, last_sent=when)
+                self._active = a = _Active(
+                    self.new_id(), when, peak, peak_skel, self._above, zone=zone, last_sent=when
+                )
                 return [self._event("start", a, score, when)]
             return []
         if above:
@@ -129,4 +163,6 @@ class TrackDetector:
             frames_above=a.frames_above,
             model=self.model,
             peak_skeleton=a.peak_skeleton,
+            zone=a.zone,
+            zones=list(self._zones) or None,
         )

@@ -71,14 +71,24 @@ class AnomalyEvent(BaseModel):
             "shutdown",
             "model_changed",
             "restart",
+            "left_zone",
         ]
         | None
     ) = Field(
         None,
         description="Why an 'end' ended: back below threshold, person lost, stream or camera gone (or its "
-        "processing restarted), stop, a new model version took over (its scores are not comparable), or "
+        "processing restarted), stop, a new model version took over (its scores are not comparable), "
         "restart: the appliance was killed while the anomaly was open (power cut, kill -9, watchdog) and "
-        "ended it when it started again.",
+        "ended it when it started again, or left_zone: the person left the zone the anomaly was raised "
+        "in (or the zone went out of service).",
+    )
+    zone: str | None = Field(
+        None,
+        description="The camera zone whose rule raised this anomaly (absent: the camera has no include "
+        "zones and the whole image counts).",
+    )
+    zones: list[str] | None = Field(
+        None, description="Every zone the person's feet were in at this window (absent: none)."
     )
     score: float = Field(
         description="Score of the latest window, higher is more anomalous; its definition is the bundle "
@@ -86,7 +96,7 @@ class AnomalyEvent(BaseModel):
         "reconstruction error in nats per frame for the LSTM-VAE)."
     )
     peak_score: float = Field(description="Highest window score of this anomaly so far.")
-    threshold: float = Field(description="Threshold in force for this camera.")
+    threshold: float = Field(description="Threshold in force for this camera (or its zone).")
     frames_above: int = Field(description="Windows above threshold in this anomaly so far.")
     model: ModelRef
     peak_skeleton: Skeleton | None = Field(None, description="Skeleton of the frame with the peak score.")

@@ -33,6 +33,7 @@ from appliance.config.yaml_source import (
     MAX_CONFIG_DEPTH,
     MAX_CONFIG_VALUES,
 )
+from appliance.config.zones import ScheduleConfig, ZoneConfig
 from appliance.publish.sparkplug.config import SparkplugSinkConfig
 
 __all__ = [
@@ -55,11 +56,13 @@ __all__ = [
     "OnnxPoseConfig",
     "PixelSize",
     "PoseConfig",
+    "ScheduleConfig",
     "SinkConfig",
     "SparkplugSinkConfig",
     "StdoutSinkConfig",
     "TopicLevel",
     "TrackingConfig",
+    "ZoneConfig",
     "key_locator",
     "load_config",
     "parse_config",

@@ -82,6 +82,7 @@ class BlazePoseConfig(PlacedSection):
         "Default: no budget. Carried joints stop and then jump, which motion features read as "
         "unusual: on the demo walkway 'auto' raised false alarms (README: a budget).",
     )
+
     @field_validator("frame_budget_ms", mode="before")
     @classmethod
     def _budget(cls, v: object) -> object:

@@ -26,6 +26,7 @@ from appliance.config.sections import (
     Section,
     TopicLevel,
 )
+from appliance.config.zones import ZoneConfig
 from appliance.errors import ApplianceError
 from appliance.publish.sparkplug.config import SparkplugSinkConfig
 from appliance.service.credentials import resolve_password
@@ -128,6 +129,20 @@ class CameraConfig(Section):
         False,
         description="Score all skeletons of a frame as one map (single-worker cells) instead of per person.",
     )
+    zones: list[ZoneConfig] = Field(
+        [],
+        max_length=32,
+        description="Named polygons where anomalies count ('include') or never count ('exclude'), each "
+        "with its own threshold, dwell and schedule (README: zones). None: the whole image counts.",
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_names(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
+        names = [z.name for z in v]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"zone names must be unique per camera; repeated: {', '.join(dup)}")
+        return v
 
 
 class TrackingConfig(Section):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.alarms.detector import HysteresisRule
+from appliance.alarms.zones import CameraZones
 from appliance.capture.camera import Camera
 from appliance.capture.frame_rate import RateGate, too_slow
 from appliance.config import BlazePoseConfig, CameraConfig, ConfigError, KeypointsPoseConfig
@@ -47,6 +48,7 @@ def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> Camer
         rule=HysteresisRule(threshold, d.start_windows, d.end_windows, d.update_interval_s),
         tracker=Tracker(t.min_iou, t.max_missed_frames, t.min_hits),
         whole_frame=cam.whole_frame,
+        zones=CameraZones(list(cam.zones)) if cam.zones else None,
     )
     check_rate(app, cam, backend, chosen)
     share_the_engine(app, cam, backend, chosen)

@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.alarms.detector import HysteresisRule, TrackDetector
 from appliance.alarms.events import AnomalyEvent, ModelRef, Skeleton
+from appliance.alarms.zones import CameraZones, foot_point
 from appliance.features.skeleton_map import MapSpec, neck_of, render_map
 from appliance.models.fused import FusedScorer
 from appliance.models.lstm_vae import MultiTrackScorer
@@ -47,10 +48,12 @@ class CameraPipeline:
         rule: HysteresisRule,
         tracker: Tracker,
         whole_frame: bool = False,
+        zones: CameraZones | None = None,
     ) -> None:
         self.appliance_id, self.camera_id = appliance_id, camera_id
         self.scorer, self.map_spec, self.model = scorer, map_spec, model
         self.rule, self.tracker, self.whole_frame = rule, tracker, whole_frame
+        self.zones = zones  # None: the whole image counts under the camera's rule
         self.detectors: dict[int, TrackDetector] = {}
         self._last_neck: dict[int, np.ndarray] = {}
 
@@ -87,17 +90,24 @@ class CameraPipeline:
                 continue
             result.scores[tid] = score
             detector = self._detector(tid)
+            placement = None
+            if self.zones is not None:
+                feet = foot_point(persons[tid], image_size)
+                placement = self.zones.place(tid, feet, when, self.rule)
+            rule = placement.rule if placement is not None and placement.rule else detector.rule
             # the detector keeps a skeleton only from windows above threshold (anomaly peaks): build it
             # for those alone, not for every track on every frame
-            above = score > detector.rule.threshold
+            above = score > rule.threshold and (placement is None or placement.counts)
             skeleton = _skeleton(persons[tid], image_size, index) if above else None
-            result.events += detector.observe(score, when, skeleton)
+            result.events += detector.observe(score, when, skeleton, placement)
         return result
 
     def end_track(self, track_id: int, when: float, reason: str) -> list[AnomalyEvent]:
         """Forget a track; end its anomaly if one is open."""
         self.scorer.drop(track_id)
         self._last_neck.pop(track_id, None)
+        if self.zones is not None:
+            self.zones.forget(track_id)
         det = self.detectors.pop(track_id, None)
         return [det.close(when, reason)] if det is not None and det.active else []
 
