@@ -172,3 +172,40 @@ def test_zone_names_are_unique_per_camera():
     text = "schema_version: 1\nappliance_id: a\nmodel: {bundle: b.tar}\ncameras: [" + str(cam) + "]\n"
     with pytest.raises(ConfigError, match="zone names must be unique per camera; repeated: z"):
         parse_config(text, "site.yaml")
+
+
+def test_a_reload_applies_new_zones_to_a_running_camera(tmp_path):
+    """SIGHUP's path (Appliance.reload) with a zone excluding the whole image, while the dancer's
+    anomaly is open: it ends below the threshold (the dancer never drops below it by herself) and
+    nothing starts again; the camera, its tracks and the sinks stay."""
+    import yaml
+
+    from appliance.service.daemon import Appliance
+
+    camera = {"id": "line", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True}
+    path = write_appliance_config(
+        tmp_path / "c.yaml", camera, detector={"threshold": 2.77, "start_windows": 3}
+    )
+    app = Appliance(load_config(path))
+    app.start()
+    events = tmp_path / "events.jsonl"
+    try:
+        deadline = time.monotonic() + 60
+        while '"type":"start"' not in (events.read_text() if events.exists() else ""):
+            assert time.monotonic() < deadline, "no anomaly from the dancer"
+            time.sleep(0.1)
+        data = yaml.safe_load(path.read_text())
+        data["cameras"][0]["zones"] = [{"name": "everywhere", "kind": "exclude", "polygon": WHOLE}]
+        path.write_text(yaml.safe_dump(data))
+        reloaded_ms = time.time() * 1000
+        app.reload(load_config(path))
+        worker = app.workers[0]
+        assert [z.name for z in worker.pipeline.zones.zones] == ["everywhere"]
+        time.sleep(6)  # 60 windows at the model's 10 fps
+    finally:
+        app.stop()
+    after = [AnomalyEvent.model_validate_json(x) for x in events.read_text().splitlines()]
+    after = [e for e in after if e.time_ms > reloaded_ms]
+    assert [e.type for e in after if e.type != "update"][:1] == ["end"], [e.type for e in after]
+    assert after[[e.type for e in after].index("end")].end_reason == "below_threshold"
+    assert not [e for e in after if e.type == "start"]

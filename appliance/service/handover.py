@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from appliance.alarms.detector import HysteresisRule
 from appliance.alarms.threshold_store import load_thresholds, thresholds_path
+from appliance.alarms.zones import CameraZones
 from appliance.capture.frame_rate import RateGate
 from appliance.config import ApplianceConfig
 from appliance.errors import ModelError
@@ -130,26 +131,32 @@ def reload_calibration_if_changed(app: Appliance) -> bool:
 
 def reload_config(app: Appliance, new: ApplianceConfig) -> None:
     """SIGHUP: apply thresholds and hysteresis from a re-read config and the calibration file,
-    between frames, keeping cameras, tracks and the MQTT session; say what needs a restart."""
+    and each camera's zones, between frames, keeping cameras, tracks and the MQTT session; say what
+    needs a restart."""
     old = app.cfg
     restart = [
         key
         for key in ("appliance_id", "state_dir", "model", "pose", "tracking", "sinks")
         if getattr(new, key) != getattr(old, key)
     ]
-    old_cams = {c.id: c.model_copy(update={"threshold": None}) for c in old.cameras}
-    new_cams = {c.id: c.model_copy(update={"threshold": None}) for c in new.cameras}
+    live = {"threshold": None, "zones": []}  # what a reload applies to a running camera
+    old_cams = {c.id: c.model_copy(update=live) for c in old.cameras}
+    new_cams = {c.id: c.model_copy(update=live) for c in new.cameras}
     if old_cams != new_cams:
-        restart.append("cameras (other than their thresholds)")
-    thresholds = {c.id: c.threshold for c in new.cameras}
-    cameras = [c.model_copy(update={"threshold": thresholds.get(c.id)}) for c in old.cameras]
+        restart.append("cameras (other than their thresholds and zones)")
+    applied = {c.id: {"threshold": c.threshold, "zones": c.zones} for c in new.cameras}
+    cameras = [c.model_copy(update=applied.get(c.id, {"threshold": None, "zones": []})) for c in old.cameras]
     app.cfg = old.model_copy(update={"detector": new.detector, "cameras": cameras})
     for w in app.workers:
+        before = w.cfg.zones
         w.cfg = next(c for c in cameras if c.id == w.cfg.id)
         d = app.cfg.detector
         w.pipeline.rule = HysteresisRule(
             w.pipeline.rule.threshold, d.start_windows, d.end_windows, d.update_interval_s
         )
+        if w.cfg.zones != before:  # from the next window on; each track's dwell starts again
+            w.pipeline.zones = CameraZones(list(w.cfg.zones)) if w.cfg.zones else None
+            log.info("camera %s: zones now %s", w.cfg.id, ", ".join(z.name for z in w.cfg.zones) or "none")
     app._calibration_stamp = -1  # force: re-read the calibration file and apply every threshold
     app.reload_calibration_if_changed()
     if restart:
