@@ -289,7 +289,47 @@ class ScoreTelemetry(BaseModel):
     max_score: float | None = Field(description="Highest of them (None: nobody was scored).")
 
 
-SCHEMAS = {"event": AnomalyEvent, "status": ApplianceStatus, "telemetry": ScoreTelemetry}
+CAMERA_POINT = "all"  # the alarm point of a camera without include zones
+AlarmState = Literal[
+    "normal",
+    "active_unacknowledged",
+    "active_acknowledged",
+    "returned_unacknowledged",
+    "shelved",
+    "out_of_service",
+]
+
+
+class AlarmPointState(BaseModel):
+    """The retained message of one alarm point (``<prefix>/<appliance>/<camera>/alarm/<point>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    appliance_id: str
+    camera_id: str
+    point: str = Field(description=f"The zone, or {CAMERA_POINT!r} for a camera without include zones.")
+    state: AlarmState
+    since: str = Field(description="When the point entered this state (ISO-8601 UTC).")
+    active_anomalies: int = Field(description="Track anomalies open now.")
+    anomalies: int = Field(description="Anomalies since the point was last normal (0 when normal).")
+    peak_score: float | None = Field(None, description="Highest score since the point was last normal.")
+    tracks: list[int] = Field([], description="Tracks with an anomaly since the point was last normal.")
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    comment: str | None = Field(None, description="The last operator comment on this point.")
+    shelved_until: str | None = Field(None, description="When the shelf ends by itself (shelved only).")
+    shelved_by: str | None = None
+    out_of_service: str | None = Field(None, description="Why the point is out of service, in words.")
+    time: str = Field(description="When this message was made.")
+
+
+SCHEMAS = {
+    "event": AnomalyEvent,
+    "status": ApplianceStatus,
+    "telemetry": ScoreTelemetry,
+    "alarm": AlarmPointState,
+}
 
 
 def json_schemas() -> dict[str, dict]:

@@ -53,7 +53,7 @@ log = logging.getLogger("appliance.mqtt")
 
 BURST = 10
 """Commands accepted at once before ``commands_per_minute`` paces them."""
-BEHAVIOUR_CHANGING = frozenset({"recalibrate", "reload", "learn"})
+BEHAVIOUR_CHANGING = frozenset({"recalibrate", "reload", "learn", "ack", "shelve", "unshelve"})
 """Commands that change what the appliance alarms on: signed when a command secret is configured."""
 LONG_RUNNING = frozenset({"recalibrate", "learn"})
 """Commands that block for minutes: run one at a time beside the quick ones, not in front of them."""
@@ -115,11 +115,37 @@ class LearnRequest(CommandRequest):
     )
 
 
+class AlarmRequest(CommandRequest):
+    """What every alarm-point action names: the point, who acts, and why."""
+
+    camera: TopicLevel | None = Field(None, description="Camera id; may be left out with one camera.")
+    point: TopicLevel | None = Field(None, description="Zone name (default: 'all', a camera without zones).")
+    by: str = Field(min_length=1, max_length=64, description="Who acts (operator name or badge).")
+    comment: str | None = Field(None, max_length=500, description="Why, for the audit log.")
+
+
+class AckRequest(AlarmRequest):
+    """``ack``: acknowledge an alarm point (active -> acknowledged, returned -> normal)."""
+
+
+class ShelveRequest(AlarmRequest):
+    """``shelve``: suppress a nuisance point for a while; it comes back by itself."""
+
+    minutes: float = Field(gt=0, le=480, allow_inf_nan=False, description="How long (at most 8 h).")
+
+
+class UnshelveRequest(AlarmRequest):
+    """``unshelve``: end a shelf early."""
+
+
 REQUESTS: dict[str, type[CommandRequest]] = {
     "status": StatusRequest,
     "reload": ReloadRequest,
     "recalibrate": RecalibrateRequest,
     "learn": LearnRequest,
+    "ack": AckRequest,
+    "shelve": ShelveRequest,
+    "unshelve": UnshelveRequest,
 }
 """Known commands and their request models (a new command needs an entry here)."""
 

@@ -6,6 +6,8 @@ Topic contract (``docs/mqtt.md``):
   last will and on a clean stop;
 - ``<prefix>/<appliance_id>/status``: retained JSON (:class:`appliance.alarms.events.ApplianceStatus`);
 - ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`);
+- ``<prefix>/<appliance_id>/<camera>/alarm/<point>``: retained JSON, QoS 1, on every change and every
+  connect (:class:`appliance.alarms.alarm_points.AlarmPointState`);
 - ``<prefix>/<appliance_id>/<camera>/scores``: optional score telemetry, QoS 0 (:class:`ScoreTelemetry`).
 
 One thread owns the paho client: it connects (a fresh client per session, so nothing but the outbox
@@ -52,6 +54,7 @@ class MqttLink:
         status: Callable[[], dict[str, Any]] | None = None,
         telemetry: Callable[[float], list[dict[str, Any]]] | None = None,
         commands: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        alarms: Callable[[], list[Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
@@ -63,6 +66,7 @@ class MqttLink:
             max_bytes=cfg.outbox_max_bytes,
         )
         self._status = status
+        self._alarms = alarms  # the alarm points' states (AlarmPointState), retained per point
         self._commands = CommandChannel(cfg, self.base, commands) if commands and cfg.commands else None
         self._telemetry = telemetry if cfg.telemetry_interval_s else None
         self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
@@ -89,6 +93,11 @@ class MqttLink:
 
     def publish(self, event: AnomalyEvent) -> None:
         self.outbox.put(self.topic_for(event.camera_id), event.to_json(), event.type, key=event.event_id)
+        self._wake.set()
+
+    def publish_alarms(self) -> None:
+        """An alarm point changed: republish the retained point states now."""
+        self._alarms_due = True
         self._wake.set()
 
     def publish_status(self) -> None:
@@ -131,12 +140,8 @@ class MqttLink:
         return client
 
     def _on_command(self, client, userdata, message) -> None:
-        """``<base>/cmd/<name>``: on the network thread (the alarms' thread), only the cheap checks.
-
-        Rate, size and queueing are decided here in O(1) without decoding; parsing, signature and
-        the command itself run on :class:`CommandChannel`'s workers (``appliance/publish/commands.py``),
-        and the answers go out at QoS 0 after the outbox, never through it.
-        """
+        """``<base>/cmd/<name>`` on the network thread (the alarms' thread): rate, size and queueing
+        only, in O(1) without decoding; the rest runs on :class:`CommandChannel`'s workers."""
         if self._commands is not None:
             self._commands.receive(message.topic, message.payload)
 
@@ -230,6 +235,7 @@ class MqttLink:
         if self._commands is not None:
             client.subscribe(f"{self.base}/cmd/+", qos=1)
         self._status_due = 0.0
+        self._alarms_due = True  # a new session: the broker may have lost the retained states
         while self.connected.is_set():
             draining = self._drain_deadline is not None
             if draining and (
@@ -250,13 +256,18 @@ class MqttLink:
                         self._in_flight[info.mid] = (msg.id, msg.created_at)
             if self._commands is not None:  # answers after the events handed above: alarms go first
                 self._commands.flush(client)
+            if self._alarms is not None and self._alarms_due:
+                self._alarms_due = False
+                self.health.guarded("alarms", publish_alarm_states, client, self.base, self._alarms)
             if self._status is not None and time.monotonic() >= self._status_due:
                 self._status_due = time.monotonic() + self.cfg.status_interval_s
                 self.health.guarded("status", self._publish_status, client)
             if self._telemetry is not None and time.monotonic() >= self._telemetry_due:
                 interval = self.cfg.telemetry_interval_s or 0.0
                 self._telemetry_due = time.monotonic() + interval
-                self.health.guarded("telemetry", self._publish_telemetry, client, interval)
+                self.health.guarded(
+                    "telemetry", publish_telemetry, client, self.base, self._telemetry, interval
+                )
             self.outbox.report()
             if client.loop(timeout=0.05) != 0:
                 break
@@ -264,11 +275,6 @@ class MqttLink:
         self._in_flight.clear()  # unacknowledged: still in the outbox, resent next session
         if self._drain_deadline is None:
             self.health.lost()
-
-    def _publish_telemetry(self, client, interval: float) -> None:
-        assert self._telemetry is not None
-        for item in self._telemetry(interval):  # a reading, not a record: QoS 0, not stored
-            client.publish(f"{self.base}/{item['camera_id']}/scores", json.dumps(item), qos=0)
 
     def _publish_status(self, client):
         assert self._status is not None
@@ -287,3 +293,16 @@ class MqttLink:
             pass
         client.disconnect()
         self.connected.clear()
+
+
+def publish_alarm_states(client, base: str, states: Callable[[], list[Any]]) -> None:
+    """Every alarm point's state, retained at QoS 1: a SCADA that (re)connects sees them all at once."""
+    for point in states():
+        topic = f"{base}/{point.camera_id}/alarm/{point.point}"
+        client.publish(topic, point.model_dump_json(exclude_none=True), qos=1, retain=True)
+
+
+def publish_telemetry(client, base: str, telemetry: Callable[[float], list[dict]], interval: float) -> None:
+    """Score telemetry: a reading, not a record (QoS 0, not stored in the outbox)."""
+    for item in telemetry(interval):
+        client.publish(f"{base}/{item['camera_id']}/scores", json.dumps(item), qos=0)

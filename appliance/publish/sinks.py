@@ -83,6 +83,7 @@ def open_sinks(
     model_version: str = "",
     telemetry: Callable[[float], list[dict]] | None = None,
     commands: Callable[[str, dict], dict] | None = None,
+    alarms: Callable[[], list] | None = None,
 ) -> list[EventSink]:
     """The configured sinks; ``thresholds`` (camera id -> threshold) name the cameras for Sparkplug."""
     sinks: list[EventSink] = []
@@ -94,7 +95,7 @@ def open_sinks(
         elif isinstance(cfg, MqttSinkConfig):
             from appliance.publish.mqtt import MqttLink
 
-            sinks.append(MqttLink(cfg, appliance_id, state_dir, status, telemetry, commands))
+            sinks.append(MqttLink(cfg, appliance_id, state_dir, status, telemetry, commands, alarms))
         elif isinstance(cfg, SparkplugSinkConfig):
             from appliance.publish.sparkplug.node import SparkplugNode
 

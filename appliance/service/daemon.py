@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appliance.alarms.alarm_points import AlarmBoard
 from appliance.alarms.events import AnomalyEvent
 from appliance.alarms.journal import AnomalyJournal
 from appliance.alarms.threshold_store import thresholds_path
@@ -36,6 +37,8 @@ from appliance.pose.registry import close_engine
 from appliance.publish.sinks import EventSink, open_sinks
 from appliance.redact import redact
 from appliance.service import handover, main_loop
+from appliance.service.alarm_service import HANDLERS as ALARM_COMMANDS
+from appliance.service.alarm_service import open_alarm_board
 from appliance.service.camera_worker import STALLED_AFTER_S, CameraWorker, ReplayFrames, ScoringFailure
 from appliance.service.cameras import open_camera, pose_engine
 from appliance.service.command_handler import CommandHandler
@@ -80,6 +83,7 @@ class Appliance:
         self.journal = AnomalyJournal(cfg.state_dir / "open-anomalies.json")
         self.commands = CommandHandler(self)
         self.reporter = StatusBuilder(self)
+        self.alarms: AlarmBoard | None = None  # the alarm points, from start()
 
     @property
     def store(self) -> ModelStore:
@@ -125,6 +129,9 @@ class Appliance:
         if cfg.model.watch_inbox:
             self.inbox = Inbox(cfg.state_dir / "inbox", self.models.install_from_inbox)
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
+        self.alarms = open_alarm_board(self)
+        for name, handler in ALARM_COMMANDS.items():
+            self.commands.register(name, handler)
         self.sinks = open_sinks(
             cfg.sinks,
             cfg.appliance_id,
@@ -134,8 +141,10 @@ class Appliance:
             model.version,
             self.telemetry,
             self.command,
+            self.alarms.messages,
         )
         self.emit(self.journal.restart_ends(time.time()))  # anomalies a hard kill left open
+        self.alarms.restarted()
         try:
             self.pose_engine = pose_engine(self)  # one set of pose models for every camera
             for cam in cfg.cameras:
@@ -179,6 +188,11 @@ class Appliance:
         """One score telemetry record per camera for the interval that ends now."""
         return self.reporter.telemetry(interval_s)
 
+    def alarms_changed(self) -> None:
+        """An alarm point changed: its retained state goes out now."""
+        for sink in self.sinks:
+            getattr(sink, "publish_alarms", lambda: None)()
+
     def status_changed(self) -> None:
         """A camera changed state (or the appliance started): publish status now, not at the next tick."""
         for sink in self.sinks:
@@ -216,6 +230,8 @@ class Appliance:
             return
         with self._emit_lock:
             self.journal.record(events)  # before the sinks: a hard kill from here on still ends them
+            if self.alarms is not None:
+                self.alarms.on_events(events)
             for event in events:
                 self.events_emitted += 1
                 log.info(

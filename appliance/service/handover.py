@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from appliance.alarms.alarm_points import points_of
 from appliance.alarms.detector import HysteresisRule
 from appliance.alarms.threshold_store import load_thresholds, thresholds_path
 from appliance.alarms.zones import CameraZones
@@ -156,6 +157,8 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
         )
         if w.cfg.zones != before:  # from the next window on; each track's dwell starts again
             w.pipeline.zones = CameraZones(list(w.cfg.zones)) if w.cfg.zones else None
+            if app.alarms is not None:
+                app.alarms.ensure(points_of([w.cfg]))
             log.info("camera %s: zones now %s", w.cfg.id, ", ".join(z.name for z in w.cfg.zones) or "none")
     app._calibration_stamp = -1  # force: re-read the calibration file and apply every threshold
     app.reload_calibration_if_changed()

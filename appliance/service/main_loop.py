@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from appliance.service.alarm_service import out_of_service
 from appliance.service.systemd import Notifier
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def run_until_stopped(
         if reload_requested is not None and reload_requested.is_set() and reload is not None:
             reload_requested.clear()
             reload()
+        if app.alarms is not None:
+            app.alarms.tick(out_of_service(app))  # shelves that expire, cameras or zones out of service
         if ping_every is not None and now >= next_ping:
             next_ping = now + ping_every
             stalled = app.stalled_cameras(max_age_s=max(2.0, 2 * ping_every))
