@@ -254,7 +254,7 @@ def _numeric_fields() -> list[tuple[str, object]]:
 
 
 # Alarm thresholds are scores, not quantities with a natural range: they only have to be finite.
-UNBOUNDED = {"CameraConfig.threshold", "DetectorConfig.threshold"}
+UNBOUNDED = {"CameraConfig.threshold", "DetectorConfig.threshold", "ZoneConfig.threshold"}
 
 
 def test_every_numeric_setting_has_a_lower_and_an_upper_bound():
