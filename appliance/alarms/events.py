@@ -44,6 +44,27 @@ class ModelRef(BaseModel):
     version: str
 
 
+class Evidence(BaseModel):
+    """The skeletons behind an anomaly: the person's body-graph joints over the frames before and
+    during the window that raised it (or ended it), compact (``appliance/alarms/evidence.py``).
+    Keypoints only: no image ever leaves the device."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    graph: Literal["body15"] = Field(
+        "body15",
+        description="Joint order: nose, neck, shoulder/elbow/wrist (right, left), mid-hip, hip/knee/ankle.",
+    )
+    image_size: tuple[int, int] = Field(description="Width and height of the frames the pixels refer to.")
+    frames: int = Field(description="Frames in the clip.")
+    t0_ms: int = Field(description="Epoch milliseconds of the first frame.")
+    times_ms: list[int] = Field(description="Each frame's time after the first, in milliseconds.")
+    points: str = Field(
+        description="base64 of zlib-compressed little-endian uint16 (frames, 15, 2): x, y in quarter pixels."
+    )
+    confidence: str = Field(description="base64 of zlib-compressed uint8 (frames, 15): confidence x 255.")
+
+
 class AnomalyEvent(BaseModel):
     """One message about one anomaly."""
 
@@ -100,6 +121,11 @@ class AnomalyEvent(BaseModel):
     frames_above: int = Field(description="Windows above threshold in this anomaly so far.")
     model: ModelRef
     peak_skeleton: Skeleton | None = Field(None, description="Skeleton of the frame with the peak score.")
+    evidence: Evidence | None = Field(
+        None,
+        description="On 'start' and 'end' with detector.evidence 'clip' (the default): the person's "
+        "skeletons over the frames before and during the window (appliance render-event draws them).",
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)

@@ -1,9 +1,9 @@
 """``appliance``: the edge command (no torch). Each module registers its subcommands and runs them.
 
 :mod:`.keypoint_files` (maps, score, extract), :mod:`.run` (run, check-config, demo),
-:mod:`.learning` (calibrate, learn), :mod:`.models` (update, rollback, models) and :mod:`.install`
-(install-service, install-models, schemas). This package is the composition root: the one place in
-``appliance`` that wires in :mod:`calibration`'s commands.
+:mod:`.learning` (calibrate, learn), :mod:`.models` (update, rollback, models), :mod:`.install`
+(install-service, install-models, schemas) and :mod:`.render` (render-event). This package is the
+composition root: the one place in ``appliance`` that wires in :mod:`calibration`'s commands.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import sys
 
 from appliance import __version__
-from appliance.cli import install, keypoint_files, learning, models, run
+from appliance.cli import install, keypoint_files, learning, models, render, run
 from appliance.errors import ApplianceError
 
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (keypoint_files, run, learning, models, install):
+    for commands in (keypoint_files, run, learning, models, install, render):
         commands.add_commands(sub)
     return parser
 

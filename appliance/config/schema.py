@@ -175,6 +175,19 @@ class DetectorConfig(Section):
     update_interval_s: float = Field(
         1.0, gt=0, le=3600, description="Least time between 'update' events of one anomaly."
     )
+    evidence: Literal["off", "peak", "clip"] = Field(
+        "clip",
+        description="What skeletons events carry: 'clip' (the person's skeletons over evidence_frames "
+        "frames on 'start' and 'end', a few kB; appliance render-event draws them), 'peak' (the peak "
+        "frame's skeleton only) or 'off' (none). Never images.",
+    )
+    evidence_frames: int = Field(
+        60,
+        ge=1,
+        le=600,
+        description="Frames of skeletons in a clip: 60 at the starter's 10 fps is its 3 s window and 3 s "
+        "before.",
+    )
 
 
 class StdoutSinkConfig(Section):

@@ -49,6 +49,8 @@ def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> Camer
         tracker=Tracker(t.min_iou, t.max_missed_frames, t.min_hits),
         whole_frame=cam.whole_frame,
         zones=CameraZones(list(cam.zones)) if cam.zones else None,
+        evidence=d.evidence,
+        evidence_frames=d.evidence_frames,
     )
     check_rate(app, cam, backend, chosen)
     share_the_engine(app, cam, backend, chosen)

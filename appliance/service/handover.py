@@ -155,6 +155,7 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
         w.pipeline.rule = HysteresisRule(
             w.pipeline.rule.threshold, d.start_windows, d.end_windows, d.update_interval_s
         )
+        w.pipeline.evidence = d.evidence
         if w.cfg.zones != before:  # from the next window on; each track's dwell starts again
             w.pipeline.zones = CameraZones(list(w.cfg.zones)) if w.cfg.zones else None
             if app.alarms is not None:

@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.alarms.detector import HysteresisRule, TrackDetector
 from appliance.alarms.events import AnomalyEvent, ModelRef, Skeleton
+from appliance.alarms.evidence import TrackClips
 from appliance.alarms.zones import CameraZones, foot_point
 from appliance.features.skeleton_map import MapSpec, neck_of, render_map
 from appliance.models.fused import FusedScorer
@@ -49,11 +50,16 @@ class CameraPipeline:
         tracker: Tracker,
         whole_frame: bool = False,
         zones: CameraZones | None = None,
+        evidence: str = "clip",
+        evidence_frames: int = 60,
     ) -> None:
         self.appliance_id, self.camera_id = appliance_id, camera_id
         self.scorer, self.map_spec, self.model = scorer, map_spec, model
         self.rule, self.tracker, self.whole_frame = rule, tracker, whole_frame
         self.zones = zones  # None: the whole image counts under the camera's rule
+        self.evidence = evidence  # off | peak | clip (detector.evidence)
+        self.clips = TrackClips(evidence_frames)
+        self._image_size = (0, 0)
         self.detectors: dict[int, TrackDetector] = {}
         self._last_neck: dict[int, np.ndarray] = {}
 
@@ -62,6 +68,7 @@ class CameraPipeline:
     ) -> FrameResult:
         """Run one frame's people (from the pose stage) through tracking, scoring and detection."""
         result = FrameResult(people=len(people))
+        self._image_size = image_size
         kind = getattr(self.scorer, "input_kind", "maps")  # maps, body (posture-motion) or both (fused)
         if self.whole_frame:
             drawn = (
@@ -74,6 +81,8 @@ class CameraPipeline:
             inputs, persons = (
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
+            if drawn and self.evidence == "clip":
+                self.clips.add(WHOLE_FRAME_TRACK, drawn[1], when)
         else:
             update = self.tracker.update(people)
             for tid in update.closed:
@@ -81,6 +90,8 @@ class CameraPipeline:
             inputs, persons = {}, {}
             for track in update.seen:
                 p = track.person
+                if self.evidence == "clip":
+                    self.clips.add(track.track_id, p, when)
                 m = self._track_input(kind, track.track_id, p, image_size)
                 if m is not None:
                     inputs[track.track_id] = m
@@ -99,17 +110,28 @@ class CameraPipeline:
             # for those alone, not for every track on every frame
             above = score > rule.threshold and (placement is None or placement.counts)
             skeleton = _skeleton(persons[tid], image_size, index) if above else None
-            result.events += detector.observe(score, when, skeleton, placement)
+            result.events += self._with_evidence(detector.observe(score, when, skeleton, placement))
         return result
 
     def end_track(self, track_id: int, when: float, reason: str) -> list[AnomalyEvent]:
         """Forget a track; end its anomaly if one is open."""
+        det = self.detectors.pop(track_id, None)
+        ended = self._with_evidence([det.close(when, reason)]) if det is not None and det.active else []
         self.scorer.drop(track_id)
+        self.clips.drop(track_id)
         self._last_neck.pop(track_id, None)
         if self.zones is not None:
             self.zones.forget(track_id)
-        det = self.detectors.pop(track_id, None)
-        return [det.close(when, reason)] if det is not None and det.active else []
+        return ended
+
+    def _with_evidence(self, events: list[AnomalyEvent]) -> list[AnomalyEvent]:
+        """Attach or strip skeletons as ``detector.evidence`` says."""
+        for e in events:
+            if self.evidence == "off":
+                e.peak_skeleton = None
+            elif self.evidence == "clip" and e.type in ("start", "end"):
+                e.evidence = self.clips.evidence(e.track_id, self._image_size)
+        return events
 
     def end_all(self, when: float, reason: str) -> list[AnomalyEvent]:
         """Close every track (stream ended, camera reopened, shutdown)."""

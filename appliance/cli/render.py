@@ -1,0 +1,125 @@
+"""``appliance render-event EVENT.json --out clip.gif``: the skeleton clip an event carries, drawn as
+a stick figure with matplotlib, so a supervisor sees what happened; no image ever left the device.
+
+matplotlib is not part of the device install (``pip install 'ceiling-appliance[render]'`` on the
+supervisor's machine; the ``[export]`` extra has it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.alarms.events import AnomalyEvent
+from appliance.errors import ApplianceError
+
+SEEN = 0.3  # joints less sure than this are not drawn
+
+
+def read_event(path: Path, event_id: str | None = None) -> AnomalyEvent:
+    """One event from a JSON file, or the last with evidence (of ``event_id``) from a JSON-lines file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ApplianceError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        events = [AnomalyEvent.model_validate_json(text)]  # one event, pretty-printed or not
+    except ValueError:
+        try:
+            events = [AnomalyEvent.model_validate_json(line) for line in text.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise ApplianceError(f"{path} holds no appliance event: {str(exc).splitlines()[0]}") from None
+    chosen = [
+        e for e in events if e.evidence is not None and (event_id is None or e.event_id.startswith(event_id))
+    ]
+    if not chosen:
+        raise ApplianceError(
+            f"{path}: no event with a skeleton clip{' for ' + event_id if event_id else ''} "
+            "(clips come with 'start' and 'end' when detector.evidence is 'clip')"
+        )
+    return chosen[-1]
+
+
+class ClipDrawing:
+    """The figure of one event's clip: ``show(i)`` draws frame ``i``; the limbs are Line2D artists."""
+
+    def __init__(self, event: AnomalyEvent) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ApplianceError(
+                "render-event draws with matplotlib, which the device install leaves out: "
+                "pip install 'ceiling-appliance[render]'"
+            ) from None
+        from appliance.alarms.evidence import decode_clip
+        from appliance.pose.layouts import BODY_LIMBS
+
+        assert event.evidence is not None
+        self.event, self.limbs = event, BODY_LIMBS
+        self.times, self.bodies = decode_clip(event.evidence)
+        w, h = event.evidence.image_size
+        self.fig, self.ax = plt.subplots(figsize=(6, 6 * h / max(w, 1)), dpi=80)
+        self.ax.set_xlim(0, w)
+        self.ax.set_ylim(h, 0)  # image rows grow downwards
+        self.ax.set_aspect("equal")
+        self.ax.set_xlabel("image x (pixels)")
+        self.ax.set_ylabel("image y (pixels)")
+        zone = f", zone {event.zone}" if event.zone else ""
+        self.ax.set_title(
+            f"camera {event.camera_id}{zone}, person {event.track_id}: anomaly {event.type}\n"
+            f"peak score {event.peak_score:.2f} (threshold {event.threshold:.2f})"
+        )
+        (self.joints,) = self.ax.plot([], [], "o", color="tab:red", markersize=4)
+        self.lines = [self.ax.plot([], [], "-", color="tab:blue", linewidth=2)[0] for _ in BODY_LIMBS]
+        self.clock = self.ax.text(0.02, 0.02, "", transform=self.ax.transAxes)
+
+    def show(self, i: int) -> list[Any]:
+        body = self.bodies[i]
+        for line, (a, b) in zip(self.lines, self.limbs, strict=True):
+            if min(body[a, 2], body[b, 2]) >= SEEN:
+                line.set_data([body[a, 0], body[b, 0]], [body[a, 1], body[b, 1]])
+            else:
+                line.set_data([], [])
+        seen = body[:, 2] >= SEEN
+        self.joints.set_data(body[seen, 0], body[seen, 1])
+        seconds = (self.times[i] - self.times[-1]) / 1000.0
+        self.clock.set_text(f"frame {i + 1} of {len(self.times)}, {seconds:+.1f} s from the event")
+        return [*self.lines, self.joints, self.clock]
+
+    def save(self, out: Path) -> int:
+        """Write the clip as an animated GIF; returns the frames written."""
+        from matplotlib.animation import FuncAnimation, PillowWriter
+
+        if out.suffix.lower() != ".gif":
+            raise ApplianceError(f"--out {out}: write a .gif (an animated picture any browser shows)")
+        steps = np.diff(self.times)
+        fps = 1000.0 / float(np.median(steps)) if len(steps) else 10.0
+        anim = FuncAnimation(self.fig, self.show, frames=len(self.times), blit=False)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        anim.save(str(out), writer=PillowWriter(fps=max(1.0, min(fps, 30.0))))
+        return len(self.times)
+
+
+def cmd_render_event(args: argparse.Namespace) -> int:
+    event = read_event(args.event, args.event_id)
+    frames = ClipDrawing(event).save(args.out)
+    who = f"camera {event.camera_id}, person {event.track_id}"
+    print(f"{args.out}: {frames} frames of {who}, anomaly {event.type}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register this module's subcommands."""
+    p = sub.add_parser("render-event", help="draw the skeleton clip of an anomaly event as an animated GIF")
+    p.add_argument(
+        "event", type=Path, help="an event (.json) or an event file (.jsonl: the last with a clip)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="the GIF to write")
+    p.add_argument("--event-id", help="in a .jsonl file: this event (its id or the start of it)")
+    p.set_defaults(func=cmd_render_event)
