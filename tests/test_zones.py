@@ -209,3 +209,48 @@ def test_a_reload_applies_new_zones_to_a_running_camera(tmp_path):
     assert [e.type for e in after if e.type != "update"][:1] == ["end"], [e.type for e in after]
     assert after[[e.type for e in after].index("end")].end_reason == "below_threshold"
     assert not [e for e in after if e.type == "start"]
+
+
+def test_the_zones_picture_draws_the_polygons_over_where_people_stood(tmp_path):
+    """`appliance zones` on the walkway: the PNG is written; the drawing (read back from the figure)
+    holds each zone's corners and a heat map counting every foot point."""
+    pytest.importorskip("matplotlib")
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from appliance.cli.render import draw_zones, foot_points
+    from appliance.pose.extract import extract_tracks
+    from appliance.pose.registry import create_backend
+
+    from .conftest import ROOT
+
+    zones = [
+        {"name": "walkway", "kind": "exclude", "polygon": LEFT},
+        {"name": "cell", "kind": "include", "polygon": RIGHT},
+    ]
+    cfg = write_appliance_config(
+        tmp_path / "c.yaml", {"id": "line", "source": str(DEMO_CLIP), "zones": zones}
+    )
+    out = tmp_path / "zones.png"
+    cmd = [sys.executable, "-m", "appliance.cli", "zones", "--config", str(cfg), "--camera", "line"]
+    done = subprocess.run(
+        [*cmd, "--from", str(DEMO_CLIP), "--out", str(out), "--frames", "40"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as png:
+        assert png.size == (720, 540)
+
+    config = load_config(cfg)
+    points = foot_points(extract_tracks(DEMO_CLIP, create_backend(config.pose), frames=40, min_length=1))
+    in_view = ((points >= 0) & (points <= 1)).all(axis=1)  # feet may stand just past the frame's edge
+    assert in_view.sum() > 40  # several walkers per frame
+    _, ax, counts = draw_zones(list(config.cameras[0].zones), points, "t")
+    assert counts.sum() == in_view.sum()
+    drawn = {p.get_label(): p for p in ax.patches}
+    assert set(drawn) == {"walkway (exclude)", "cell (include)"}
+    assert np.allclose(drawn["cell (include)"].get_xy()[:4], RIGHT)
+    assert np.allclose(drawn["walkway (exclude)"].get_xy()[:4], LEFT)
+    assert ax.get_ylim() == (1.0, 0.0) and "fraction of the width" in ax.get_xlabel()

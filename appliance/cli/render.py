@@ -1,5 +1,10 @@
-"""``appliance render-event EVENT.json --out clip.gif``: the skeleton clip an event carries, drawn as
-a stick figure with matplotlib, so a supervisor sees what happened; no image ever left the device.
+"""Pictures for people, drawn with matplotlib from skeletons only (no image ever leaves the device):
+
+- ``appliance render-event EVENT.json --out clip.gif``: the skeleton clip an event carries, as a
+  stick figure, so a supervisor sees what happened;
+- ``appliance zones --config C --camera X --from clip.mp4 --out zones.png``: a camera's zones over a
+  heat map of where people stood in a clip, so a technician can check a polygon without a screen on
+  the device.
 
 matplotlib is not part of the device install (``pip install 'ceiling-appliance[render]'`` on the
 supervisor's machine; the ``[export]`` extra has it too).
@@ -47,16 +52,7 @@ class ClipDrawing:
     """The figure of one event's clip: ``show(i)`` draws frame ``i``; the limbs are Line2D artists."""
 
     def __init__(self, event: AnomalyEvent) -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ApplianceError(
-                "render-event draws with matplotlib, which the device install leaves out: "
-                "pip install 'ceiling-appliance[render]'"
-            ) from None
+        plt = _pyplot()
         from appliance.alarms.evidence import decode_clip
         from appliance.pose.layouts import BODY_LIMBS
 
@@ -106,6 +102,91 @@ class ClipDrawing:
         return len(self.times)
 
 
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ApplianceError(
+            "this picture is drawn with matplotlib, which the device install leaves out: "
+            "pip install 'ceiling-appliance[render]'"
+        ) from None
+    return plt
+
+
+def foot_points(sequences) -> np.ndarray:
+    """(N, 2) feet of every tracked person in every frame, as fractions of the image."""
+    from appliance.alarms.zones import foot_point
+    from appliance.pose.base import Person
+
+    out = [
+        foot_point(Person(kp, seq.layout, Person.box_of(kp), 1.0), (seq.width, seq.height))
+        for seq in sequences
+        for kp in seq.keypoints
+    ]
+    return np.asarray(out, dtype=np.float64).reshape(-1, 2)
+
+
+def draw_zones(zones, points: np.ndarray, title: str, bins: tuple[int, int] = (48, 36)):
+    """The figure: foot points as a 2D histogram (people-frames per cell) under the zone outlines."""
+    from matplotlib.patches import Polygon
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6), dpi=90)
+    counts, _, _, image = ax.hist2d(
+        points[:, 0], points[:, 1], bins=bins, range=[[0, 1], [0, 1]], cmap="Greys", cmin=1
+    )
+    fig.colorbar(image, ax=ax, label="people-frames standing here")
+    for z in zones:
+        colour = "tab:green" if z.kind == "include" else "tab:red"
+        ax.add_patch(
+            Polygon(
+                z.polygon, closed=True, fill=False, edgecolor=colour, linewidth=2,
+                hatch=None if z.kind == "include" else "//",
+                label=f"{z.name} ({z.kind}{'' if z.enabled else ', disabled'})",
+            )
+        )  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(1, 0)  # image rows grow downwards
+    ax.set_xlabel("image x (fraction of the width)")
+    ax.set_ylabel("image y (fraction of the height)")
+    ax.set_title(title)
+    if zones:
+        ax.legend(loc="upper right", fontsize=8)
+    return fig, ax, np.nan_to_num(counts)
+
+
+def cmd_zones(args: argparse.Namespace) -> int:
+    from appliance.config import load_config
+    from appliance.pose.extract import extract_tracks
+    from appliance.pose.registry import close_engine, create_backend, create_engine
+
+    cfg = load_config(args.config)
+    cam = next((c for c in cfg.cameras if c.id == args.camera), None)
+    if cam is None:
+        raise ApplianceError(
+            f"no camera {args.camera!r} in {args.config}; it has {', '.join(c.id for c in cfg.cameras)}"
+        )
+    if not args.source.is_file():
+        raise ApplianceError(f"{args.source}: no such video file")
+    engine = create_engine(cfg.pose)
+    backend = create_backend(cfg.pose, engine)
+    try:
+        sequences = extract_tracks(args.source, backend, frames=args.frames, min_length=1)
+    finally:
+        backend.close()
+        close_engine(engine)
+    points = foot_points(sequences)
+    title = f"camera {cam.id}: where people stood ({len(points)} foot points from {args.source.name})"
+    fig, _, _ = draw_zones(list(cam.zones), points, title)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out)
+    print(f"{args.out}: {len(cam.zones)} zone(s) over {len(points)} foot points of {len(sequences)} people")
+    return 0
+
+
 def cmd_render_event(args: argparse.Namespace) -> int:
     event = read_event(args.event, args.event_id)
     frames = ClipDrawing(event).save(args.out)
@@ -123,3 +204,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="the GIF to write")
     p.add_argument("--event-id", help="in a .jsonl file: this event (its id or the start of it)")
     p.set_defaults(func=cmd_render_event)
+
+    p = sub.add_parser("zones", help="draw a camera's zones over where people stood in a clip (PNG)")
+    p.add_argument("--config", type=Path, required=True, help="the appliance configuration with the zones")
+    p.add_argument("--camera", required=True, help="camera id")
+    p.add_argument("--from", dest="source", type=Path, required=True, help="a video file from that camera")
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--frames", type=int, help="frames to read (default: all)")
+    p.set_defaults(func=cmd_zones)
