@@ -46,6 +46,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.capture.sources import read_video_frames  # noqa: E402
 from appliance.config import parse_config  # noqa: E402
 from appliance.service.daemon import Appliance  # noqa: E402
 from appliance.service.demo import DEMO_CLIP, STARTER_BUNDLE  # noqa: E402
@@ -165,16 +166,10 @@ def three_people(out: Path) -> Path:
     step (the 3-people case)."""
     if out.is_file():
         return out
-    cap = cv2.VideoCapture(str(CLIP_30FPS))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(
-            cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
-        )
-    cap.release()
+    frames = [
+        cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        for frame in read_video_frames(CLIP_30FPS)
+    ]
     n, (h, w) = len(frames), frames[0].shape[:2]
     spots = [(0, 0), (0, w), (h, w // 2)]  # top left, top right, bottom centre
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (2 * w, 2 * h))

@@ -31,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.capture.sources import read_video_frames  # noqa: E402
 from appliance.pose.blazepose import BlazePoseBackend  # noqa: E402
 from appliance.pose.layouts import BLAZEPOSE33, COCO17  # noqa: E402
 
@@ -65,14 +66,7 @@ def read_frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
     """Decoded BGR frames of a video (all, or the first ``limit``)."""
     if not path.is_file():
         sys.exit(f"error: {path} not found (pass --data)")
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while limit is None or len(frames) < limit:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    return frames
+    return read_video_frames(path, limit)
 
 
 def run_backend(

@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.capture.sources import read_video_frames as frames  # noqa: E402
 from appliance.errors import ApplianceError  # noqa: E402
 from appliance.pose.blazepose import BlazePoseBackend  # noqa: E402
 from appliance.pose.layouts import BLAZEPOSE33, COCO17  # noqa: E402
@@ -31,17 +32,6 @@ from appliance.pose.layouts import BLAZEPOSE33, COCO17  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 REF = DATA / "pose-testdata"
 COCO = [BLAZEPOSE33.joints.index(j) for j in COCO17.joints]
-
-
-def frames(path: Path, limit: int | None = None) -> list[np.ndarray]:
-    cap, out = cv2.VideoCapture(str(path)), []
-    while limit is None or len(out) < limit:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        out.append(frame)
-    cap.release()
-    return out
 
 
 def landmark_cost(model: str, runtime: str, clip: list[np.ndarray]) -> tuple[float, float, float]:

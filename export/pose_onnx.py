@@ -24,9 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance.capture.sources import read_video_frames
 from appliance.errors import ApplianceError
 from appliance.models.bundle import sha256_file
-from appliance.pose.blazepose_landmarks import CROP_SIZE, NUM_JOINTS, NUM_POINTS, _LiteRTGraph, _OnnxGraph
+from appliance.pose.blazepose_landmarks import (
+    CROP_SIZE,
+    NUM_JOINTS,
+    NUM_POINTS,
+    LiteRTLandmarkGraph,
+    OnnxLandmarkGraph,
+)
 from appliance.pose.model_files import LANDMARK_MODELS, default_model_dir, find_model_files, onnx_record_path
 from appliance.service.demo import WORKCELL_CLIP
 from appliance.storage import write_atomic
@@ -40,14 +47,7 @@ MAX_FLAG = 1e-4  # the pose-present probability (measured 3e-7)
 
 def parity_crops(clip: Path = WORKCELL_CLIP, n: int = PARITY_FRAMES) -> list[np.ndarray]:
     """``n`` frames of a real clip of one person filling the frame, as landmark model inputs."""
-    cap = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = read_video_frames(clip)
     if not frames:
         raise ApplianceError(f"{clip}: no frames to check the conversion on")
     picks = np.linspace(0, len(frames) - 1, n).astype(int)
@@ -63,7 +63,7 @@ def parity(tflite: Path, onnx: Path, crops: list[np.ndarray]) -> dict[str, float
     """Largest joint (x, y) and pose-flag differences between LiteRT and onnxruntime on ``crops``."""
     from appliance.accelerators import CPU
 
-    lite, ort = _LiteRTGraph(tflite, 1, CPU), _OnnxGraph(onnx, 1, CPU)
+    lite, ort = LiteRTLandmarkGraph(tflite, 1, CPU), OnnxLandmarkGraph(onnx, 1, CPU)
     xy = flag = 0.0
     for crop in crops:
         (a, fa, _), (b, fb, _) = lite.run(crop), ort.run(crop)

@@ -85,6 +85,12 @@ class AlarmPoint:
     def suppressed(self) -> bool:
         return self.oos is not None or self.shelved_until is not None
 
+    def anomalies_ended(self, now: float) -> None:
+        """Its last anomaly ended: unacknowledged waits for an operator, acknowledged is over."""
+        if not self.suppressed:
+            ended = {"active_unacknowledged": "returned_unacknowledged", "active_acknowledged": "normal"}
+            self._set(ended.get(self.alarm, self.alarm), now)
+
     def anomaly(self, event: AnomalyEvent, now: float) -> None:
         """A track anomaly of this point started, went on or ended."""
         if event.type == "start":
@@ -96,9 +102,8 @@ class AlarmPoint:
                 self._set("active_unacknowledged", now)
         elif event.type == "end" and event.event_id in self.open:
             self.open.remove(event.event_id)
-            if not self.open and not self.suppressed:
-                ended = {"active_unacknowledged": "returned_unacknowledged", "active_acknowledged": "normal"}
-                self._set(ended.get(self.alarm, self.alarm), now)
+            if not self.open:
+                self.anomalies_ended(now)
         self.peak = event.peak_score if self.peak is None else max(self.peak, event.peak_score)
 
     def lift_suppression(self, now: float) -> None:
@@ -206,13 +211,9 @@ class AlarmBoard:
             stale = [p for p in self.points.values() if p.open]
             for p in stale:
                 p.open.clear()
-                if not p.suppressed:
-                    ended = {
-                        "active_unacknowledged": "returned_unacknowledged",
-                        "active_acknowledged": "normal",
-                    }
-                    p._set(ended.get(p.alarm, p.alarm), now)
-            self._save()
+                p.anomalies_ended(now)
+            if stale:
+                self._save()
         if stale:
             self._changed()
 

@@ -55,17 +55,20 @@ class TrackClips:
     def __init__(self, frames: int = 60) -> None:
         self.frames = frames
         self._clips: dict[int, deque[tuple[int, np.ndarray]]] = {}
+        self._sizes: dict[int, tuple[int, int]] = {}  # each track's frame size, for the pixels
 
-    def add(self, track_id: int, person: Person, when: float) -> None:
+    def add(self, track_id: int, person: Person, when: float, image_size: tuple[int, int]) -> None:
         clip = self._clips.setdefault(track_id, deque(maxlen=self.frames))
         clip.append((round(when * 1000), to_body_graph(person.keypoints, person.layout)))
+        self._sizes[track_id] = image_size
 
-    def evidence(self, track_id: int, image_size: tuple[int, int]) -> Evidence | None:
+    def evidence(self, track_id: int) -> Evidence | None:
         clip = self._clips.get(track_id)
         if not clip:
             return None
         times, bodies = zip(*clip, strict=True)
-        return encode_clip(list(times), np.stack(bodies), image_size)
+        return encode_clip(list(times), np.stack(bodies), self._sizes[track_id])
 
     def drop(self, track_id: int) -> None:
         self._clips.pop(track_id, None)
+        self._sizes.pop(track_id, None)

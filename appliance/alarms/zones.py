@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import numpy as np
-
 from appliance.alarms.detector import HysteresisRule, Placement
 from appliance.config import ZoneConfig
 from appliance.pose.base import Person
@@ -128,7 +126,6 @@ def zone_rule(zone: ZoneConfig, camera: HysteresisRule) -> HysteresisRule:
     )
 
 
-def polygon_array(zone: ZoneConfig, image_size: tuple[int, int]) -> np.ndarray:
-    """The zone's polygon in pixels of an image of ``image_size`` (for drawing)."""
-    w, h = image_size
-    return np.array([(x * w, y * h) for x, y in zone.polygon], dtype=np.float32)
+def camera_zones(zones: list[ZoneConfig]) -> CameraZones | None:
+    """A camera's zones as the pipeline applies them; None for a camera without zones."""
+    return CameraZones(list(zones)) if zones else None

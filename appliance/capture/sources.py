@@ -24,6 +24,22 @@ _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _DEVICE_INDEX_RE = re.compile(r"^\d+$")
 
 
+def read_video_frames(path: Path | str, limit: int | None = None) -> list[np.ndarray]:
+    """The decoded BGR frames of a video file (all, or the first ``limit``), for tools and checks
+    that look at a whole clip; the daemon reads cameras frame by frame instead."""
+    cap = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    try:
+        while limit is None or len(frames) < limit:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames
+
+
 class CameraError(ApplianceError):
     """A camera or video source that cannot be opened or read; the message names the source."""
 

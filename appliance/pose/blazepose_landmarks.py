@@ -64,7 +64,7 @@ def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = HEATM
     return out
 
 
-class _LiteRTGraph:
+class LiteRTLandmarkGraph:
     """The landmark graph on LiteRT: outputs told apart by their sizes."""
 
     def __init__(self, path: Path, threads: int, accelerator: Accelerator) -> None:
@@ -80,9 +80,9 @@ class _LiteRTGraph:
         return [self._interp.get_tensor(i) for i in self._outputs]
 
 
-class _OnnxGraph:
+class OnnxLandmarkGraph:
     """The landmark graph converted to ONNX (``appliance-export pose-onnx``) on onnxruntime, where an
-    accelerator (CUDA, TensorRT) can run it; the same outputs as :class:`_LiteRTGraph`."""
+    accelerator (CUDA, TensorRT) can run it; the same outputs as :class:`LiteRTLandmarkGraph`."""
 
     def __init__(self, path: Path, threads: int, accelerator: Accelerator) -> None:
         self._session = onnx_session(path, threads, accelerator, "pose landmark model")
@@ -104,8 +104,10 @@ class LandmarkModel:
     def __init__(
         self, model_path: Path, threads: int = 1, refine: bool = True, accelerator: Accelerator = CPU
     ) -> None:
-        graph = _OnnxGraph if Path(model_path).suffix == ".onnx" else _LiteRTGraph
-        self._graph: _LiteRTGraph | _OnnxGraph | None = graph(Path(model_path), threads, accelerator)
+        graph = OnnxLandmarkGraph if Path(model_path).suffix == ".onnx" else LiteRTLandmarkGraph
+        self._graph: LiteRTLandmarkGraph | OnnxLandmarkGraph | None = graph(
+            Path(model_path), threads, accelerator
+        )
         self.device = self._graph.device
         self.refine = refine
         #: seconds of the last run's crop, invoke and post-processing (heatmap refinement, mapping)

@@ -7,7 +7,7 @@ Topic contract (``docs/mqtt.md``):
 - ``<prefix>/<appliance_id>/status``: retained JSON (:class:`appliance.alarms.events.ApplianceStatus`);
 - ``<prefix>/<appliance_id>/<camera>/events``: QoS 1, not retained (:class:`AnomalyEvent`);
 - ``<prefix>/<appliance_id>/<camera>/alarm/<point>``: retained JSON, QoS 1, on every change and every
-  connect (:class:`appliance.alarms.alarm_points.AlarmPointState`);
+  connect (:class:`appliance.alarms.events.AlarmPointState`);
 - ``<prefix>/<appliance_id>/<camera>/scores``: optional score telemetry, QoS 0 (:class:`ScoreTelemetry`).
 
 One thread owns the paho client: it connects (a fresh client per session, so nothing but the outbox

@@ -28,7 +28,7 @@ def out_of_service(app: Appliance) -> dict[str, str | None]:
         cam = w.cfg
         why = None
         if w.state != "streaming":
-            why = f"camera {w.state}" + (f": {w.error}" if getattr(w, "error", None) else "")
+            why = f"camera {w.state}"  # the status says more; a reason that kept changing would republish
         elif not math.isfinite(w.threshold):
             why = "uncalibrated: run `appliance calibrate` or `appliance learn`"
         include = [z for z in cam.zones if z.kind == "include"]
@@ -44,41 +44,29 @@ def out_of_service(app: Appliance) -> dict[str, str | None]:
     return now_reasons
 
 
-def _point(app: Appliance, request: dict[str, Any]) -> tuple[str, str] | dict[str, Any]:
-    camera = camera_of(app, request)
-    if camera is None:
-        return {"ok": False, "error": "name the camera (camera)"}
-    return camera, request.get("point") or CAMERA_POINT
+def _on_point(act):
+    """An alarm command: find the point the request names, let ``act`` change it, answer."""
+
+    def handler(app: Appliance, request: dict[str, Any]) -> dict[str, Any]:
+        camera = camera_of(app, request)
+        if camera is None:
+            return {"ok": False, "error": "name the camera (camera)"}
+        point = request.get("point") or CAMERA_POINT
+        try:
+            state = act(app.alarms, camera, point, request)
+        except AlarmRefused as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "alarm": state.model_dump(exclude_none=True)}
+
+    return handler
 
 
-def _answer(act) -> dict[str, Any]:
-    try:
-        state = act()
-    except AlarmRefused as exc:
-        return {"ok": False, "error": str(exc)}
-    return {"ok": True, "alarm": state.model_dump(exclude_none=True)}
-
-
-def ack(app: Appliance, request: dict[str, Any]) -> dict[str, Any]:
-    where = _point(app, request)
-    if isinstance(where, dict):
-        return where
-    return _answer(lambda: app.alarms.acknowledge(*where, request["by"], request.get("comment")))
-
-
-def shelve(app: Appliance, request: dict[str, Any]) -> dict[str, Any]:
-    where = _point(app, request)
-    if isinstance(where, dict):
-        return where
-    duration = float(request["minutes"]) * 60.0
-    return _answer(lambda: app.alarms.shelve(*where, request["by"], duration, request.get("comment")))
-
-
-def unshelve(app: Appliance, request: dict[str, Any]) -> dict[str, Any]:
-    where = _point(app, request)
-    if isinstance(where, dict):
-        return where
-    return _answer(lambda: app.alarms.unshelve(*where, request["by"], request.get("comment")))
-
-
-HANDLERS = {"ack": ack, "shelve": shelve, "unshelve": unshelve}
+HANDLERS = {
+    "ack": _on_point(lambda board, cam, point, r: board.acknowledge(cam, point, r["by"], r.get("comment"))),
+    "shelve": _on_point(
+        lambda board, cam, point, r: board.shelve(
+            cam, point, r["by"], float(r["minutes"]) * 60.0, r.get("comment")
+        )
+    ),
+    "unshelve": _on_point(lambda board, cam, point, r: board.unshelve(cam, point, r["by"], r.get("comment"))),
+}

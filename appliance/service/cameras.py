@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from appliance.alarms.detector import HysteresisRule
-from appliance.alarms.zones import CameraZones
+from appliance.alarms.zones import camera_zones
 from appliance.capture.camera import Camera
 from appliance.capture.frame_rate import RateGate, too_slow
 from appliance.config import BlazePoseConfig, CameraConfig, ConfigError, KeypointsPoseConfig
@@ -48,7 +48,7 @@ def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> Camer
         rule=HysteresisRule(threshold, d.start_windows, d.end_windows, d.update_interval_s),
         tracker=Tracker(t.min_iou, t.max_missed_frames, t.min_hits),
         whole_frame=cam.whole_frame,
-        zones=CameraZones(list(cam.zones)) if cam.zones else None,
+        zones=camera_zones(cam.zones),
         evidence=d.evidence,
         evidence_frames=d.evidence_frames,
     )

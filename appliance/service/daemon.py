@@ -82,6 +82,8 @@ class Appliance:
         self.inbox: Inbox | None = None
         self.journal = AnomalyJournal(cfg.state_dir / "open-anomalies.json")
         self.commands = CommandHandler(self)
+        for name, handler in ALARM_COMMANDS.items():  # ack, shelve, unshelve
+            self.commands.register(name, handler)
         self.reporter = StatusBuilder(self)
         self.alarms: AlarmBoard | None = None  # the alarm points, from start()
 
@@ -130,8 +132,6 @@ class Appliance:
             self.inbox = Inbox(cfg.state_dir / "inbox", self.models.install_from_inbox)
         thresholds = {cam.id: self.threshold_for(cam) for cam in cfg.cameras}
         self.alarms = open_alarm_board(self)
-        for name, handler in ALARM_COMMANDS.items():
-            self.commands.register(name, handler)
         self.sinks = open_sinks(
             cfg.sinks,
             cfg.appliance_id,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from appliance.alarms.alarm_points import points_of
 from appliance.alarms.detector import HysteresisRule
 from appliance.alarms.threshold_store import load_thresholds, thresholds_path
-from appliance.alarms.zones import CameraZones
+from appliance.alarms.zones import camera_zones
 from appliance.capture.frame_rate import RateGate
 from appliance.config import ApplianceConfig
 from appliance.errors import ModelError
@@ -146,7 +146,7 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
     if old_cams != new_cams:
         restart.append("cameras (other than their thresholds and zones)")
     applied = {c.id: {"threshold": c.threshold, "zones": c.zones} for c in new.cameras}
-    cameras = [c.model_copy(update=applied.get(c.id, {"threshold": None, "zones": []})) for c in old.cameras]
+    cameras = [c.model_copy(update=applied.get(c.id, live)) for c in old.cameras]
     app.cfg = old.model_copy(update={"detector": new.detector, "cameras": cameras})
     for w in app.workers:
         before = w.cfg.zones
@@ -157,7 +157,7 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
         )
         w.pipeline.evidence = d.evidence
         if w.cfg.zones != before:  # from the next window on; each track's dwell starts again
-            w.pipeline.zones = CameraZones(list(w.cfg.zones)) if w.cfg.zones else None
+            w.pipeline.zones = camera_zones(w.cfg.zones)
             if app.alarms is not None:
                 app.alarms.ensure(points_of([w.cfg]))
             log.info("camera %s: zones now %s", w.cfg.id, ", ".join(z.name for z in w.cfg.zones) or "none")

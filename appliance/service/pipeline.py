@@ -59,7 +59,6 @@ class CameraPipeline:
         self.zones = zones  # None: the whole image counts under the camera's rule
         self.evidence = evidence  # off | peak | clip (detector.evidence)
         self.clips = TrackClips(evidence_frames)
-        self._image_size = (0, 0)
         self.detectors: dict[int, TrackDetector] = {}
         self._last_neck: dict[int, np.ndarray] = {}
 
@@ -68,7 +67,6 @@ class CameraPipeline:
     ) -> FrameResult:
         """Run one frame's people (from the pose stage) through tracking, scoring and detection."""
         result = FrameResult(people=len(people))
-        self._image_size = image_size
         kind = getattr(self.scorer, "input_kind", "maps")  # maps, body (posture-motion) or both (fused)
         if self.whole_frame:
             drawn = (
@@ -82,7 +80,7 @@ class CameraPipeline:
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
             if drawn and self.evidence == "clip":
-                self.clips.add(WHOLE_FRAME_TRACK, drawn[1], when)
+                self.clips.add(WHOLE_FRAME_TRACK, drawn[1], when, image_size)
         else:
             update = self.tracker.update(people)
             for tid in update.closed:
@@ -91,7 +89,7 @@ class CameraPipeline:
             for track in update.seen:
                 p = track.person
                 if self.evidence == "clip":
-                    self.clips.add(track.track_id, p, when)
+                    self.clips.add(track.track_id, p, when, image_size)
                 m = self._track_input(kind, track.track_id, p, image_size)
                 if m is not None:
                     inputs[track.track_id] = m
@@ -107,9 +105,10 @@ class CameraPipeline:
                 placement = self.zones.place(tid, feet, when, self.rule)
             rule = placement.rule if placement is not None and placement.rule else detector.rule
             # the detector keeps a skeleton only from windows above threshold (anomaly peaks): build it
-            # for those alone, not for every track on every frame
+            # for those alone, not for every track on every frame, and never with evidence off
             above = score > rule.threshold and (placement is None or placement.counts)
-            skeleton = _skeleton(persons[tid], image_size, index) if above else None
+            keep = above and self.evidence != "off"
+            skeleton = _skeleton(persons[tid], image_size, index) if keep else None
             result.events += self._with_evidence(detector.observe(score, when, skeleton, placement))
         return result
 
@@ -125,12 +124,11 @@ class CameraPipeline:
         return ended
 
     def _with_evidence(self, events: list[AnomalyEvent]) -> list[AnomalyEvent]:
-        """Attach or strip skeletons as ``detector.evidence`` says."""
-        for e in events:
-            if self.evidence == "off":
-                e.peak_skeleton = None
-            elif self.evidence == "clip" and e.type in ("start", "end"):
-                e.evidence = self.clips.evidence(e.track_id, self._image_size)
+        """Attach the track's skeleton clip to ``start`` and ``end`` (``detector.evidence: clip``)."""
+        if self.evidence == "clip":
+            for e in events:
+                if e.type in ("start", "end"):
+                    e.evidence = self.clips.evidence(e.track_id)
         return events
 
     def end_all(self, when: float, reason: str) -> list[AnomalyEvent]:
