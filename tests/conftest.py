@@ -203,3 +203,32 @@ def broker(tmp_path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    """A self-signed CA ``<name>.crt``/``<name>.key`` in ``d``, valid for a day."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)  # fmt: skip
+
+
+def make_tls_broker(tmp_path: Path) -> tuple[Broker, Path]:
+    """A mosquitto speaking only TLS, its certificate (for localhost and 127.0.0.1) signed by
+    ``plant-ca``; ``other-ca`` signs nothing. Returns the broker and the folder of the PKI files."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    make_ca(d, "plant-ca")
+    make_ca(d, "other-ca")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "broker.key",
+             "-out", "broker.csr", cwd=d)  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "broker.csr", "-CA", "plant-ca.crt", "-CAkey", "plant-ca.key",
+             "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "broker.crt", cwd=d)  # fmt: skip
+    broker = make_broker(
+        tmp_path / "broker",
+        f"allow_anonymous true\ncafile {d}/plant-ca.crt\ncertfile {d}/broker.crt\nkeyfile {d}/broker.key\n",
+    )
+    return broker, d

@@ -184,3 +184,47 @@ def test_a_late_subscriber_sees_the_retained_alarm_and_an_operator_acknowledges_
     assert [(a["action"], a["by"], a["comment"], a["result"]) for a in audit] == [
         ("acknowledge", "anna", "checked the cell", "ok")
     ]
+
+
+def test_a_reload_that_deletes_a_zone_retires_its_point_and_takes_its_retained_state_down(
+    tmp_path, broker: Broker
+):
+    """AlarmBoard.sync (the SIGHUP path) drops a deleted zone's point, keeps the others' states, and
+    the MQTT link replaces the retired point's retained state with an empty retained message, so a
+    SCADA that subscribes later sees no ghost alarm. A board started on a journal that still holds
+    the point retires it too (the zone was deleted while the appliance was stopped)."""
+    from appliance.config import MqttSinkConfig
+    from appliance.publish.mqtt import MqttLink
+
+    clock = Clock()
+    b = AlarmBoard("box", tmp_path, [("cam", "press"), ("cam", "walkway")], clock=clock)
+    start, _ = anomaly()
+    b.on_events([start.model_copy(update={"zone": "press"})])
+    link = MqttLink(MqttSinkConfig(host=broker.host, port=broker.port), "box", tmp_path / "link", alarms=b)
+    try:
+        before = broker.subscribe("appliance/box/cam/alarm/+")
+        before.wait_for("appliance/box/cam/alarm/walkway", 1, timeout=15)
+        before.stop()
+        b.sync("cam", [("cam", "press")])
+        assert [m.point for m in b.messages()] == ["press"] and state(
+            b, "cam/press"
+        ) == "active_unacknowledged"
+        assert b.retired_points() == [("cam", "walkway")]
+        link.publish_alarms()
+        deadline = time.monotonic() + 15
+        while True:
+            late = broker.subscribe("appliance/box/cam/alarm/+")
+            time.sleep(0.5)
+            late.stop()
+            if not late.messages("appliance/box/cam/alarm/walkway"):
+                break
+            assert time.monotonic() < deadline, "the walkway's retained state is still there"
+        assert (
+            json.loads(late.messages("appliance/box/cam/alarm/press")[0])["state"] == "active_unacknowledged"
+        )
+    finally:
+        link.close()
+    again = AlarmBoard("box", tmp_path, [("cam", "press")], clock=clock)
+    assert again.retired_points() == [] and [m.point for m in again.messages()] == ["press"]
+    stale = AlarmBoard("box", tmp_path, [("cam", "other")], clock=clock)
+    assert stale.retired_points() == [("cam", "press")]

@@ -268,7 +268,7 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     """The daemon with a Sparkplug B sink on the dancing clip: NBIRTH, DBIRTH, then DDATA with the anomaly."""
     import paho.mqtt.client as mqtt
 
-    from appliance.publish.sparkplug.payload import Payload, metric_value
+    from appliance.publish.sparkplug.payload import Payload
 
     got: list[tuple[str, object]] = []
     ready = threading.Event()
@@ -292,8 +292,9 @@ def test_sparkplug_mode_publishes_births_then_anomaly_data_from_the_daemon(tmp_p
     kinds = [t.split("/")[2] for t, _ in got]
     assert kinds[0] == "NBIRTH" and kinds[1] == "DBIRTH" and kinds[-1] == "NDEATH"
     assert got[1][0] == "spBv1.0/plant1/DBIRTH/test-box/workcell"
+    born = {m.alias: m for t, p in got if "/DBIRTH/" in t for m in p.metrics}  # data travels by alias
     data = [p for t, p in got if "/DDATA/" in t]
-    active = [metric_value(m) for p in data for m in p.metrics if m.name == "Anomaly/Active"]
+    active = [m.boolean_value for p in data for m in p.metrics if born[m.alias].name == "Anomaly/Active"]
     assert True in active  # the dancing raises an anomaly, carried as a metric change
     seqs = [p.seq for t, p in got if "NDEATH" not in t]
     assert seqs == [i % 256 for i in range(len(seqs))]

@@ -24,7 +24,7 @@ from appliance.config import MqttSinkConfig
 from appliance.publish.mqtt import MqttLink
 from appliance.publish.outbox import Outbox
 
-from .conftest import ROOT, Broker, make_broker
+from .conftest import ROOT, Broker, make_broker, make_tls_broker
 
 TOPIC = "appliance/box1/cam1/events"
 
@@ -218,29 +218,8 @@ def test_wrong_password_is_reported_clearly_and_retried_without_crashing(tmp_pat
     assert "Traceback" not in caplog.text
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=d)  # fmt: skip
-
-
 def test_tls_connects_with_the_right_ca_and_refuses_the_wrong_one_clearly(tmp_path, caplog):
-    d = tmp_path / "pki"
-    d.mkdir()
-    make_ca(d, "plant-ca")
-    make_ca(d, "other-ca")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "broker.key",
-            "-out", "broker.csr", cwd=d)  # fmt: skip
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "broker.csr", "-CA", "plant-ca.crt", "-CAkey", "plant-ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "broker.crt", cwd=d)  # fmt: skip
-    broker = make_broker(
-        tmp_path / "broker",
-        f"allow_anonymous true\ncafile {d}/plant-ca.crt\ncertfile {d}/broker.crt\nkeyfile {d}/broker.key\n",
-    )
+    broker, d = make_tls_broker(tmp_path)
     caplog.set_level(logging.INFO, logger="appliance.mqtt")
     good = link(broker, tmp_path / "good", tls={"ca_file": d / "plant-ca.crt"})
     bad = link(broker, tmp_path / "bad", tls={"ca_file": d / "other-ca.crt"})

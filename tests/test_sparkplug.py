@@ -20,8 +20,8 @@ import pytest
 from pydantic import ValidationError
 
 from appliance.alarms.events import AnomalyEvent, ModelRef
+from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.publish.sparkplug import SparkplugError
-from appliance.publish.sparkplug.config import SparkplugSinkConfig
 from appliance.publish.sparkplug.metrics import DEVICE_METRICS, NODE_METRICS
 from appliance.publish.sparkplug.node import SparkplugNode
 from appliance.publish.sparkplug.payload import (
@@ -63,6 +63,7 @@ class SpbWatcher:
 
     def __init__(self, host: str, port: int) -> None:
         self.msgs: list[Msg] = []
+        self.aliases: dict[int, tuple[str, int]] = {}  # alias -> (name, data type) from the births
         self._subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spb-watcher")
         self.client.on_connect = lambda c, *_: c.subscribe("spBv1.0/#", qos=1)
@@ -77,9 +78,17 @@ class SpbWatcher:
         assert parts[0] == "spBv1.0" and parts[1] == GROUP, message.topic
         if parts[2] in ("NCMD", "DCMD"):
             return
-        self.msgs.append(
-            Msg(parts[2], parts[4] if len(parts) > 4 else None, Payload.FromString(message.payload))
-        )
+        kind, payload = parts[2], Payload.FromString(message.payload)
+        if kind in ("NBIRTH", "DBIRTH"):
+            for m in payload.metrics:
+                assert m.name, f"{kind}: a birth names every metric"
+                if m.HasField("alias"):
+                    self.aliases[m.alias] = (m.name, m.datatype)
+        elif kind in ("NDATA", "DDATA"):
+            for m in payload.metrics:  # 3.0: data by alias only, without the data type the birth gave
+                assert not m.name and m.HasField("alias") and not m.HasField("datatype"), m
+                m.name, m.datatype = self.aliases[m.alias]
+        self.msgs.append(Msg(kind, parts[4] if len(parts) > 4 else None, payload))
 
     def kinds(self) -> list[tuple[str, str | None]]:
         return [(m.kind, m.device) for m in self.msgs]
@@ -361,7 +370,7 @@ def test_a_lost_connection_makes_the_broker_send_the_ndeath_will_and_the_reconne
     node = make_node()
     births(watcher)
     bdseq = watcher.msgs[0].values["bdSeq"]
-    node._client.socket().shutdown(socket.SHUT_RDWR)  # the link drops without an MQTT DISCONNECT
+    node._link.client.socket().shutdown(socket.SHUT_RDWR)  # the link drops without an MQTT DISCONNECT
     ndeath = watcher.wait_count("NDEATH", 1)[0]
     assert ndeath.values == {"bdSeq": bdseq}
     assert not ndeath.payload.HasField("seq")
@@ -403,7 +412,7 @@ def test_close_returns_promptly_while_the_broker_is_down(broker, make_node):
 NODE_PROCESS = """
 import sys, time
 from pathlib import Path
-from appliance.publish.sparkplug.config import SparkplugSinkConfig
+from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.publish.sparkplug.node import SparkplugNode
 
 port, group, node_id, state = sys.argv[1:]

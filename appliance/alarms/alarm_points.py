@@ -156,6 +156,8 @@ class AlarmBoard:
             if old is not None:  # the same point before the restart: its state carries on
                 p = AlarmPoint(**{**old, "camera": camera, "name": name})
             self.points[p.key] = p
+        self.retired: set[str] = set(saved) - set(self.points)
+        """Keys of points that no longer exist (zone deleted): their retained states are taken down."""
 
     # -- inputs -----------------------------------------------------------------------------------
     def on_events(self, events: Iterable[AnomalyEvent]) -> None:
@@ -217,11 +219,22 @@ class AlarmBoard:
         if stale:
             self._changed()
 
-    def ensure(self, points: Iterable[tuple[str, str]]) -> None:
-        """Add points that a reload's new zones brought (existing ones keep their state)."""
+    def sync(self, camera: str, points: Iterable[tuple[str, str]]) -> None:
+        """A reload changed ``camera``'s zones: its points become ``points`` (kept ones keep their
+        state; a removed one is retired, so the links can take its retained state down)."""
+        wanted = {f"{cam}/{name}": (cam, name) for cam, name in points}
         with self._lock:
-            for camera, name in points:
-                self.points.setdefault(f"{camera}/{name}", AlarmPoint(camera, name))
+            gone = [k for k, p in self.points.items() if p.camera == camera and k not in wanted]
+            for key in gone:
+                del self.points[key]
+                self.retired.add(key)
+            for key, (cam, name) in wanted.items():
+                self.points.setdefault(key, AlarmPoint(cam, name))
+                self.retired.discard(key)
+            self._save()
+        for key in gone:
+            log.info("alarm point %s removed (its zone is gone)", key)
+        self._changed()
 
     def tick(self, out_of_service: dict[str, str | None]) -> None:
         """Expire shelves, and set or lift out-of-service: ``out_of_service`` maps point keys to why
@@ -254,6 +267,11 @@ class AlarmBoard:
         now = self.clock()
         with self._lock:
             return [p.message(self.appliance_id, now) for p in self.points.values()]
+
+    def retired_points(self) -> list[tuple[str, str]]:
+        """(camera, point) of every retired point (see :attr:`retired`)."""
+        with self._lock:
+            return [tuple(k.split("/", 1)) for k in sorted(self.retired)]  # type: ignore[misc]
 
     # -- internals --------------------------------------------------------------------------------
     def _operator(

@@ -27,6 +27,7 @@ from appliance.config.schema import (
     TrackingConfig,
 )
 from appliance.config.sections import PixelSize, TopicLevel
+from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.config.yaml_source import (
     CREDENTIALS_HINT,
     MAX_CONFIG_BYTES,
@@ -34,7 +35,6 @@ from appliance.config.yaml_source import (
     MAX_CONFIG_VALUES,
 )
 from appliance.config.zones import ScheduleConfig, ZoneConfig
-from appliance.publish.sparkplug.config import SparkplugSinkConfig
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION",

@@ -22,8 +22,8 @@ from appliance.config.schema import (
     MqttSinkConfig,
     StdoutSinkConfig,
 )
+from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.config.yaml_source import MAX_CONFIG_BYTES, Located, clean_loc, compose, expand_env, loc_text
-from appliance.publish.sparkplug.config import SparkplugSinkConfig
 from appliance.redact import redact
 
 _TAGGED: dict[str, type[BaseModel]] = {

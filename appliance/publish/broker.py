@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.alarms.events import iso_utc
-from appliance.config import MqttSinkConfig
+from appliance.config import MqttSinkConfig, SparkplugSinkConfig
 from appliance.errors import ApplianceError
 
 LinkState = Literal["connecting", "connected", "error", "stopped"]
 
 
-def tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
+def tls_context(cfg: MqttSinkConfig | SparkplugSinkConfig, sink: str = "mqtt") -> ssl.SSLContext | None:
     """The TLS settings of the sink as a context (None without ``tls``); raises naming a bad file."""
     tls = cfg.tls
     if tls is None:
@@ -32,7 +32,7 @@ def tls_context(cfg: MqttSinkConfig) -> ssl.SSLContext | None:
         if tls.cert_file:
             ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
     except (OSError, ssl.SSLError) as exc:
-        raise ApplianceError(f"mqtt tls: cannot load certificates ({exc})") from None
+        raise ApplianceError(f"{sink} tls: cannot load certificates ({exc})") from None
     if tls.insecure_skip_hostname_check:
         ctx.check_hostname = False
     return ctx
@@ -73,8 +73,16 @@ def unexpected_failure(exc: Exception, outbox_path: Path) -> str:
 class LinkHealth:
     """State, last problem and counters of one broker link, for the log and the retained status."""
 
-    def __init__(self, host: str, port: int, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        log: logging.Logger,
+        label: str = "MQTT",
+        kept: str = "events are kept in the outbox",
+    ) -> None:
         self.host, self.port, self.log = host, port, log
+        self.label, self.kept = label, kept  # how the log names the link, and what it keeps while down
         self.state: LinkState = "connecting"
         self.state_since = time.time()
         self.last_error: str | None = None  # the latest problem in words; kept after reconnecting
@@ -92,7 +100,9 @@ class LinkHealth:
     def error(self, message: str) -> None:
         """A link problem in words: logged once (until the next connection), kept for the status."""
         if message != self._said:
-            self.log.error("MQTT %s:%s: %s; retrying with backoff", host_text(self.host), self.port, message)
+            self.log.error(
+                "%s %s:%s: %s; retrying with backoff", self.label, host_text(self.host), self.port, message
+            )
             self._said = message
         self.last_error, self.last_error_at = message, time.time()
         self.set_state("error")
@@ -101,15 +111,15 @@ class LinkHealth:
         self._connections += 1
         if self._connections > 1:
             self.reconnects += 1
-            self.log.info("MQTT %s:%s: connected again", self.host, self.port)
+            self.log.info("%s %s:%s: connected again", self.label, self.host, self.port)
         else:
-            self.log.info("MQTT %s:%s: connected as %s", self.host, self.port, client_id)
+            self.log.info("%s %s:%s: connected as %s", self.label, self.host, self.port, client_id)
         self._said = None
         self.failed_attempts = 0
         self.set_state("connected")
 
     def lost(self) -> None:
-        self.log.warning("MQTT %s:%s: connection lost; events are kept in the outbox", self.host, self.port)
+        self.log.warning("%s %s:%s: connection lost; %s", self.label, self.host, self.port, self.kept)
         self.last_error, self.last_error_at = "connection lost", time.time()
         self.set_state("error")
 

@@ -29,15 +29,24 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from appliance.alarms.events import AnomalyEvent
+from appliance.alarms.events import AlarmPointState, AnomalyEvent
 from appliance.config import MqttSinkConfig
 from appliance.publish.broker import LinkHealth, connect_failure, tls_context, unexpected_failure
 from appliance.publish.commands import CommandChannel
 from appliance.publish.outbox import Outbox
 
 log = logging.getLogger("appliance.mqtt")  # the name journals and log filters know
+
+
+class AlarmSource(Protocol):
+    """What the links read of the alarm board (:class:`appliance.alarms.alarm_points.AlarmBoard`)."""
+
+    def messages(self) -> list[AlarmPointState]: ...
+
+    def retired_points(self) -> list[tuple[str, str]]: ...
+
 
 MAX_IN_FLIGHT = 20
 SESSION_OK_S = 5.0  # a session shorter than this (dropped at once, e.g. a duplicate client id) backs off
@@ -54,7 +63,7 @@ class MqttLink:
         status: Callable[[], dict[str, Any]] | None = None,
         telemetry: Callable[[float], list[dict[str, Any]]] | None = None,
         commands: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-        alarms: Callable[[], list[Any]] | None = None,
+        alarms: AlarmSource | None = None,
     ) -> None:
         self.cfg = cfg
         self.base = f"{cfg.topic_prefix.rstrip('/')}/{appliance_id}"
@@ -66,7 +75,7 @@ class MqttLink:
             max_bytes=cfg.outbox_max_bytes,
         )
         self._status = status
-        self._alarms = alarms  # the alarm points' states (AlarmPointState), retained per point
+        self._alarms = alarms  # the alarm points (AlarmBoard), their states retained per point
         self._commands = CommandChannel(cfg, self.base, commands) if commands and cfg.commands else None
         self._telemetry = telemetry if cfg.telemetry_interval_s else None
         self._telemetry_due = time.monotonic() + (cfg.telemetry_interval_s or 0.0)
@@ -295,11 +304,14 @@ class MqttLink:
         self.connected.clear()
 
 
-def publish_alarm_states(client, base: str, states: Callable[[], list[Any]]) -> None:
-    """Every alarm point's state, retained at QoS 1: a SCADA that (re)connects sees them all at once."""
-    for point in states():
+def publish_alarm_states(client, base: str, board: AlarmSource) -> None:
+    """Every alarm point's state, retained at QoS 1: a SCADA that (re)connects sees them all at once.
+    A retired point's (its zone deleted) retained state is taken down with an empty retained message."""
+    for point in board.messages():
         topic = f"{base}/{point.camera_id}/alarm/{point.point}"
         client.publish(topic, point.model_dump_json(exclude_none=True), qos=1, retain=True)
+    for camera, point in board.retired_points():
+        client.publish(f"{base}/{camera}/alarm/{point}", b"", qos=1, retain=True)
 
 
 def publish_telemetry(client, base: str, telemetry: Callable[[float], list[dict]], interval: float) -> None:

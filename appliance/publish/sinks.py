@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from appliance.alarms.events import AnomalyEvent
 from appliance.config import (
@@ -21,6 +21,9 @@ from appliance.config import (
     StdoutSinkConfig,
 )
 from appliance.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from appliance.publish.mqtt import AlarmSource
 
 log = logging.getLogger("appliance.sinks")  # the name journals and log filters know
 
@@ -83,7 +86,7 @@ def open_sinks(
     model_version: str = "",
     telemetry: Callable[[float], list[dict]] | None = None,
     commands: Callable[[str, dict], dict] | None = None,
-    alarms: Callable[[], list] | None = None,
+    alarms: AlarmSource | None = None,
 ) -> list[EventSink]:
     """The configured sinks; ``thresholds`` (camera id -> threshold) name the cameras for Sparkplug."""
     sinks: list[EventSink] = []
@@ -102,7 +105,8 @@ def open_sinks(
             cams = list(thresholds or {})
             sinks.append(
                 SparkplugNode(
-                    cfg, appliance_id, cams, model_version, state_dir=state_dir, thresholds=thresholds
+                    cfg, appliance_id, cams, model_version, state_dir=state_dir, thresholds=thresholds,
+                    alarms=alarms, commands=commands,
                 )
-            )
+            )  # fmt: skip
     return sinks

@@ -141,7 +141,7 @@ class Appliance:
             model.version,
             self.telemetry,
             self.command,
-            self.alarms.messages,
+            self.alarms,
         )
         self.emit(self.journal.restart_ends(time.time()))  # anomalies a hard kill left open
         self.alarms.restarted()

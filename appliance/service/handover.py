@@ -159,7 +159,7 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
         if w.cfg.zones != before:  # from the next window on; each track's dwell starts again
             w.pipeline.zones = camera_zones(w.cfg.zones)
             if app.alarms is not None:
-                app.alarms.ensure(points_of([w.cfg]))
+                app.alarms.sync(w.cfg.id, points_of([w.cfg]))
             log.info("camera %s: zones now %s", w.cfg.id, ", ".join(z.name for z in w.cfg.zones) or "none")
     app._calibration_stamp = -1  # force: re-read the calibration file and apply every threshold
     app.reload_calibration_if_changed()

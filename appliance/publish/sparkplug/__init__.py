@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
-    from appliance.publish.sparkplug.config import SparkplugSinkConfig
+    from appliance.config.sparkplug import SparkplugSinkConfig
     from appliance.publish.sparkplug.node import SparkplugNode
 
 __all__ = ["SparkplugError", "SparkplugNode", "SparkplugSinkConfig"]
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
         return SparkplugNode
     if name == "SparkplugSinkConfig":
-        from appliance.publish.sparkplug.config import SparkplugSinkConfig
+        from appliance.config.sparkplug import SparkplugSinkConfig
 
         return SparkplugSinkConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

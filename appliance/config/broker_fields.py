@@ -1,0 +1,68 @@
+"""The field types both broker links share (the JSON ``mqtt`` sink and the ``sparkplug`` edge node):
+a broker host name, TLS files, and a size in bytes with a unit."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from appliance.config.sections import Section
+
+
+class MqttTlsConfig(Section):
+    """TLS on a broker link: whom to trust, and the client certificate for mutual TLS."""
+
+    ca_file: Path | None = Field(None, description="CA certificate(s) to trust (default: the system's).")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client private key (if not inside cert_file).")
+    insecure_skip_hostname_check: bool = Field(
+        False, description="Accept a certificate for another host name (test benches only)."
+    )
+
+
+def _broker_host(v: str) -> str:
+    """A host name (DNS labels of 1-63 characters, 253 in all) or an IPv4/IPv6 address."""
+    if not v or v != v.strip():
+        raise ValueError("give the broker's host name or IP address (empty, or spaces around it)")
+    try:
+        ipaddress.ip_address(v)
+        return v
+    except ValueError:
+        pass
+    try:
+        name = v.encode("idna").decode("ascii") if not v.isascii() else v
+    except UnicodeError:
+        raise ValueError(f"{v!r} is not a valid host name") from None
+    name = name[:-1] if name.endswith(".") else name
+    if len(name) > 253:
+        raise ValueError(f"host name is {len(name)} characters; DNS allows at most 253")
+    labels = name.split(".")
+    for label in labels:
+        if not 1 <= len(label) <= 63:
+            shown = label if len(label) <= 20 else label[:20] + "..."
+            raise ValueError(
+                f"host name part {shown!r} is {len(label)} characters; each part between dots must be 1-63"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?", label):
+            raise ValueError(f"host name part {label!r}: use letters, digits and '-' (not first or last)")
+    if all(label.isdigit() for label in labels):
+        raise ValueError(f"{v!r} is not a valid IPv4 address")
+    return v
+
+
+BrokerHost = Annotated[str, AfterValidator(_broker_host)]
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def _byte_size(v: Any) -> Any:
+    """``67108864``, ``"64 MiB"`` or ``"500MB"`` -> bytes."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", v)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError("give bytes as a number or with a unit: B, KiB, MiB, GiB, kB, MB, GB")
+        return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    return v
