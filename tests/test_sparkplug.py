@@ -34,6 +34,8 @@ from appliance.publish.sparkplug.payload import (
 )
 from appliance.service.credentials import CredentialError
 
+from .conftest import make_broker
+
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "plant-1"
 NODE = "ceiling-7"
@@ -61,11 +63,13 @@ class Msg:
 class SpbWatcher:
     """A paho client on ``spBv1.0/#`` whose subscription is acknowledged before the test goes on."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, persistent: bool = False) -> None:
         self.msgs: list[Msg] = []
         self.aliases: dict[int, tuple[str, int]] = {}  # alias -> (name, data type) from the births
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spb-watcher")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="spb-watcher", clean_session=not persistent
+        )
         self.client.on_connect = lambda c, *_: c.subscribe("spBv1.0/#", qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -398,6 +402,49 @@ def test_a_node_started_while_the_broker_is_down_comes_online_with_bdseq_0_when_
         assert dbirth.values["Anomaly/Active"] is True
     finally:
         watcher.stop()
+
+
+def test_changes_made_while_the_broker_is_away_follow_the_next_births_flagged_historical(tmp_path):
+    """The broker restarts (a persistent session keeps the watcher's subscription, queueing QoS 0):
+    what the node saw meanwhile arrives after its new births with is_historical and its own time."""
+    broker = make_broker(
+        tmp_path / "broker", "allow_anonymous true\nqueue_qos0_messages true\n", persistent=True
+    )
+    watcher = SpbWatcher(broker.host, broker.port, persistent=True)
+    cfg = SparkplugSinkConfig(host=broker.host, port=broker.port, group_id=GROUP, edge_node_id=NODE)
+    node = SparkplugNode(cfg, "appliance-1", CAMERAS, "1.2.3", state_dir=tmp_path / "state")
+    try:
+        births(watcher)
+        broker.stop()
+        deadline = time.monotonic() + 15
+        while node.wait_online(0):
+            assert time.monotonic() < deadline, "the node did not notice the broker leaving"
+            time.sleep(0.05)
+        node.publish(event("start", t=T0 + 100))
+        node.camera_state("cam-b", "reconnecting")
+        node.publish(event("end", t=T0 + 300, end_reason="track_lost"))
+        assert node.history.depth() == 3
+        broker.start()
+        msgs = watcher.wait_for(lambda ms: sum(m.kind == "DDATA" for m in ms) >= 3, "the replay", 30.0)
+        second = max(i for i, m in enumerate(msgs) if m.kind == "NBIRTH")
+        replay = [m for m in msgs[second:] if m.kind == "DDATA"]
+        what = [(m.device, m.values.get("Anomaly/Phase") or m.values.get("Camera/State")) for m in replay]
+        assert what == [
+            ("cam-a", "start"), ("cam-b", "reconnecting"), ("cam-a", "end"),
+        ]  # fmt: skip
+        assert all(mt.is_historical for m in replay for mt in m.payload.metrics)
+        assert replay[0].payload.metrics[0].timestamp == T0 + 100
+        dbirth_a = next(m for m in msgs[second:] if m.kind == "DBIRTH" and m.device == "cam-a")
+        assert dbirth_a.values["Anomaly/Phase"] == "end"  # the births carry the current values
+        deadline = time.monotonic() + 10
+        while node.history.depth():
+            assert time.monotonic() < deadline, "the history was not emptied after the replay"
+            time.sleep(0.05)
+        check_sparkplug_rules(msgs[second:])
+    finally:
+        node.close()
+        watcher.stop()
+        broker.stop()
 
 
 def test_close_returns_promptly_while_the_broker_is_down(broker, make_node):

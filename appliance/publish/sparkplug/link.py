@@ -155,7 +155,7 @@ class SparkplugLink:
                 self._goodbye(client)
                 return
             if self._leave:
-                node.leave()
+                node.goodbye(devices=False)
                 self._settle(client, self._send(client), time.monotonic() + 2.0)
                 client.disconnect()
                 return

@@ -96,19 +96,17 @@ class SparkplugNode:
         self._seq = 0
         self._outq: deque[Outgoing] = deque()
         self._flushed_to = 0  # history records handed to the link in this session
-        base = Path(state_dir) / f"sparkplug-{self.group_id}-{self.node_id}" if state_dir else None
-        self._bdseqs = BdSeqCounter(base.with_suffix(".bdseq") if base else None)
+        base = f"{state_dir}/sparkplug-{self.group_id}-{self.node_id}" if state_dir else None
+        self._bdseqs = BdSeqCounter(Path(f"{base}.bdseq") if base else None)
         self._bdseq = self._bdseqs.take(strict=True)
         self.host = PrimaryHost(cfg.primary_host_id) if cfg.primary_host_id else None
-        writes = cfg.commands and commands is not None
-        by = f"sparkplug:{cfg.primary_host_id or 'host'}"
-        self._writes = OperatorWrites(commands, by, cfg.commands_per_minute) if writes else None  # type: ignore[arg-type]
+        self._writes = OperatorWrites.for_sink(cfg, commands)
         self._alarms = alarms
         self.book = MetricBook(model_version, self._bdseq, cfg.aliases, writable=self._writes is not None)
         for cam in cameras:
             self.book.add_device(cam, (thresholds or {}).get(cam))
-        self.history = History(base.with_suffix(".history.sqlite") if base else None, cfg)
-        self.publish_alarms()
+        self.history = History(Path(f"{base}.history.sqlite") if base else None, cfg)
+        self._alarm_points(record=False)  # the points' states now: the births' values, not history
         self._link = SparkplugLink(self, cfg, password, tls)
 
     # -- state
@@ -154,17 +152,7 @@ class SparkplugNode:
 
     def publish_alarms(self) -> None:
         """The alarm points changed: their metrics follow (and a rebirth when points came or went)."""
-        states = self._alarms.messages() if self._alarms is not None else []
-        ts = now_ms()
-        with self._lock:
-            for cam in {s.camera_id for s in states}:
-                self._device(cam)
-            values, reshaped = self.book.alarm_points(states)
-            for cam, cam_values in values.items():
-                self._change(cam, cam_values, ts, "alarm", quiet=cam in reshaped)
-            if reshaped and self._online.is_set() and not self._closing:
-                log.info("Sparkplug: the alarm points of %s changed; rebirth", ", ".join(reshaped))
-                self._births()
+        self._alarm_points(record=True)
 
     def close(self, timeout: float = 5.0) -> None:
         """Publish a DDEATH per camera and the NDEATH, wait (up to ``timeout``) for the broker,
@@ -214,23 +202,19 @@ class SparkplugNode:
                 self._enqueue(self.topics.data(change.device), payload, stored=change.id)
             return bool(batch)
 
-    def goodbye(self) -> bool:
-        """A clean stop: a DDEATH per camera then the NDEATH (QoS 1); False if the node was not online."""
+    def goodbye(self, devices: bool = True) -> bool:
+        """End the Sparkplug session: a DDEATH per camera (``devices``: a clean stop; not when the
+        primary host left) then the NDEATH (QoS 1); changes are stored from here on. False if the node
+        was not online."""
         with self._lock:
             if not self._online.is_set():
                 return False
             ts = now_ms()
-            for cam in self.book.devices:
+            for cam in self.book.devices if devices else ():
                 self._enqueue(self.topics.device("DDEATH", cam), Payload(timestamp=ts))
             self._outq.append(Outgoing(self.topics.node("NDEATH"), self.ndeath(), qos=1))
             self._online.clear()
             return True
-
-    def leave(self) -> None:
-        """The primary host went offline: the NDEATH now (QoS 1); from here on changes are stored."""
-        with self._lock:
-            self._online.clear()
-            self._outq.append(Outgoing(self.topics.node("NDEATH"), self.ndeath(), qos=1))
 
     def session_ended(self) -> None:
         """The MQTT session is over: data not yet handed out is stored, the next session has a new bdSeq."""
@@ -277,6 +261,22 @@ class SparkplugNode:
         if self._online.is_set() and not self._closing:
             self._enqueue(self.topics.device("DBIRTH", cam), self.book.birth(cam, now_ms()))
         return True
+
+    def _alarm_points(self, record: bool) -> None:
+        states = self._alarms.messages() if self._alarms is not None else []
+        ts = now_ms()
+        with self._lock:
+            for cam in {s.camera_id for s in states}:
+                self._device(cam)
+            values, reshaped = self.book.alarm_points(states)
+            for cam, cam_values in values.items():
+                if record:
+                    self._change(cam, cam_values, ts, "alarm", quiet=cam in reshaped)
+                else:
+                    self.book.set(cam, cam_values, ts)
+            if reshaped and self._online.is_set() and not self._closing:
+                log.info("Sparkplug: the alarm points of %s changed; rebirth", ", ".join(reshaped))
+                self._births()
 
     def _change(
         self, device: str | None, values: dict[str, MetricValue], ts: int, kind: str = "update",

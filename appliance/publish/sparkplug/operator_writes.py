@@ -22,6 +22,7 @@ from appliance.publish.sparkplug.metrics import ACKNOWLEDGE, REBIRTH, SHELVE_MIN
 from appliance.publish.sparkplug.payload import MetricValue, Payload
 
 if TYPE_CHECKING:
+    from appliance.config.sparkplug import SparkplugSinkConfig
     from appliance.publish.sparkplug.book import MetricBook
 
 log = logging.getLogger("appliance.sparkplug.node")
@@ -66,6 +67,13 @@ class OperatorWrites:
         self.default_operator = default_operator
         self.bucket = TokenBucket(per_minute / 60.0, BURST)
         self.dropped = 0
+
+    @classmethod
+    def for_sink(cls, cfg: SparkplugSinkConfig, run: Run | None) -> OperatorWrites | None:
+        """The writes a sink takes: None unless ``commands: true`` and the appliance runs commands."""
+        if not cfg.commands or run is None:
+            return None
+        return cls(run, f"sparkplug:{cfg.primary_host_id or 'host'}", cfg.commands_per_minute)
 
     def admit(self) -> bool:
         """One DCMD against the rate; over it, the DCMD is dropped and counted."""
