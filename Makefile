@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[export,onnx,tflite-export,dev]'
+	$(PY) -m pip install --quiet -e '.[export,onnx,tflite-export,web,dev]'
 	@$(MAKE) --no-print-directory systemd-extra
 	$(VENV)/bin/appliance install-models
 	touch $(STAMP)

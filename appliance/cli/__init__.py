@@ -2,7 +2,8 @@
 
 :mod:`.keypoint_files` (maps, score, extract), :mod:`.run` (run, check-config, demo),
 :mod:`.learning` (calibrate, learn), :mod:`.models` (update, rollback, models), :mod:`.install`
-(install-service, install-models, schemas) and :mod:`.render` (render-event). This package is the
+(install-service, install-models, schemas), :mod:`.render` (render-event) and :mod:`.web`
+(web-passwd). This package is the
 composition root: the one place in ``appliance`` that wires in :mod:`calibration`'s commands.
 """
 
@@ -13,7 +14,7 @@ import contextlib
 import sys
 
 from appliance import __version__
-from appliance.cli import install, keypoint_files, learning, models, render, run
+from appliance.cli import install, keypoint_files, learning, models, render, run, web
 from appliance.errors import ApplianceError
 
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Edge anomaly appliance.")
     parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (keypoint_files, run, learning, models, install, render):
+    for commands in (keypoint_files, run, learning, models, install, render, web):
         commands.add_commands(sub)
     return parser
 

@@ -130,9 +130,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "the demo clips come with the source tree, not with the device install (they would cost "
             "every device 3 MB): run `make demo` in a checkout of the repository"
         )
-    cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime)
+    cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime, web_port=args.web)
     if args.state_dir is not None:
         cfg = cfg.model_copy(update={"state_dir": args.state_dir})
+    if args.web is not None:
+        import secrets
+
+        from appliance.web.users import UserStore
+
+        password = secrets.token_urlsafe(12)  # this run's only: the demo has no default password either
+        UserStore(cfg.state_dir / "web" / "users.json").set("demo", "admin", password)
+        print(f"console: http://127.0.0.1:{args.web}/ (user demo, password {password}; Ctrl-C stops the "
+              "demo)", file=sys.stderr)  # fmt: skip
+    else:
+        print("console: `appliance demo --web 8080` shows this demo in a browser", file=sys.stderr)
     replaced = args.out.exists()
     args.out.unlink(missing_ok=True)  # each demo run writes its own events, not appended to the last
     code = run_appliance(cfg)
@@ -169,6 +180,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo/events.jsonl"), help="JSON-lines event file")
     p.add_argument("--mqtt", metavar="HOST:PORT", help="also publish to this MQTT broker")
     p.add_argument("--realtime", action="store_true", help="pace the clips at their frame rate")
+    p.add_argument(
+        "--web", type=int, metavar="PORT",
+        help="serve the console on 127.0.0.1:PORT (a user for this run is printed) and loop the clips",
+    )  # fmt: skip
     p.add_argument(
         "--state-dir", type=Path,
         help="use what `appliance calibrate` / `appliance learn` saved here (default: the --out folder)",

@@ -28,6 +28,7 @@ from appliance.config.schema import (
 )
 from appliance.config.sections import PixelSize, TopicLevel
 from appliance.config.sparkplug import SparkplugSinkConfig
+from appliance.config.web import WebConfig
 from appliance.config.yaml_source import (
     CREDENTIALS_HINT,
     MAX_CONFIG_BYTES,
@@ -62,6 +63,7 @@ __all__ = [
     "StdoutSinkConfig",
     "TopicLevel",
     "TrackingConfig",
+    "WebConfig",
     "ZoneConfig",
     "key_locator",
     "load_config",

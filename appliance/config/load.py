@@ -166,6 +166,7 @@ def _resolve_paths(config: ApplianceConfig, base: Path) -> ApplianceConfig:
             "model": model,
             "pose": fix_model(config.pose),
             "sinks": [fix_model(s) for s in config.sinks],
+            "web": fix_model(config.web),
             "cameras": cameras,
         }
     )

@@ -25,6 +25,7 @@ from appliance.config.sections import (
     TopicLevel,
 )
 from appliance.config.sparkplug import SparkplugSinkConfig
+from appliance.config.web import WebConfig
 from appliance.config.zones import ZoneConfig
 from appliance.errors import ApplianceError
 from appliance.service.credentials import resolve_password
@@ -297,6 +298,7 @@ class ApplianceConfig(Section):
     sinks: list[SinkConfig] = Field(
         default_factory=lambda: [StdoutSinkConfig()], description="Where events go (stdout, jsonl, mqtt)."
     )
+    web: WebConfig = Field(default_factory=WebConfig, description="The local web console and /metrics.")
 
     @model_validator(mode="after")
     def _replay_needs_replay_source(self) -> ApplianceConfig:

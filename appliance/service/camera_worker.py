@@ -25,6 +25,8 @@ from appliance.config import CameraConfig
 from appliance.errors import ApplianceError
 from appliance.models.lstm_vae import MultiTrackScorer
 from appliance.pose.base import PoseBackend
+from appliance.service.latency import LatencyHistogram
+from appliance.service.live_feed import LiveFeed
 from appliance.service.pipeline import CameraPipeline, FrameResult
 
 RESTART_BACKOFF_INITIAL_S = 1.0  # a crashed camera loop restarts after this, doubling
@@ -104,6 +106,8 @@ class CameraStats:
     publish_ms: deque = field(default_factory=lambda: deque(maxlen=2000))
     frame_times: deque = field(default_factory=lambda: deque(maxlen=300))
     interval_peaks: dict[int, float] = field(default_factory=dict)  # for score telemetry
+    pose_latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # /metrics, cumulative
+    scoring_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def fps(self) -> float:
         if len(self.frame_times) < 2:
@@ -127,6 +131,7 @@ class CameraWorker:
         self.cfg, self.source, self.backend, self.pipeline, self._emit = cfg, source, backend, pipeline, emit
         self.image_size = image_size
         self.stats = CameraStats()
+        self.live = LiveFeed()  # the newest skeletons and the foot heat map, for the console
         self.on_result: Callable[[FrameResult], None] | None = None  # calibration collects scores here
         # a scoring failure is offered here first: True = handled (a rollback is coming), go on
         self.on_scoring_error: Callable[[CameraWorker, Exception], bool] | None = None
@@ -313,6 +318,9 @@ class CameraWorker:
             raise ScoringFailure(f"scoring failed on frame {frame.index}: {exc}") from exc
         if self.on_result is not None:
             self.on_result(result)
+        self.live.update(
+            frame.index, frame.wall_time, size, result.tracks, result.scores, self.threshold, frame.image
+        )
         t2 = time.perf_counter()
         self.emit(result.events)
         t3 = time.perf_counter()
@@ -331,6 +339,8 @@ class CameraWorker:
         wait_s = getattr(self.backend, "last_wait_s", 0.0)  # waiting for the shared pose engine
         s.pose_wait_ms.append(wait_s * 1e3)
         s.pose_ms.append((t1 - t0 - wait_s) * 1e3)
+        s.pose_latency.observe(s.pose_ms[-1])
+        s.scoring_latency.observe((t2 - t1) * 1e3)
         s.frame_age_ms.append((taken - frame.mono_time) * 1e3)
         s.pipeline_ms.append((t2 - t1) * 1e3)
         s.publish_ms.append((t3 - t2) * 1e3)

@@ -57,6 +57,7 @@ def open_camera(app: Appliance, cam: CameraConfig, loaded: LoadedModel) -> Camer
     source, size = open_source(app, cam, backend)
     worker = CameraWorker(cam, source, backend, pipeline, app.emit, size)
     worker.gate = RateGate(chosen.fps)
+    worker.live.keep_image = app.cfg.web.enabled and app.cfg.web.setup_image  # for aiming, admins only
     worker.on_scoring_error = app._on_scoring_error
     worker.on_health_change = app.status_changed
     worker.running_version = loaded.version_id

@@ -18,9 +18,9 @@ Handler = Callable[["Appliance", dict[str, Any]], dict[str, Any]]
 
 
 class CommandHandler:
-    def __init__(self, app: Appliance) -> None:
+    def __init__(self, app: Appliance, more: dict[str, Handler] | None = None) -> None:
         self.app = app
-        self.handlers: dict[str, Handler] = {"status": _status, "reload": _reload}
+        self.handlers: dict[str, Handler] = {"status": _status, "reload": _reload, **(more or {})}
 
     def register(self, name: str, handler: Handler) -> None:
         self.handlers[name] = handler

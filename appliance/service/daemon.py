@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.alarms.alarm_points import AlarmBoard
 from appliance.alarms.events import AnomalyEvent
@@ -49,8 +49,12 @@ from appliance.service.systemd import Notifier
 from appliance.updates.inbox import Inbox
 from appliance.updates.store import ModelStore
 from appliance.updates.update_log import FACTORY
+from appliance.web import open_console
 
 __all__ = ["STALLED_AFTER_S", "Appliance", "CameraModel", "LoadedModel", "ReplayFrames", "ScoringFailure"]
+
+if TYPE_CHECKING:
+    from appliance.web.server import Console
 
 log = logging.getLogger("appliance")
 
@@ -81,11 +85,10 @@ class Appliance:
         self.events_emitted = 0
         self.inbox: Inbox | None = None
         self.journal = AnomalyJournal(cfg.state_dir / "open-anomalies.json")
-        self.commands = CommandHandler(self)
-        for name, handler in ALARM_COMMANDS.items():  # ack, shelve, unshelve
-            self.commands.register(name, handler)
+        self.commands = CommandHandler(self, ALARM_COMMANDS)  # status, reload; ack, shelve, unshelve
         self.reporter = StatusBuilder(self)
         self.alarms: AlarmBoard | None = None  # the alarm points, from start()
+        self.console: Console | None = None  # the web console, from start() when web.enabled
 
     @property
     def store(self) -> ModelStore:
@@ -157,6 +160,7 @@ class Appliance:
             raise
         for w in self.workers:
             w.start()
+        self.console = open_console(self)  # the web console, when web.enabled
         self.status_changed()
 
     # -- models -----------------------------------------------------------------------------------

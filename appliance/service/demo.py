@@ -28,13 +28,18 @@ STARTER_BUNDLE = ASSETS / "starter-walking-fused.tar"  # the default: map model 
 STARTER_LSTM_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"  # the paper's model alone
 
 
-def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = False) -> ApplianceConfig:
+def demo_config(
+    events_file: Path, mqtt: str | None = None, realtime: bool = False, web_port: int | None = None
+) -> ApplianceConfig:
+    """The demo's configuration; with ``web_port`` the console is on 127.0.0.1 and the clips loop in
+    real time, so there is something to watch until Ctrl-C."""
     sinks: list[dict] = [{"type": "stdout"}, {"type": "jsonl", "path": str(events_file)}]
     if mqtt:
         host, _, port = mqtt.rpartition(":")
         if not host or not port.isdigit():
             raise ApplianceError(f"--mqtt {mqtt!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
         sinks.append({"type": "mqtt", "host": host, "port": int(port), "topic_prefix": "appliance"})
+    live = web_port is not None
     cfg = {
         "schema_version": 1,
         "appliance_id": "demo",
@@ -42,9 +47,10 @@ def demo_config(events_file: Path, mqtt: str | None = None, realtime: bool = Fal
         "model": {"bundle": str(STARTER_BUNDLE), "watch_inbox": False},  # no field updates in a demo
         "pose": {"type": "blazepose"},
         "cameras": [
-            {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "realtime": realtime},
-            {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "realtime": realtime},
+            {"id": cam, "source": str(clip), "fps": None, "realtime": realtime or live, "loop": live}
+            for cam, clip in (("walkway", DEMO_CLIP), ("workcell", WORKCELL_CLIP))
         ],
+        "web": {"enabled": live, "bind": "127.0.0.1", "port": web_port or 8080},
         "detector": {"when_uncalibrated": "bundle_default"},  # the demo has no site to calibrate on
         "sinks": sinks,
     }

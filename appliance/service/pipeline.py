@@ -35,6 +35,7 @@ class FrameResult:
     scores: dict[int, float] = field(default_factory=dict)  # track id -> window score
     events: list[AnomalyEvent] = field(default_factory=list)
     people: int = 0
+    tracks: dict[int, Person] = field(default_factory=dict)  # track id -> its person on this frame
 
 
 class CameraPipeline:
@@ -79,6 +80,7 @@ class CameraPipeline:
             inputs, persons = (
                 ({WHOLE_FRAME_TRACK: drawn[0]}, {WHOLE_FRAME_TRACK: drawn[1]}) if drawn else ({}, {})
             )
+            result.tracks = persons
             if drawn and self.evidence == "clip":
                 self.clips.add(WHOLE_FRAME_TRACK, drawn[1], when, image_size)
         else:
@@ -86,6 +88,7 @@ class CameraPipeline:
             for tid in update.closed:
                 result.events += self.end_track(tid, when, "track_lost")
             inputs, persons = {}, {}
+            result.tracks = {track.track_id: track.person for track in update.seen}
             for track in update.seen:
                 p = track.person
                 if self.evidence == "clip":

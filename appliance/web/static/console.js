@@ -1,0 +1,229 @@
+// The appliance console: reads the daemon's JSON API, draws skeletons (never video) on a canvas.
+"use strict";
+
+const state = { session: null, overview: null, camera: null, source: null, heat: null, history: {} };
+const $ = (id) => document.getElementById(id);
+
+async function api(path, options = {}) {
+  const opts = { credentials: "same-origin", headers: {}, ...options };
+  if (opts.method && opts.method !== "GET") {
+    opts.headers["Content-Type"] = "application/json";
+    if (state.session) opts.headers["X-CSRF-Token"] = state.session.csrf;
+  }
+  const response = await fetch(path, opts);
+  let body = null;
+  try { body = await response.json(); } catch (e) { body = null; }
+  if (response.status === 401 && path !== "/api/login") showLogin();
+  return { status: response.status, body };
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k.startsWith("data-")) node.setAttribute(k, v); else node[k] = v;
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return node;
+}
+
+function showLogin() {
+  state.session = null;
+  if (state.source) { state.source.close(); state.source = null; }
+  $("nav").hidden = true;
+  document.querySelectorAll(".view").forEach((v) => { v.hidden = true; });
+  $("login").hidden = false;
+}
+
+async function start() {
+  const r = await api("/api/session");
+  if (r.status !== 200) return showLogin();
+  state.session = r.body;
+  $("login").hidden = true;
+  $("nav").hidden = false;
+  $("who").textContent = `${state.session.user} (${state.session.role})`;
+  show("overview");
+  refresh();
+}
+
+function show(view) {
+  document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== view; });
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === view));
+  if (view === "camera" && state.overview) openCamera(state.camera || Object.keys(state.overview.status.cameras)[0]);
+  if (view !== "camera" && state.source) { state.source.close(); state.source = null; }
+  if (view === "events") loadEvents();
+}
+
+async function refresh() {
+  if (!state.session) return;
+  const r = await api("/api/overview");
+  if (r.status === 200) { state.overview = r.body; renderOverview(); }
+  setTimeout(refresh, 2000);
+}
+
+function fmt(x, digits = 2) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
+
+function renderOverview() {
+  const o = state.overview;
+  $("title").textContent = `Appliance ${o.status.appliance_id}`;
+  const cards = Object.entries(o.status.cameras).map(([id, c]) => el("div", { class: "card", "data-camera": id },
+    el("h3", {}, id),
+    el("dl", {},
+      el("dt", {}, "state"), el("dd", { class: `state-${c.state}` }, c.state + (c.error ? ` – ${c.error}` : "")),
+      el("dt", {}, "fps"), el("dd", {}, fmt(c.fps, 1)),
+      el("dt", {}, "people"), el("dd", { class: "people" }, String(c.tracks)),
+      el("dt", {}, "threshold"), el("dd", {}, `${fmt(c.threshold)} (${c.threshold_source})`),
+      el("dt", {}, "model"), el("dd", {}, c.site_model ? `site model ${c.site_model}` : `${o.status.model.name} ${o.status.model.version}`),
+      el("dt", {}, "open anomalies"), el("dd", {}, String(c.active_anomalies)))));
+  $("cameras").replaceChildren(...cards);
+  const open = o.alarms.filter((a) => a.state !== "normal");
+  $("no-alarms").hidden = open.length > 0;
+  const operator = state.session.role !== "viewer";
+  $("alarms").querySelector("tbody").replaceChildren(...open.map((a) => el("tr", { "data-point": `${a.camera_id}/${a.point}` },
+    el("td", {}, a.camera_id), el("td", {}, a.point), el("td", { class: "alarm-state" }, a.state),
+    el("td", {}, a.since), el("td", {}, String(a.anomalies)), el("td", {}, fmt(a.peak_score)),
+    el("td", {}, ...(operator ? alarmButtons(a) : [])))));
+  const b = o.broker;
+  $("broker").textContent = b ? `MQTT ${b.link.broker}: ${b.link.state}; outbox ${b.outbox.depth} waiting, ${b.outbox.dropped} dropped` : "No MQTT sink configured.";
+  $("recent").replaceChildren(...o.events.map(eventItem));
+}
+
+function alarmButtons(a) {
+  const buttons = [];
+  if (a.state === "active_unacknowledged" || a.state === "returned_unacknowledged") {
+    buttons.push(el("button", { class: "ack", onclick: () => alarmAction(a, "ack", {}) }, "Acknowledge"));
+  }
+  if (a.state === "shelved") {
+    buttons.push(el("button", { class: "unshelve", onclick: () => alarmAction(a, "unshelve", {}) }, "Unshelve"));
+  } else if (a.state !== "out_of_service") {
+    buttons.push(el("button", { class: "shelve", onclick: () => {
+      const minutes = Number(prompt("Shelve for how many minutes (at most 480)?", "60"));
+      if (minutes > 0) alarmAction(a, "shelve", { minutes });
+    } }, "Shelve"));
+  }
+  return buttons;
+}
+
+async function alarmAction(a, action, body) {
+  const comment = prompt(`${action} ${a.camera_id}/${a.point}: comment (optional)`) || undefined;
+  const r = await api(`/api/alarms/${encodeURIComponent(a.camera_id)}/${encodeURIComponent(a.point)}/${action}`,
+    { method: "POST", body: JSON.stringify({ ...body, comment }) });
+  if (r.status !== 200) alert(r.body?.error || `refused (${r.status})`);
+  const o = await api("/api/overview");
+  if (o.status === 200) { state.overview = o.body; renderOverview(); }
+}
+
+function eventItem(e) {
+  return el("li", { "data-event": e.event_id },
+    `${e.time} ${e.camera_id}${e.zone ? "/" + e.zone : ""} track ${e.track_id}: ${e.type} score ${fmt(e.score)} (threshold ${fmt(e.threshold)})`);
+}
+
+async function loadEvents(ev) {
+  if (ev) ev.preventDefault();
+  const q = new URLSearchParams();
+  if ($("filter-camera").value) q.set("camera", $("filter-camera").value);
+  if ($("filter-zone").value) q.set("zone", $("filter-zone").value);
+  const r = await api(`/api/events?${q}`);
+  if (r.status === 200) $("event-list").replaceChildren(...r.body.map(eventItem));
+}
+
+// -- the live camera view
+function openCamera(id) {
+  state.camera = id;
+  const ids = Object.keys(state.overview.status.cameras);
+  $("camera-tabs").replaceChildren(...ids.map((c) => el("button", { class: c === id ? "active" : "", "data-camera": c, onclick: () => openCamera(c) }, c)));
+  if (state.source) state.source.close();
+  state.history = {};
+  state.heat = null;
+  loadHeat(id);
+  state.source = new EventSource(`/api/cameras/${encodeURIComponent(id)}/live`);
+  state.source.onmessage = (m) => draw(JSON.parse(m.data));
+}
+
+async function loadHeat(id) {
+  const r = await api(`/api/cameras/${encodeURIComponent(id)}/heat`);
+  if (r.status === 200 && state.camera === id) state.heat = r.body;
+  if (state.camera === id && state.source) setTimeout(() => loadHeat(id), 30000);
+}
+
+function colour(score, threshold) {
+  if (score === null || threshold === null) return "#9aa4b2";
+  if (score > threshold) return "#ef4e4e";
+  return score > 0.8 * threshold ? "#f0b429" : "#3fbf6f";
+}
+
+function draw(snap) {
+  const canvas = $("live");
+  const [w, h] = snap.size;
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#000"; g.fillRect(0, 0, w, h);
+  if (state.heat) {
+    const { rows, cols, counts } = state.heat;
+    const peak = Math.max(1, ...counts.flat());
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
+      if (!counts[r][c]) continue;
+      g.fillStyle = `rgba(255,138,61,${0.15 + 0.6 * counts[r][c] / peak})`;
+      g.fillRect(c * w / cols, r * h / rows, w / cols, h / rows);
+    }
+  }
+  for (const z of state.overview.cameras[state.camera]?.zones || []) {
+    g.beginPath();
+    z.polygon.forEach(([x, y], i) => (i ? g.lineTo(x * w, y * h) : g.moveTo(x * w, y * h)));
+    g.closePath();
+    g.setLineDash(z.kind === "exclude" ? [8, 6] : []);
+    g.strokeStyle = z.kind === "exclude" ? "#7a828e" : "#4ea1ef"; g.lineWidth = 3; g.stroke();
+    g.setLineDash([]);
+    g.fillStyle = g.strokeStyle; g.font = "18px sans-serif"; g.fillText(z.name, z.polygon[0][0] * w + 4, z.polygon[0][1] * h + 20);
+  }
+  const limbs = state.overview.skeleton.limbs;
+  for (const p of snap.people) {
+    const c = colour(p.score, snap.threshold);
+    g.strokeStyle = c; g.lineWidth = 4;
+    for (const [a, b] of limbs) {
+      const ja = p.joints[a], jb = p.joints[b];
+      if (ja[2] < 0.3 || jb[2] < 0.3) continue;
+      g.beginPath(); g.moveTo(ja[0], ja[1]); g.lineTo(jb[0], jb[1]); g.stroke();
+    }
+    const head = p.joints[0];
+    g.fillStyle = c; g.font = "bold 20px sans-serif";
+    g.fillText(`#${p.id}${p.score !== null ? " " + p.score.toFixed(2) : ""}`, head[0] + 6, head[1] - 10);
+    const hist = (state.history[p.id] = state.history[p.id] || []);
+    hist.push(p.score); if (hist.length > 100) hist.shift();
+  }
+  canvas.dataset.people = String(snap.people.length);
+  canvas.dataset.scored = String(snap.people.filter((p) => p.score !== null).length);
+  canvas.dataset.frame = String(snap.frame);
+  $("live-info").textContent = `frame ${snap.frame}, ${snap.people.length} people, threshold ${fmt(snap.threshold)}`;
+  renderTracks(snap);
+}
+
+function renderTracks(snap) {
+  const cards = snap.people.map((p) => {
+    const spark = el("canvas", { width: 200, height: 40 });
+    const g = spark.getContext("2d");
+    const hist = state.history[p.id].filter((s) => s !== null);
+    const top = Math.max(snap.threshold || 1, ...hist) * 1.1;
+    if (snap.threshold !== null) {
+      g.strokeStyle = "#ef4e4e"; g.setLineDash([4, 3]); g.beginPath();
+      g.moveTo(0, 40 - 40 * snap.threshold / top); g.lineTo(200, 40 - 40 * snap.threshold / top); g.stroke(); g.setLineDash([]);
+    }
+    g.strokeStyle = colour(p.score, snap.threshold); g.beginPath();
+    hist.forEach((s, i) => (i ? g.lineTo(i * 2, 40 - 40 * s / top) : g.moveTo(0, 40 - 40 * s / top)));
+    g.stroke();
+    return el("div", { class: "track", "data-track": String(p.id) }, `track #${p.id}: score ${fmt(p.score)}`, spark);
+  });
+  $("tracks").replaceChildren(...cards);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const r = await api("/api/login", { method: "POST", body: JSON.stringify({ user: $("user").value, password: $("password").value }) });
+    if (r.status === 200) { $("password").value = ""; $("login-error").textContent = ""; start(); }
+    else $("login-error").textContent = r.body?.error || `refused (${r.status})`;
+  });
+  $("logout").addEventListener("click", async () => { await api("/api/logout", { method: "POST" }); showLogin(); });
+  document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => show(t.dataset.view)));
+  $("event-filter").addEventListener("submit", loadEvents);
+  start();
+});

@@ -1,0 +1,126 @@
+"""The console in a real browser: Debian's headless Chromium driven by chromium-driver through
+Selenium, against a running daemon on the two demo clips and a real mosquitto. Log in, see both
+cameras and the dancer's live skeleton, acknowledge her alarm and see its retained MQTT state change.
+
+Screenshots go to ``$TEST_ARTIFACTS`` (default: the test's temporary folder); with
+``CONSOLE_SCREENSHOTS=docs/images`` the overview and camera screenshots of the README are written
+there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import Broker
+from .web_console import PASSWORDS, console_config, start_appliance
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromium-driver are not installed (.ci/run installs them with apt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver, name: str, tmp_path: Path) -> None:
+    out = Path(os.environ.get("TEST_ARTIFACTS", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(out / f"console-{name}.png"))
+    readme = os.environ.get("CONSOLE_SCREENSHOTS")
+    if readme:
+        Path(readme).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(readme) / f"console-{name}.png"))
+
+
+def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_the_browser(
+    browser, broker: Broker, tmp_path
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    mqtt = {"type": "mqtt", "host": broker.host, "port": broker.port}
+    config, port = console_config(tmp_path, sinks=[mqtt])
+    app = start_appliance(config)
+    topic = "appliance/test-box/workcell/alarm/all"
+    states = broker.subscribe(topic)
+    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
+        browser.find_element(By.ID, "user").send_keys("otto")
+        browser.find_element(By.ID, "password").send_keys(PASSWORDS["otto"])
+        browser.find_element(By.ID, "login-button").click()
+        cards = (By.CSS_SELECTOR, "#cameras .card")
+        wait.until(
+            lambda d: (
+                {e.get_attribute("data-camera") for e in d.find_elements(*cards)} == {"walkway", "workcell"}
+            )
+        )
+        assert "otto (operator)" in browser.find_element(By.ID, "who").text
+
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
+        wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#camera-tabs button[data-camera=workcell]")
+        ).click()
+        canvas = browser.find_element(By.ID, "live")
+        wait.until(lambda d: int(canvas.get_attribute("data-people") or 0) >= 1)
+        first = int(canvas.get_attribute("data-frame"))
+        wait.until(lambda d: int(canvas.get_attribute("data-frame")) > first)  # it moves: live
+        wait.until(lambda d: int(canvas.get_attribute("data-scored") or 0) >= 1)  # a full window: coloured
+        lit = browser.execute_script(
+            "const c = document.getElementById('live'); const d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+            "for (let i = 0; i < d.length; i += 4) if (d[i] + d[i+1] + d[i+2] > 150) n++; return n;"
+        )
+        assert lit > 500  # limbs drawn in colour on the dark canvas
+        assert browser.find_elements(By.CSS_SELECTOR, "#tracks .track canvas")  # a sparkline per track
+        shot(browser, "camera", tmp_path)
+
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=overview]").click()
+        row = "#alarms tr[data-point='workcell/all']"
+        button = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"{row} button.ack")))
+        shot(browser, "overview", tmp_path)
+        button.click()
+        prompt = wait.until(ec.alert_is_present())
+        prompt.send_keys("seen from the browser")
+        prompt.accept()
+
+        def acknowledged() -> bool:
+            seen = [json.loads(p) for p in states.messages(topic)]
+            return any(m.get("acknowledged_by") == "otto" for m in seen)
+
+        wait.until(lambda d: acknowledged())
+    finally:
+        states.stop()
+        app.stop()
+    audit = [json.loads(x) for x in (tmp_path / "state" / "alarms" / "audit.jsonl").read_text().splitlines()]
+    assert (audit[-1]["action"], audit[-1]["by"], audit[-1]["comment"]) == (
+        "acknowledge", "otto", "seen from the browser",
+    )  # fmt: skip
