@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[export,onnx,tflite-export,web,dev]'
 	@$(MAKE) --no-print-directory systemd-extra
 	$(VENV)/bin/appliance install-models
+	$(VENV)/bin/appliance install-web-assets
 	touch $(STAMP)
 
 PKG_CONFIG ?= pkg-config

@@ -159,12 +159,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from export.datasets import render_sequences
-    from export.evaluate import evaluate, plot_reconstructions, plot_roc, plot_score_timeline, write_json
+    from export.evaluate import (
+        evaluate,
+        plot_reconstructions,
+        plot_roc,
+        plot_score_timeline,
+        validation_threshold,
+        write_json,
+    )
     from export.models import LSTMVAE
     from export.train import load_checkpoint
 
     split = _load_source(args)
     test = render_sequences(split.test, MapSpec())
+    val = render_sequences(split.val, MapSpec()) if split.val else []  # the timeline's threshold
     evaluations, report = [], {}
     args.out.mkdir(parents=True, exist_ok=True)
     for ckpt_path in args.checkpoint:
@@ -176,7 +184,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev = evaluate(model, ckpt_path.stem, test, split.classes)
         evaluations.append(ev)
         metrics = report[str(ckpt_path)] = ev.metrics()
-        plot_score_timeline(ev, args.out / f"scores_{ckpt_path.stem}.png", f"{split.name}: {ckpt_path.stem}")
+        plot_score_timeline(
+            ev, args.out / f"scores_{ckpt_path.stem}.png", f"{split.name}: {ckpt_path.stem}",
+            threshold=validation_threshold(model, val),
+        )  # fmt: skip
         if isinstance(model, LSTMVAE):
             title = f"{split.name}: {ckpt_path.stem} input/output"
             plot_reconstructions(model, ev, args.out / f"reconstructions_{ckpt_path.stem}.png", title)

@@ -112,26 +112,59 @@ def plot_roc(evaluations: list[Evaluation], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_score_timeline(ev: Evaluation, path: Path, title: str, max_frames: int = 4000) -> None:
-    """Scores over the concatenated test sequences, anomalous frames shaded (the paper's Fig. 9)."""
+VALIDATION_QUANTILE = 0.99
+
+
+def validation_threshold(
+    model, val: list[RenderedSequence], quantile: float = VALIDATION_QUANTILE
+) -> float | None:
+    """The score that ``quantile`` of the validation split's normal frames stay at or below: a threshold
+    chosen on validation data, never on the test split (None without normal validation frames)."""
+    normal = [score_frames(model, q)[q.labels == 0] for q in val if len(q.maps)]
+    scores = np.concatenate(normal) if normal else np.zeros(0)
+    scores = scores[np.isfinite(scores)]
+    return float(np.quantile(scores, quantile)) if len(scores) else None
+
+
+def plot_score_timeline(
+    ev: Evaluation, path: Path, title: str, max_frames: int = 4000, threshold: float | None = None
+) -> None:
+    """Write :func:`draw_score_timeline` to ``path``."""
+    fig = draw_score_timeline(ev, title, max_frames, threshold)
+    fig.savefig(path)
+    _pyplot().close(fig)
+
+
+def draw_score_timeline(ev: Evaluation, title: str, max_frames: int = 4000, threshold: float | None = None):
+    """Scores over the concatenated test videos (the paper's Fig. 9): anomalous frames shaded, a line
+    at each boundary between two videos, and the threshold chosen on validation data when given."""
     plt = _pyplot()
     scores = np.concatenate(ev.scores)[:max_frames]
     labels = np.concatenate([q.labels for q in ev.sequences])[:max_frames]
-    fig, ax = plt.subplots(figsize=(10, 3), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 3.4), dpi=120)
     x = np.arange(len(scores))
     ax.fill_between(
-        x, 0, 1, where=labels > 0, color="tab:red", alpha=0.2, transform=ax.get_xaxis_transform(), lw=0
-    )
-    ax.plot(x, scores, lw=0.7, color="tab:blue")
-    edge = 0
-    for q in ev.sequences:
+        x, 0, 1, where=labels > 0, color="tab:red", alpha=0.2, transform=ax.get_xaxis_transform(), lw=0,
+        label="anomalous frames (ground truth)",
+    )  # fmt: skip
+    ax.plot(x, scores, lw=0.7, color="tab:blue", label="anomaly score")
+    edge, first = 0, True
+    for q in ev.sequences[:-1]:
         edge += len(q.labels)
         if edge < len(scores):
-            ax.axvline(edge, color="grey", lw=0.4)
-    ax.set(xlabel="frame (test sequences one after another)", ylabel="anomaly score", title=title)
+            ax.axvline(
+                edge, color="grey", lw=0.5, ls=":", label="boundary between two videos" if first else None
+            )
+            first = False
+    if threshold is not None:
+        ax.axhline(
+            threshold, color="black", lw=1.0, ls="--",
+            label=f"threshold {threshold:.2f} ({VALIDATION_QUANTILE:.0%} of normal validation frames below)",
+        )  # fmt: skip
+    ax.set(xlabel="frame (test videos one after another)", ylabel="anomaly score", title=title)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 @torch.no_grad()
@@ -167,6 +200,7 @@ def plot_reconstructions(
                 axes[r, k].imshow(img, cmap="gray", vmin=0, vmax=1)
                 axes[r, k].set_xticks([])
                 axes[r, k].set_yticks([])
+            axes[2 * row, k].set_title(f"frame {end - window + 1 + int(t)}", fontsize=6)
         axes[2 * row, 0].set_ylabel(f"{kind}\ninput", fontsize=7)
         axes[2 * row + 1, 0].set_ylabel("output", fontsize=7)
     fig.suptitle(title, fontsize=9)

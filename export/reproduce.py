@@ -8,7 +8,14 @@ from pathlib import Path
 
 from appliance.features.skeleton_map import MapSpec
 from export.datasets import load_split, render_sequences
-from export.evaluate import evaluate, plot_reconstructions, plot_roc, plot_score_timeline, write_json
+from export.evaluate import (
+    evaluate,
+    plot_reconstructions,
+    plot_roc,
+    plot_score_timeline,
+    validation_threshold,
+    write_json,
+)
 from export.models import LSTMVAE, ModelConfig
 from export.train import TrainConfig, save_checkpoint, train_model
 
@@ -55,8 +62,9 @@ def run_dataset(
             f"({result.data_summary['samples']} {result.data_summary['sample_kind']}, {result.seconds:.0f} s)"
         )
         plot_score_timeline(
-            ev, out / name / f"scores_{model_type}.png", f"{name}: {MODEL_LABELS[model_type]} anomaly score"
-        )
+            ev, out / name / f"scores_{model_type}.png", f"{name}: {MODEL_LABELS[model_type]} anomaly score",
+            threshold=validation_threshold(result.model, val),
+        )  # fmt: skip
         if isinstance(result.model, LSTMVAE):
             plot_reconstructions(
                 result.model,

@@ -16,7 +16,7 @@ import pytest
 
 from appliance.alarms.detector import HysteresisRule, TrackDetector
 from appliance.alarms.events import ModelRef
-from calibration.report import HEIGHT, WIDTH, write_report
+from calibration.report import write_report
 from calibration.thresholds import (
     CalibrationError,
     count_alarms,
@@ -137,12 +137,65 @@ def test_drift_is_flagged_and_steady_footage_is_not(scored) -> None:
     assert message is not None and re.search(r"scores drift during calibration: \d+%", message)
 
 
-def test_report_writes_json_and_a_png_of_the_expected_size(scored, tmp_path: Path) -> None:
+def test_report_writes_the_json_with_its_chart_data_and_a_png_drawn_from_it(scored, tmp_path: Path) -> None:
     seqs = scored["steady"][::3]
     result = fit_threshold(seqs, FPS, 240.0, 5, 15)
     png, js = tmp_path / "report" / "calib.png", tmp_path / "report" / "calib.json"
-    write_report(result, seqs, png, js)
+    assert write_report(result, seqs, png, js)
     img = cv2.imread(str(png))
-    assert img is not None and img.shape == (HEIGHT, WIDTH, 3)
-    assert json.loads(js.read_text()) == json.loads(json.dumps(result.to_dict()))
+    assert img is not None and img.shape == (750, 900, 3)
+    report = json.loads(js.read_text())
+    assert {k: v for k, v in report.items() if k != "chart"} == json.loads(json.dumps(result.to_dict()))
+    chart = report["chart"]
+    assert sum(chart["histogram"]["counts"]) == sum(len(s) for s in seqs)
+    assert chart["threshold"] == result.threshold
     assert sorted(p.name for p in png.parent.iterdir()) == ["calib.json", "calib.png"]  # no temp left
+
+
+def _nice_step(ticks: list[float]) -> bool:
+    """Ticks a person reads at a glance: evenly spaced by 1, 2, 2.5 or 5 times a power of ten, each a
+    whole multiple of that step."""
+    step = ticks[1] - ticks[0]
+    mantissa = step / 10 ** np.floor(np.log10(step))
+    nice = any(abs(mantissa - m) < 1e-6 for m in (1, 2, 2.5, 5, 10))
+    return nice and all(abs(t / step - round(t / step)) < 1e-6 for t in ticks)
+
+
+def test_the_report_chart_puts_the_threshold_line_at_its_value_with_round_ticks_and_plain_titles(
+    scored,
+) -> None:
+    """What was drawn, read back from the figure: the red line sits exactly at the threshold and is
+    labelled with it, the axes have round ticks whose labels say their value, the titles are words,
+    and the alarms-per-hour curve is the replayed count."""
+    from calibration.report import chart_data, draw_chart
+
+    seqs = scored["steady"][::3]
+    result = fit_threshold(seqs, FPS, 240.0, 5, 15)
+    data = chart_data(result, seqs)
+    fig = draw_chart(data)
+    fig.canvas.draw()
+    hist_ax, rate_ax = fig.axes
+    assert hist_ax.get_title() == "Score per window on this site's normal footage"
+    assert rate_ax.get_title() == "Alarms per hour at this threshold"
+    for ax in (hist_ax, rate_ax):
+        line = next(x for x in ax.get_lines() if x.get_label().startswith("threshold"))
+        assert list(line.get_xdata()) == [result.threshold, result.threshold]
+        assert line.get_label() == f"threshold {result.threshold:.2f}"
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert len(ticks) >= 3 and np.allclose(np.diff(ticks), ticks[1] - ticks[0]), ticks
+        assert _nice_step(ticks), ticks
+        labelled = [
+            (t, float(label.get_text().replace("\u2212", "-")))
+            for t, label in zip(ax.get_xticks(), ax.get_xticklabels(), strict=True)
+            if label.get_text() and ax.get_xlim()[0] <= t <= ax.get_xlim()[1]
+        ]
+        assert len(labelled) >= 3 and all(v == pytest.approx(t) for t, v in labelled)  # says its value
+    assert any(t.get_text() == f"threshold {result.threshold:.2f}" for t in hist_ax.texts)
+    legend = [t.get_text() for t in hist_ax.get_legend().get_texts()]
+    assert "windows" in legend and f"threshold {result.threshold:.2f}" in legend
+    step = next(
+        x for x in rate_ax.get_lines() if x.get_label() == "alarms per hour, replayed on this footage"
+    )
+    assert list(step.get_ydata()) == pytest.approx(data["rate"]["replayed_per_hour"])
+    target = next(x for x in rate_ax.get_lines() if x.get_label().startswith("target"))
+    assert list(target.get_ydata()) == [240.0, 240.0]

@@ -1,6 +1,8 @@
 """The console in a real browser: Debian's headless Chromium driven by chromium-driver through
 Selenium, against a running daemon on the two demo clips and a real mosquitto. Log in, see both
-cameras and the dancer's live skeleton, acknowledge her alarm and see its retained MQTT state change.
+cameras and the dancer's live skeleton, acknowledge her alarm and see its retained MQTT state change;
+log in as an admin, calibrate a camera from the page and read the chart back, upload an unsigned
+bundle and see it refused.
 
 Screenshots go to ``$TEST_ARTIFACTS`` (default: the test's temporary folder); with
 ``CONSOLE_SCREENSHOTS=docs/images`` the overview and camera screenshots of the README are written
@@ -15,6 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from appliance.service.demo import STARTER_BUNDLE
 
 from .conftest import Broker
 from .web_console import PASSWORDS, console_config, start_appliance
@@ -117,6 +121,59 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
             return any(m.get("acknowledged_by") == "otto" for m in seen)
 
         wait.until(lambda d: acknowledged())
+
+        # an admin calibrates the walkway from the page and sees the chart
+        browser.find_element(By.ID, "logout").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
+        browser.find_element(By.ID, "user").clear()
+        browser.find_element(By.ID, "user").send_keys("ada")
+        browser.find_element(By.ID, "password").send_keys(PASSWORDS["ada"])
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "who").text == "ada (admin)")  # logged in, page laid out
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "camera")))
+        wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=walkway]"))
+        ).click()
+        form = wait.until(ec.visibility_of_element_located((By.ID, "calib-form")))
+        for field, value in (("calib-minutes", "0.5"), ("calib-target", "1200")):
+            box = form.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        form.find_element(By.ID, "calib-drift").click()
+        form.find_element(By.ID, "calib-start").click()
+        wait.until(lambda d: d.find_element(By.ID, "calib-state").text.startswith("calibrating"))
+        wait.until(lambda d: not d.find_element(By.ID, "calib-progress").is_displayed())
+        assert browser.find_element(By.ID, "calib-error").text == ""
+        charts = wait.until(lambda d: d.execute_script(
+            "const c = window.calibrationCharts;"
+            "const t = (u) => u.root.querySelector('.u-title').textContent;"
+            "const h = c && c.hist; if (!h || h.thresholdX === undefined) return null;"
+            "const x = h.thresholdX - h.bbox.left;"  # canvas pixels from the plot's left edge
+            "return {threshold: c.threshold, counts: h.data[1],"
+            " drawnAt: h.posToVal(x / devicePixelRatio, 'x'),"
+            " inside: x >= 0 && x <= h.bbox.width, title: t(h), rateTitle: t(c.rate)};"
+        ))  # fmt: skip
+        report = json.loads((tmp_path / "state" / "calibration" / "walkway-report.json").read_text())
+        assert charts["threshold"] == report["threshold"] == report["chart"]["threshold"]
+        assert charts["inside"] and charts["drawnAt"] == pytest.approx(report["threshold"], abs=0.02)
+        assert [c or 0 for c in charts["counts"]] == report["chart"]["histogram"]["counts"]
+        assert charts["title"] == "Score per window on this site's normal footage"
+        assert charts["rateTitle"] == "Alarms per hour at this threshold"
+        assert browser.find_element(By.ID, "calib-error").text == ""
+        browser.execute_script("document.getElementById('calib-hist').scrollIntoView()")
+        shot(browser, "calibration", tmp_path)
+
+        # ... uploads the unsigned starter bundle: refused on the page, the model stays
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=models]").click()
+        wait.until(ec.visibility_of_element_located((By.ID, "upload-form")))
+        browser.find_element(By.ID, "bundle-file").send_keys(str(STARTER_BUNDLE))
+        browser.find_element(By.ID, "upload-button").click()
+        result = browser.find_element(By.ID, "upload-result")
+        wait.until(lambda d: result.text.startswith("refused"))
+        assert "not signed" in result.text
+        assert "running: starter-walking-fused 2.2.0" in browser.find_element(By.ID, "model-running").text
+        shot(browser, "models", tmp_path)
     finally:
         states.stop()
         app.stop()

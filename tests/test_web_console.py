@@ -5,6 +5,7 @@ through the same handlers as MQTT, and Prometheus /metrics; all over real HTTP."
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -227,3 +228,39 @@ def test_the_setup_still_is_for_admins_only_and_only_when_the_site_turns_it_on(r
     assert [(a["action"], a["by"]) for a in audit if a["action"] == "setup_image"][:1] == [
         ("setup_image", "ada")
     ]
+
+
+def test_only_an_admin_uploads_a_bundle_and_an_unsigned_one_is_refused_with_the_running_model_kept(running):
+    from appliance.service.demo import STARTER_BUNDLE
+
+    _app, base, tmp = running
+    data = STARTER_BUNDLE.read_bytes()
+    for user in ("vera", "otto"):
+        c = Client(base)
+        assert c.login(user) == 200
+        assert upload(c, data)[0] == 403, user
+    admin = Client(base)
+    assert admin.login("ada") == 200
+    assert upload(admin, data, csrf=False)[0] == 403
+    status, answer = upload(admin, data)
+    assert status == 422 and not answer["ok"] and "not signed" in answer["error"], answer
+    status, models, _ = admin.request("GET", "/api/models")
+    assert status == 200 and models["active"] == "factory" and models["versions"] == []
+    assert models["running"]["name"] == "starter-walking-fused"
+    assert not list((tmp / "state" / "web" / "uploads").iterdir())  # the upload is not kept
+    audit = [json.loads(x) for x in (tmp / "state" / "web" / "audit.jsonl").read_text().splitlines()]
+    assert any(
+        a["action"] == "model_upload" and a["by"] == "ada" and "not signed" in a["detail"] for a in audit
+    )
+
+
+def upload(c: Client, data: bytes, csrf: bool = True) -> tuple[int, dict]:
+    req = urllib.request.Request(c.base + "/api/models", data=data, method="POST",
+                                 headers={"Content-Type": "application/x-tar"})  # fmt: skip
+    if csrf:
+        req.add_header("X-CSRF-Token", c.csrf or "")
+    try:
+        with c.opener.open(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

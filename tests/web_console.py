@@ -54,8 +54,10 @@ def console_config(tmp_path: Path, sinks: list[dict] | None = None, **web: Any) 
 
 def start_appliance(config: Path):
     from appliance.service.daemon import Appliance
+    from calibration.live import register_live_commands
 
     app = Appliance(load_config(config))
+    register_live_commands(app)  # as `appliance run` does: recalibrate and learn
     app.start()
     assert app.console is not None, "the console did not start"
     return app

@@ -36,9 +36,9 @@ def _make_parent(out: Path) -> None:
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
-    """Render a keypoint file's skeleton maps as a contact sheet PNG (what the model will see)."""
-    import cv2
-
+    """Draw a keypoint file's skeleton maps as a contact sheet PNG (what the model will see), each
+    tile titled with its frame number (matplotlib: the [render] extra)."""
+    from appliance.cli.render import draw_map_sheet
     from appliance.features.skeleton_map import MapSpec, render_keypoints
     from appliance.keypoints.readers import read_keypoints
 
@@ -47,19 +47,14 @@ def cmd_maps(args: argparse.Namespace) -> int:
     seq = _pick_sequence(args.keypoints, sequences, args.sequence)
     maps = render_keypoints(seq.keypoints, seq.layout, (seq.width, seq.height), spec)
     picks = np.linspace(0, len(maps) - 1, min(args.frames, len(maps))).astype(int)
-    cols = min(10, len(picks))
-    rows = int(np.ceil(len(picks) / cols))
-    tile = spec.map_size + 2
-    sheet = np.full((rows * tile, cols * tile), 96, dtype=np.uint8)
-    for k, i in enumerate(picks):
-        r, c = divmod(k, cols)
-        sheet[r * tile + 1 : r * tile + 1 + spec.map_size, c * tile + 1 : c * tile + 1 + spec.map_size] = (
-            maps[i] * 255
-        )
-    sheet = cv2.resize(sheet, None, fx=args.zoom, fy=args.zoom, interpolation=cv2.INTER_NEAREST)
+    size = f"{spec.map_size}x{spec.map_size}"
+    title = f"{seq.name}: skeleton maps ({size}, neck-centred), {len(picks)} of {len(maps)} frames"
+    fig = draw_map_sheet(maps, picks, title, args.zoom)
     _make_parent(args.out)
-    if not cv2.imwrite(str(args.out), sheet):
-        raise ApplianceError(f"could not write {args.out}")
+    try:
+        fig.savefig(args.out)
+    except (OSError, ValueError) as exc:
+        raise ApplianceError(f"could not write {args.out}: {exc}") from None
     print(
         f"{seq.name}: {len(maps)} frames ({seq.layout.name}, {seq.width}x{seq.height}); "
         f"{len(picks)} maps written to {args.out}"

@@ -1,5 +1,7 @@
 """Pictures for people, drawn with matplotlib from skeletons only (no image ever leaves the device):
 
+- ``appliance maps --keypoints FILE --out sheet.png``: the skeleton maps the model sees, a tile per
+  frame titled with its frame number (:func:`draw_map_sheet`);
 - ``appliance render-event EVENT.json --out clip.gif``: the skeleton clip an event carries, as a
   stick figure, so a supervisor sees what happened;
 - ``appliance zones --config C --camera X --from clip.mp4 --out zones.png``: a camera's zones over a
@@ -114,6 +116,24 @@ def _pyplot():
             "pip install 'ceiling-appliance[render]'"
         ) from None
     return plt
+
+
+def draw_map_sheet(maps: np.ndarray, picks: np.ndarray, title: str, zoom: float = 1.0):
+    """A contact sheet of skeleton maps: one tile per picked frame, titled with its frame number."""
+    _pyplot()
+    from matplotlib.figure import Figure
+
+    cols = min(10, len(picks))
+    rows = int(np.ceil(len(picks) / cols))
+    fig = Figure(figsize=(1.1 * cols * zoom, (1.25 * rows + 0.5) * zoom), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, picks, strict=False):
+        ax.imshow(maps[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"frame {int(i)}", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def foot_points(sequences) -> np.ndarray:

@@ -1,5 +1,6 @@
 """``appliance web-passwd USER --role viewer|operator|admin``: add a console user or change one's
-password and role (a salted scrypt hash in the users file; there is no default user)."""
+password and role (a salted scrypt hash in the users file; there is no default user).
+``appliance install-web-assets``: the console's chart library, from its pinned npm tarball."""
 
 from __future__ import annotations
 
@@ -41,8 +42,22 @@ def cmd_web_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_web_assets(args: argparse.Namespace) -> int:
+    """Install uPlot for the console's charts from its pinned npm tarball (setup time)."""
+    from appliance.web.assets import UPLOT_VERSION, install_web_assets
+
+    dest = install_web_assets(args.dest, args.npm_tarball)
+    print(f"uPlot {UPLOT_VERSION} installed in {dest}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this module's subcommands."""
+    p = sub.add_parser("install-web-assets", help="install the console's chart library (pinned npm tarball)")
+    p.add_argument("--dest", type=Path, help="folder (default: the console's static/vendor)")
+    p.add_argument("--npm-tarball", type=Path, help="an already downloaded uplot tarball (offline install)")
+    p.set_defaults(func=cmd_install_web_assets)
+
     p = sub.add_parser("web-passwd", help="add a web console user or change their password and role")
     p.add_argument("user", help="user name (letters, digits, '-', '_', '.')")
     p.add_argument(

@@ -1,10 +1,11 @@
 // The appliance console: reads the daemon's JSON API, draws skeletons (never video) on a canvas.
 "use strict";
 
-const state = { session: null, overview: null, camera: null, source: null, heat: null, history: {} };
+const state = { epoch: 0, session: null, overview: null, camera: null, source: null, heat: null, history: {} };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
+  const epoch = state.epoch;  // a late answer to a request of an earlier login must not log this one out
   const opts = { credentials: "same-origin", headers: {}, ...options };
   if (opts.method && opts.method !== "GET") {
     opts.headers["Content-Type"] = "application/json";
@@ -13,7 +14,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, opts);
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
-  if (response.status === 401 && path !== "/api/login") showLogin();
+  if (response.status === 401 && path !== "/api/login" && epoch === state.epoch) showLogin();
   return { status: response.status, body };
 }
 
@@ -27,6 +28,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function showLogin() {
+  state.epoch += 1;
   state.session = null;
   if (state.source) { state.source.close(); state.source = null; }
   $("nav").hidden = true;
@@ -38,6 +40,7 @@ async function start() {
   const r = await api("/api/session");
   if (r.status !== 200) return showLogin();
   state.session = r.body;
+  state.epoch += 1;
   $("login").hidden = true;
   $("nav").hidden = false;
   $("who").textContent = `${state.session.user} (${state.session.role})`;
@@ -51,6 +54,7 @@ function show(view) {
   if (view === "camera" && state.overview) openCamera(state.camera || Object.keys(state.overview.status.cameras)[0]);
   if (view !== "camera" && state.source) { state.source.close(); state.source = null; }
   if (view === "events") loadEvents();
+  if (view === "models") loadModels();
 }
 
 async function refresh() {
@@ -126,6 +130,40 @@ async function loadEvents(ev) {
   if (r.status === 200) $("event-list").replaceChildren(...r.body.map(eventItem));
 }
 
+// -- models
+async function loadModels() {
+  const r = await api("/api/models");
+  if (r.status !== 200) return;
+  const m = r.body;
+  $("model-running").textContent = `running: ${m.running.name} ${m.running.version} (active version: ${m.active})`;
+  $("model-versions").querySelector("tbody").replaceChildren(...m.versions.map((v) => el("tr", { "data-version": v.version_id },
+    el("td", {}, v.active ? "active" : (v.bad ? "bad" : "")), el("td", {}, v.version_id), el("td", {}, `${v.name} ${v.version}`),
+    el("td", {}, v.signer ? `${v.signer.name} (${v.signer.key_id})` : "unsigned"), el("td", {}, v.installed_at))));
+  $("model-updates").replaceChildren(...m.updates.map((u) => el("li", {}, `${u.time} ${u.action} ${u.result}: ${u.version || ""} ${u.message || ""}`)));
+  $("model-admin").hidden = state.session.role !== "admin";
+}
+
+async function uploadBundle(ev) {
+  ev.preventDefault();
+  const file = $("bundle-file").files[0];
+  if (!file) return;
+  $("upload-result").textContent = `installing ${file.name}...`;
+  const r = await fetch("/api/models", { method: "POST", credentials: "same-origin", body: file,
+    headers: { "Content-Type": "application/x-tar", "X-CSRF-Token": state.session.csrf } });
+  const body = await r.json().catch(() => ({}));
+  $("upload-result").className = r.ok ? "" : "error";
+  $("upload-result").textContent = r.ok ? body.result : `refused: ${body.error || r.status}`;
+  loadModels();
+}
+
+async function rollbackModel() {
+  if (!confirm("Roll back to the previous model version?")) return;
+  const r = await api("/api/models/rollback", { method: "POST", body: "{}" });
+  $("upload-result").className = r.status === 200 ? "" : "error";
+  $("upload-result").textContent = r.status === 200 ? `rolled back: now ${r.body.active}` : `refused: ${r.body?.error}`;
+  loadModels();
+}
+
 // -- the live camera view
 function openCamera(id) {
   state.camera = id;
@@ -137,6 +175,84 @@ function openCamera(id) {
   loadHeat(id);
   state.source = new EventSource(`/api/cameras/${encodeURIComponent(id)}/live`);
   state.source.onmessage = (m) => draw(JSON.parse(m.data));
+  state.chartShown = null;
+  loadCalibration(id);
+}
+
+// -- calibration: start it, follow it, draw the report's chart with uPlot
+async function loadCalibration(id) {
+  if (state.camera !== id) return;
+  const r = await api(`/api/cameras/${encodeURIComponent(id)}/calibration`);
+  if (r.status !== 200) return;
+  const { job, report } = r.body;
+  const cam = state.overview.status.cameras[id];
+  $("calib-form").hidden = state.session.role !== "admin" || (job && job.state === "running");
+  $("calib-progress").hidden = !(job && job.state === "running");
+  if (job) $("calib-progress").value = job.progress;
+  $("calib-error").textContent = job && job.state === "failed" ? `calibration failed: ${job.error}` : "";
+  $("calib-state").textContent = job && job.state === "running"
+    ? `calibrating from ${job.minutes} min of live footage (started by ${job.by})...`
+    : `threshold ${fmt(cam.threshold)} (${cam.threshold_source})` + (report ? `; last report: ${report.method}, ${fmt(report.footage_minutes, 1)} min of footage` : "");
+  if (report && report.chart && state.chartShown !== report.threshold) drawCalibration(report.chart);
+  if (job && job.state === "running") setTimeout(() => loadCalibration(id), 1000);
+}
+
+async function startCalibration(ev) {
+  ev.preventDefault();
+  const body = { minutes: Number($("calib-minutes").value), target_alarms_per_hour: Number($("calib-target").value),
+    accept_drift: $("calib-drift").checked };
+  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/calibrate`, { method: "POST", body: JSON.stringify(body) });
+  if (r.status !== 202) $("calib-error").textContent = `refused: ${r.body?.error || r.status}`;
+  loadCalibration(state.camera);
+}
+
+function verticalLine(value, label, colour) {
+  return (u) => {
+    const x = u.valToPos(value, "x", true);
+    const g = u.ctx;
+    g.save(); g.strokeStyle = colour; g.lineWidth = 2; g.beginPath();
+    g.moveTo(x, u.bbox.top); g.lineTo(x, u.bbox.top + u.bbox.height); g.stroke();
+    g.fillStyle = colour; g.font = `${12 * devicePixelRatio}px sans-serif`; g.fillText(label, x + 4, u.bbox.top + 14 * devicePixelRatio);
+    g.restore();
+    u.thresholdX = x;  // where the line was drawn, in canvas pixels (the browser test reads it back)
+  };
+}
+
+function drawCalibration(chart) {
+  if (!window.uPlot) { $("calib-nochart").hidden = false; return; }
+  const room = document.querySelector(".calibration").clientWidth;  // the chart divs are empty (hidden) now
+  const width = Math.max(320, Math.min(900, room - 20));
+  const edges = chart.histogram.edges;
+  const centres = edges.slice(0, -1).map((e, i) => (e + edges[i + 1]) / 2);
+  const counts = chart.histogram.counts.map((c) => (c > 0 ? c : null));
+  const label = `threshold ${chart.threshold.toFixed(2)}`;
+  const histSeries = [{}, { label: "windows", stroke: "#3b6fb0", fill: "rgba(90,143,208,0.6)", paths: uPlot.paths.bars({ size: [1, Infinity] }) }];
+  const histData = [centres, counts];
+  if (chart.tail) {
+    histSeries.push({ label: "fitted tail (generalised Pareto)", stroke: "#2f9e44", width: 2 });
+    histData.push(centres.map((c) => { const i = chart.tail.centres.findIndex((t) => Math.abs(t - c) < 1e-9); return i >= 0 && chart.tail.expected_windows[i] > 0 ? chart.tail.expected_windows[i] : null; }));
+  }
+  const hist = new uPlot({ title: "Score per window on this site's normal footage", width, height: 260,
+    scales: { x: { time: false, range: [edges[0], edges[edges.length - 1]] }, y: { distr: 3 } }, series: histSeries,
+    axes: [{ label: "window score (higher = more unusual)" }, { label: "windows (log scale)" }],
+    hooks: { draw: [verticalLine(chart.threshold, label, "#d62728")] } }, histData, $("calib-hist").replaceChildren() || $("calib-hist"));
+  const rate = chart.rate;
+  const positive = (v) => (v !== null && v > 0 ? v : null);
+  const rateSeries = [{}, { label: "alarms per hour, replayed on this footage", stroke: "#3b6fb0", width: 2 },
+    { label: `target ${chart.target_alarms_per_hour} per hour`, stroke: "#888", dash: [6, 4] }];
+  const rateData = [rate.thresholds, rate.replayed_per_hour.map(positive), rate.thresholds.map(() => chart.target_alarms_per_hour)];
+  if (rate.fitted_per_hour) {
+    rateSeries.push({ label: "alarms per hour, fitted tail", stroke: "#2f9e44", width: 2 });
+    rateData.push(rate.fitted_per_hour.map(positive));
+  }
+  const xs = rate.thresholds;
+  const rateRange = [Math.min(xs[0], chart.threshold), Math.max(xs[xs.length - 1], chart.threshold)];
+  const rateChart = new uPlot({ title: "Alarms per hour at this threshold", width, height: 260,
+    scales: { x: { time: false, range: rateRange }, y: { distr: 3 } }, series: rateSeries,
+    axes: [{ label: "threshold (window score)" }, { label: "alarms per hour (log scale)" }],
+    hooks: { draw: [verticalLine(chart.threshold, label, "#d62728")] } }, rateData, $("calib-rate").replaceChildren() || $("calib-rate"));
+  window.calibrationCharts = { hist, rate: rateChart, threshold: chart.threshold };
+  state.chartShown = chart.threshold;
 }
 
 async function loadHeat(id) {
@@ -225,5 +341,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", async () => { await api("/api/logout", { method: "POST" }); showLogin(); });
   document.querySelectorAll(".tab").forEach((t) => t.addEventListener("click", () => show(t.dataset.view)));
   $("event-filter").addEventListener("submit", loadEvents);
+  $("upload-form").addEventListener("submit", uploadBundle);
+  $("calib-form").addEventListener("submit", startCalibration);
+  $("rollback-button").addEventListener("click", rollbackModel);
   start();
 });

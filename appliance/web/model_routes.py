@@ -1,0 +1,94 @@
+"""The console's model page: what is installed (versions, who signed each, which is active, which are
+marked bad, each camera's site models, recent updates), uploading a bundle, and rolling back.
+
+An upload takes the field-update path: written to ``<state_dir>/web/uploads`` and installed by the
+model store exactly as a bundle dropped in the inbox (signature and hashes checked, a refusal leaves
+the running model as it is); the daemon's main loop then switches the cameras between frames. Admins
+only; every upload and rollback is in the console's audit log with its outcome.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from appliance.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from appliance.web.server import Console
+
+MAX_UPLOAD = 256 * 1024 * 1024  # a bundle is a few MB; the store refuses more than its own bound
+
+
+def add_model_routes(webapp: web.Application, console: Console) -> None:
+    r = ModelRoutes(console)
+    webapp.router.add_get("/api/models", r.list)
+    webapp.router.add_post("/api/models", r.upload)
+    webapp.router.add_post("/api/models/rollback", r.rollback)
+
+
+class ModelRoutes:
+    def __init__(self, console: Console) -> None:
+        self.c = console
+        self.app = console.app
+
+    async def list(self, request: web.Request) -> web.Response:
+        self.c.require(request, "viewer")
+        return web.json_response(await self.c.call(self._list))
+
+    def _list(self) -> dict[str, Any]:
+        store, sites = self.app.store, self.app.sites
+        state = store.state()
+        return {
+            "active": state.active or "factory",
+            "history": state.history,
+            "versions": [asdict(v) for v in store.installed()],
+            "site_models": {c.id: sites.versions(c.id) for c in self.app.cfg.cameras if sites.versions(c.id)},
+            "updates": store.log.entries(10),
+            "running": self.app.model.model_dump(),
+        }
+
+    async def upload(self, request: web.Request) -> web.Response:
+        session = self.c.require(request, "admin", change=True)
+        if request.content_length is not None and request.content_length > MAX_UPLOAD:
+            return web.json_response({"ok": False, "error": "larger than a model bundle can be"}, status=413)
+        folder = self.app.cfg.state_dir / "web" / "uploads"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"upload-{secrets.token_hex(6)}.tar"
+        size = 0
+        with path.open("wb") as fh:
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > MAX_UPLOAD:
+                    fh.close()
+                    path.unlink(missing_ok=True)
+                    return web.json_response(
+                        {"ok": False, "error": "larger than a model bundle can be"}, status=413
+                    )
+                fh.write(chunk)
+        try:
+            summary = await self.c.call(self.app.models.install_from_inbox, path)
+        except ApplianceError as exc:
+            self.c.audit(request, "model_upload", session.user, f"refused: {exc}")
+            return web.json_response({"ok": False, "error": str(exc)}, status=422)
+        finally:
+            path.unlink(missing_ok=True)
+        self.c.audit(request, "model_upload", session.user, summary)
+        return web.json_response({"ok": True, "result": summary})
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        session = self.c.require(request, "admin", change=True)
+        try:
+            version = await self.c.call(
+                lambda: self.app.store.rollback(
+                    self.app.cfg, reason="rollback", message=f"from the console by {session.user}"
+                )
+            )
+        except ApplianceError as exc:
+            self.c.audit(request, "model_rollback", session.user, f"refused: {exc}")
+            return web.json_response({"ok": False, "error": str(exc)}, status=409)
+        self.c.audit(request, "model_rollback", session.user, f"now {version}")
+        return web.json_response({"ok": True, "active": version})
