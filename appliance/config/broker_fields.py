@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from appliance.config.sections import Section
+from appliance.service.credentials import resolve_password
 
 
 class MqttTlsConfig(Section):
@@ -66,3 +67,49 @@ def _byte_size(v: Any) -> Any:
             raise ValueError("give bytes as a number or with a unit: B, KiB, MiB, GiB, kB, MB, GB")
         return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     return v
+
+
+class BrokerLogin(Section):
+    """A broker link's user name and password (from the file, ideally a systemd credential)."""
+
+    username: str | None = Field(None, description="Broker user name.")
+    password: str | None = Field(None, description="Broker password (prefer password_file or ${ENV}).")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (e.g. ${CREDENTIALS_DIRECTORY}/mqtt-password)."
+    )
+
+    @model_validator(mode="after")
+    def _one_password_source(self):
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+    def resolve_password(self) -> str | None:
+        """The password, read from ``password_file`` when one is given."""
+        return resolve_password(self.password, self.password_file, getattr(self, "type", "mqtt"))
+
+
+class OutboxBounds(Section):
+    """How much a broker link keeps on disk while nobody takes its messages (``appliance.publish.outbox``)."""
+
+    outbox_max_messages: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Most messages kept on disk while the broker is away (any kind; outbox_max_bytes "
+        "says what goes first).",
+    )
+    outbox_max_age_s: float = Field(
+        7 * 86400,
+        gt=0,
+        le=366 * 86400,
+        description="Updates older than this leave the outbox (starts and ends never).",
+    )
+    outbox_max_bytes: Annotated[int, BeforeValidator(_byte_size)] = Field(
+        64 * 2**20,
+        ge=2**20,
+        le=2**40,
+        description="Most space the outbox's messages take ('64 MiB', '1 GiB' or bytes), every kind "
+        "counted. When full: oldest updates go first, then the oldest closed anomalies (start and end "
+        "together), then the oldest of anything (docs/mqtt.md).",
+    )

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    BeforeValidator,
     Field,
     field_validator,
     model_validator,
 )
 
-from appliance.config.broker_fields import BrokerHost, MqttTlsConfig, _byte_size
+from appliance.config.broker_fields import BrokerHost, BrokerLogin, MqttTlsConfig, OutboxBounds
 from appliance.config.pose import BlazePoseConfig, KeypointsPoseConfig, PoseConfig
 from appliance.config.sections import (
     ACCELERATOR_HELP,
@@ -28,7 +27,6 @@ from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.config.web import WebConfig
 from appliance.config.zones import ZoneConfig
 from appliance.errors import ApplianceError
-from appliance.service.credentials import resolve_password
 
 CONFIG_SCHEMA_VERSION = 1
 
@@ -199,7 +197,7 @@ class JsonlSinkConfig(Section):
     path: Path = Field(description="JSON-lines file events are appended to (flushed per event).")
 
 
-class MqttSinkConfig(Section):
+class MqttSinkConfig(BrokerLogin, OutboxBounds):
     type: Literal["mqtt"] = "mqtt"
     host: BrokerHost = Field("127.0.0.1", description="Broker host name or IPv4/IPv6 address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS by convention).")
@@ -210,11 +208,6 @@ class MqttSinkConfig(Section):
     )
     qos: Literal[0, 1, 2] = Field(1, description="QoS of event messages (1 = at least once).")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive.")
-    username: str | None = Field(None, description="Broker user name.")
-    password: str | None = Field(None, description="Broker password (prefer password_file or ${ENV}).")
-    password_file: Path | None = Field(
-        None, description="File holding the broker password (e.g. ${CREDENTIALS_DIRECTORY}/mqtt-password)."
-    )
     tls: MqttTlsConfig | None = Field(None, description="TLS settings; absent = plain TCP.")
     status_interval_s: float = Field(
         30.0, gt=0, le=3600, description="Seconds between retained status messages."
@@ -247,36 +240,6 @@ class MqttSinkConfig(Section):
     reconnect_max_s: float = Field(
         30.0, gt=0, le=3600, description="Longest wait between reconnection attempts."
     )
-    outbox_max_messages: int = Field(
-        100_000,
-        ge=100,
-        le=10_000_000,
-        description="Most messages kept on disk while the broker is away (any kind; outbox_max_bytes "
-        "says what goes first).",
-    )
-    outbox_max_age_s: float = Field(
-        7 * 86400,
-        gt=0,
-        le=366 * 86400,
-        description="Updates older than this leave the outbox (starts and ends never).",
-    )
-    outbox_max_bytes: Annotated[int, BeforeValidator(_byte_size)] = Field(
-        64 * 2**20,
-        ge=2**20,
-        le=2**40,
-        description="Most space the outbox's messages take ('64 MiB', '1 GiB' or bytes), every kind "
-        "counted. When full: oldest updates go first, then the oldest closed anomalies (start and end "
-        "together), then the oldest of anything (docs/mqtt.md).",
-    )
-
-    @model_validator(mode="after")
-    def _one_password_source(self) -> MqttSinkConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("give password or password_file, not both")
-        return self
-
-    def resolve_password(self) -> str | None:
-        return resolve_password(self.password, self.password_file, "mqtt")
 
 
 SinkConfig = Annotated[

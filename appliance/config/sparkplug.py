@@ -5,14 +5,11 @@ whom it waits for (the primary host), and how much it stores while nobody listen
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, Field
 
-from appliance.config.broker_fields import BrokerHost, MqttTlsConfig, _byte_size
-from appliance.config.sections import Section
-from appliance.service.credentials import resolve_password
+from appliance.config.broker_fields import BrokerHost, BrokerLogin, MqttTlsConfig, OutboxBounds
 
 
 def _sparkplug_id(v: str) -> str:
@@ -25,7 +22,7 @@ def _sparkplug_id(v: str) -> str:
 SparkplugId = Annotated[str, AfterValidator(_sparkplug_id)]
 
 
-class SparkplugSinkConfig(Section):
+class SparkplugSinkConfig(BrokerLogin, OutboxBounds):
     """Sparkplug B over MQTT 3.1.1: the appliance is the edge node, each camera one of its devices."""
 
     type: Literal["sparkplug"] = Field("sparkplug", description="Selects this sink.")
@@ -44,9 +41,6 @@ class SparkplugSinkConfig(Section):
     keepalive_s: int = Field(
         30, ge=5, le=3600, description="MQTT keepalive; the broker sends the NDEATH after 1.5 x this silence."
     )
-    username: str | None = Field(None, description="Broker user name.")
-    password: str | None = Field(None, description="Broker password (prefer password_file or ${ENV}).")
-    password_file: Path | None = Field(None, description="File holding the broker password.")
 
     primary_host_id: SparkplugId | None = Field(
         None,
@@ -66,33 +60,7 @@ class SparkplugSinkConfig(Section):
     commands_per_minute: float = Field(
         30.0, gt=0, le=6000, description="DCMD messages handled per minute (bursts of 10); the rest dropped."
     )
-    outbox_max_messages: int = Field(
-        100_000,
-        ge=100,
-        le=10_000_000,
-        description="Most data messages stored while the host or broker is away.",
-    )
-    outbox_max_bytes: Annotated[int, BeforeValidator(_byte_size)] = Field(
-        16 * 2**20,
-        ge=2**20,
-        le=2**40,
-        description="Most space the stored data takes ('16 MiB', '1 GiB' or bytes); when full, the oldest "
-        "updates go first, then the oldest closed anomalies, then the oldest of anything.",
-    )
-    outbox_max_age_s: float = Field(
-        7 * 86400, gt=0, le=366 * 86400, description="Stored updates older than this are dropped."
-    )
-
-    @model_validator(mode="after")
-    def _one_password_source(self) -> SparkplugSinkConfig:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("give password or password_file, not both")
-        return self
 
     def node_id(self, appliance_id: str) -> str:
         """The edge node id in force: ``edge_node_id``, else the appliance id."""
         return self.edge_node_id or appliance_id
-
-    def resolve_password(self) -> str | None:
-        """The password, read from ``password_file`` when one is given."""
-        return resolve_password(self.password, self.password_file, "sparkplug")
