@@ -1,8 +1,8 @@
 """The console in a real browser: Debian's headless Chromium driven by chromium-driver through
 Selenium, against a running daemon on the two demo clips and a real mosquitto. Log in, see both
 cameras and the dancer's live skeleton, acknowledge her alarm and see its retained MQTT state change;
-log in as an admin, calibrate a camera from the page and read the chart back, upload an unsigned
-bundle and see it refused.
+replay the alarm's skeleton clip on the events page; log in as an admin, calibrate a camera from the
+page and read the chart back, upload an unsigned bundle and see it refused.
 
 Screenshots go to ``$TEST_ARTIFACTS`` (default: the test's temporary folder); with
 ``CONSOLE_SCREENSHOTS=docs/images`` the overview and camera screenshots of the README are written
@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.alarms.events import Evidence
+from appliance.alarms.evidence import decode_clip
 from appliance.service.demo import STARTER_BUNDLE
 
 from .conftest import Broker
-from .web_console import PASSWORDS, console_config, start_appliance
+from .web_console import PASSWORDS, Client, console_config, start_appliance
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -121,6 +123,25 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
             return any(m.get("acknowledged_by") == "otto" for m in seen)
 
         wait.until(lambda d: acknowledged())
+
+        # the events page replays the start's skeleton clip, decoded in the browser
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=events]").click()
+        item = wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#event-list li[data-type=start] button.replay"))
+        )
+        event_id = item.find_element(By.XPATH, "..").get_attribute("data-event")
+        item.click()
+        clip = browser.find_element(By.ID, "replay")
+        wait.until(lambda d: clip.get_attribute("data-replayed"))
+        api = Client(f"http://127.0.0.1:{port}")
+        assert api.login("vera") == 200
+        status, start, _ = api.request("GET", f"/api/events/{event_id}?type=start")
+        assert status == 200 and start["type"] == "start"
+        _, bodies = decode_clip(Evidence.model_validate(start["evidence"]))
+        assert int(clip.get_attribute("data-replayed")) == len(bodies) > 1
+        drawn = [float(v) for v in clip.get_attribute("data-neck").split(",")]
+        assert drawn == pytest.approx(bodies[-1, 1, :2].tolist(), abs=0.01)  # the last frame's neck
+        shot(browser, "replay", tmp_path)
 
         # an admin calibrates the walkway from the page and sees the chart
         browser.find_element(By.ID, "logout").click()

@@ -48,8 +48,11 @@ class RecentEvents:
                 break
         return out
 
-    def get(self, event_id: str) -> dict[str, Any] | None:
-        """The newest message of one event, with its skeleton clip."""
+    def get(self, event_id: str, kind: str | None = None) -> dict[str, Any] | None:
+        """The newest message of one event (of ``kind``, start or end, when given) with its skeleton clip."""
         with self._lock:
-            found = [e for e in self._events if e.event_id == event_id and e.evidence is not None]
+            found = [
+                e for e in self._events
+                if e.event_id == event_id and e.evidence is not None and kind in (None, e.type)
+            ]  # fmt: skip
         return found[-1].model_dump(exclude_none=True) if found else None

@@ -173,7 +173,7 @@ class Routes:
 
     async def event(self, request: web.Request) -> web.Response:
         self.c.require(request, "viewer")
-        found = self.c.recent.get(request.match_info["event_id"])
+        found = self.c.recent.get(request.match_info["event_id"], request.query.get("type"))
         return _json(found) if found else _json({"error": "no such recent event with a skeleton clip"}, 404)
 
     # -- changing

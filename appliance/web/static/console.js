@@ -88,7 +88,7 @@ function renderOverview() {
     el("td", {}, ...(operator ? alarmButtons(a) : [])))));
   const b = o.broker;
   $("broker").textContent = b ? `MQTT ${b.link.broker}: ${b.link.state}; outbox ${b.outbox.depth} waiting, ${b.outbox.dropped} dropped` : "No MQTT sink configured.";
-  $("recent").replaceChildren(...o.events.map(eventItem));
+  $("recent").replaceChildren(...o.events.map((e) => eventItem(e)));
 }
 
 function alarmButtons(a) {
@@ -116,9 +116,49 @@ async function alarmAction(a, action, body) {
   if (o.status === 200) { state.overview = o.body; renderOverview(); }
 }
 
-function eventItem(e) {
-  return el("li", { "data-event": e.event_id },
-    `${e.time} ${e.camera_id}${e.zone ? "/" + e.zone : ""} track ${e.track_id}: ${e.type} score ${fmt(e.score)} (threshold ${fmt(e.threshold)})`);
+function eventItem(e, withReplay = false) {
+  const text = `${e.time} ${e.camera_id}${e.zone ? "/" + e.zone : ""} track ${e.track_id}: ${e.type} score ${fmt(e.score)} (threshold ${fmt(e.threshold)}) `;
+  const replayable = withReplay && (e.type === "start" || e.type === "end");
+  return el("li", { "data-event": e.event_id, "data-type": e.type }, text,
+    ...(replayable ? [el("button", { class: "replay", onclick: () => replay(e.event_id, e.type) }, "Replay")] : []));
+}
+
+// -- an event's skeleton clip (evidence): base64 of zlib data, decoded in the browser
+async function unpack(b64) {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function replay(eventId, type) {
+  const r = await api(`/api/events/${encodeURIComponent(eventId)}?type=${type}`);
+  if (r.status !== 200 || !r.body.evidence) { $("replay-info").textContent = r.body?.error || "no clip"; return; }
+  const ev = r.body.evidence;
+  const xy = new Uint16Array((await unpack(ev.points)).buffer);
+  const conf = await unpack(ev.confidence);
+  const canvas = $("replay");
+  [canvas.width, canvas.height] = ev.image_size;
+  $("replay-box").hidden = false;
+  $("replay-title").textContent = `${r.body.camera_id} track ${r.body.track_id}: ${type}, ${ev.frames} frames`;
+  const limbs = state.overview.skeleton.limbs;
+  const g = canvas.getContext("2d");
+  for (let f = 0; f < ev.frames; f++) {
+    g.fillStyle = "#000"; g.fillRect(0, 0, canvas.width, canvas.height);
+    const joint = (j) => [xy[(f * 15 + j) * 2] / 4, xy[(f * 15 + j) * 2 + 1] / 4, conf[f * 15 + j] / 255];
+    g.strokeStyle = "#ef4e4e"; g.lineWidth = 4;
+    for (const [a, b] of limbs) {
+      const ja = joint(a), jb = joint(b);
+      if (ja[2] < 0.3 || jb[2] < 0.3) continue;
+      g.beginPath(); g.moveTo(ja[0], ja[1]); g.lineTo(jb[0], jb[1]); g.stroke();
+    }
+    g.fillStyle = "#e6e9ee"; g.font = "20px sans-serif";
+    g.fillText(`${((ev.times_ms[f] - ev.times_ms[ev.frames - 1]) / 1000).toFixed(1)} s`, 10, 26);
+    canvas.dataset.frame = String(f + 1);
+    canvas.dataset.neck = joint(1).slice(0, 2).join(",");
+    $("replay-info").textContent = `frame ${f + 1} of ${ev.frames}`;
+    if (f + 1 < ev.frames) await new Promise((ok) => setTimeout(ok, Math.max(20, ev.times_ms[f + 1] - ev.times_ms[f])));
+  }
+  canvas.dataset.replayed = String(ev.frames);
 }
 
 async function loadEvents(ev) {
@@ -127,7 +167,7 @@ async function loadEvents(ev) {
   if ($("filter-camera").value) q.set("camera", $("filter-camera").value);
   if ($("filter-zone").value) q.set("zone", $("filter-zone").value);
   const r = await api(`/api/events?${q}`);
-  if (r.status === 200) $("event-list").replaceChildren(...r.body.map(eventItem));
+  if (r.status === 200) $("event-list").replaceChildren(...r.body.map((e) => eventItem(e, true)));
 }
 
 // -- models
