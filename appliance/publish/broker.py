@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,39 @@ def tls_context(cfg: MqttSinkConfig | SparkplugSinkConfig, sink: str = "mqtt") -
     if tls.insecure_skip_hostname_check:
         ctx.check_hostname = False
     return ctx
+
+
+CONNACK_WAIT_S = 10.0
+
+
+def open_session(
+    client, host: str, port: int, keepalive: int, health: LinkHealth, client_id: str,
+    stop: threading.Event | None = None,
+) -> bool:  # fmt: skip
+    """CONNECT ``client`` (a fresh paho client, loop not started) and run its network loop until the
+    broker answers, at most :data:`CONNACK_WAIT_S`: whether the session is open. A failure is said
+    once, in words, through ``health`` (a refusal that smells of credentials says to check them)."""
+    answer: dict[str, Any] = {}
+    client.on_connect = lambda c, userdata, flags, rc, props: answer.setdefault("rc", rc)
+    try:
+        client.connect(host, port, keepalive=keepalive)
+    except (OSError, ValueError) as exc:  # ssl errors are OSErrors; paho and IDNA raise ValueError
+        health.error(connect_failure(exc, host) or str(exc))
+        return False
+    deadline = time.monotonic() + CONNACK_WAIT_S
+    while "rc" not in answer and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        if client.loop(timeout=0.1) != 0:
+            break
+    rc = answer.get("rc")
+    if rc is not None and not rc.is_failure:
+        health.connected(client_id)
+        return True
+    why = "no answer to CONNECT" if rc is None else str(rc)
+    if rc is not None and ("authori" in why.lower() or "password" in why.lower()):
+        why += "; check username and password"
+    health.error(f"broker refused the connection: {why}")
+    client.disconnect()
+    return False
 
 
 def host_text(host: str) -> str:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from appliance.alarms.events import AlarmPointState, AnomalyEvent
 from appliance.config import MqttSinkConfig
-from appliance.publish.broker import LinkHealth, connect_failure, tls_context, unexpected_failure
+from appliance.publish.broker import LinkHealth, open_session, tls_context, unexpected_failure
 from appliance.publish.commands import CommandChannel
 from appliance.publish.outbox import Outbox
 
@@ -142,7 +142,6 @@ class MqttLink:
             client.tls_set_context(self._tls)
         client.will_set(f"{self.base}/available", "offline", qos=1, retain=True)
         client.max_inflight_messages_set(MAX_IN_FLIGHT)
-        client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_command
@@ -153,13 +152,6 @@ class MqttLink:
         only, in O(1) without decoding; the rest runs on :class:`CommandChannel`'s workers."""
         if self._commands is not None:
             self._commands.receive(message.topic, message.payload)
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self._refused = str(reason_code)
-            return
-        self._refused = None
-        self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -176,25 +168,11 @@ class MqttLink:
     def _connect(self):
         """One connection attempt; returns a connected client or None (and logs why not)."""
         client = self._new_client()
-        self._refused: str | None = None
-        try:
-            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except (OSError, ValueError) as exc:  # ssl errors are OSErrors; paho and IDNA raise ValueError
-            self.health.error(connect_failure(exc, self.cfg.host) or str(exc))
+        cfg = self.cfg
+        if not open_session(client, cfg.host, cfg.port, cfg.keepalive_s, self.health, self.client_id):
             return None
-        deadline = time.monotonic() + 10.0
-        while not self.connected.is_set() and self._refused is None and time.monotonic() < deadline:
-            if client.loop(timeout=0.1) != 0:
-                break
-        if self.connected.is_set():
-            self.health.connected(self.client_id)
-            return client
-        why = self._refused or "no answer to CONNECT"
-        if self._refused and ("authori" in why.lower() or "password" in why.lower()):
-            why += "; check username and password"
-        self.health.error(f"broker refused the connection: {why}")
-        client.disconnect()
-        return None
+        self.connected.set()
+        return client
 
     # -- the link thread ----------------------------------------------------------------------
     def _run(self) -> None:

@@ -110,3 +110,8 @@ def open_sinks(
                 )
             )  # fmt: skip
     return sinks
+
+
+def mqtt_link(sinks: list[EventSink]):
+    """The MQTT sink among ``sinks`` (its ``health`` and ``outbox``), or None without one."""
+    return next((s for s in sinks if hasattr(s, "health") and hasattr(s, "outbox")), None)

@@ -79,6 +79,12 @@ class LiveFeed:
         if sample and tracks:
             self.heat.add([foot_point(p, size) for p in tracks.values()], time.time())
 
+    def scores(self) -> dict[int, float]:
+        """The newest frame's window scores by track (tracks without a full window yet left out)."""
+        with self._lock:
+            latest = self._latest
+        return {} if latest is None else dict(latest[4])
+
     def still_jpeg(self) -> bytes | None:
         """The newest camera frame as JPEG, only when the site turned ``web.setup_image`` on (for
         aiming a camera; made on request, never stored, never published)."""

@@ -23,6 +23,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from appliance.publish.sinks import mqtt_link
+
 if TYPE_CHECKING:
     from appliance.service.daemon import Appliance
 
@@ -61,8 +63,7 @@ class ApplianceCollector(Collector):
         }
         for w in list(app.workers):
             cam = w.cfg.id
-            snap = w.live.snapshot()
-            scores = [p["score"] for p in (snap or {}).get("people", []) if p["score"] is not None]
+            scores = list(w.live.scores().values())
             g["fps"].add_metric([cam], round(w.stats.fps(), 3))
             g["people"].add_metric([cam], len(w.pipeline.tracker.tracks))
             g["score"].add_metric([cam], max(scores) if scores else math.nan)
@@ -90,7 +91,7 @@ class ApplianceCollector(Collector):
                 alarms.add_metric([cam, state], counts.get((cam, state), 0))
         yield alarms
 
-        link = next((s for s in app.sinks if hasattr(s, "health") and hasattr(s, "outbox")), None)
+        link = mqtt_link(app.sinks)
         if link is not None:
             out = link.outbox.status()
             yield GaugeMetricFamily(

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from appliance.publish.commands import REQUESTS, describe_errors
+from appliance.publish.sinks import mqtt_link
 from appliance.service.live_feed import skeleton_layout
+from appliance.web.sessions import COOKIE
 
 if TYPE_CHECKING:
     from appliance.web.server import Console
@@ -87,10 +90,10 @@ class Routes:
 
     async def logout(self, request: web.Request) -> web.Response:
         session = self.c.require(request, "viewer", change=True)
-        self.c.sessions.drop(request.cookies.get("appliance_session"))
+        self.c.sessions.drop(request.cookies.get(COOKIE))
         self.c.audit(request, "logout", session.user)
         response = _json({"ok": True})
-        response.del_cookie("appliance_session", path="/")
+        response.del_cookie(COOKIE, path="/")
         return response
 
     async def session(self, request: web.Request) -> web.Response:
@@ -104,7 +107,7 @@ class Routes:
 
     def _overview(self) -> dict[str, Any]:
         app = self.app
-        link = next((s for s in app.sinks if hasattr(s, "health") and hasattr(s, "outbox")), None)
+        link = mqtt_link(app.sinks)
         cameras = {
             c.id: {"zones": [z.model_dump(mode="json", include={"name", "kind", "polygon"}) for z in c.zones]}
             for c in app.cfg.cameras
@@ -143,8 +146,6 @@ class Routes:
         return response
 
     async def heat(self, request: web.Request) -> web.Response:
-        import time
-
         self.c.require(request, "viewer")
         grid = self._worker(request).live.heat.grid(time.time())
         return _json({"rows": int(grid.shape[0]), "cols": int(grid.shape[1]), "counts": grid.tolist()})

@@ -25,7 +25,7 @@ from aiohttp import web
 from appliance.alarms.events import iso_utc
 from appliance.web.recent import RecentEvents
 from appliance.web.routes import add_routes
-from appliance.web.sessions import LoginLimiter, Session, SessionStore
+from appliance.web.sessions import COOKIE, LoginLimiter, Session, SessionStore
 from appliance.web.users import UserStore
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("appliance.web")
 
-COOKIE = "appliance_session"
 SHUTDOWN_S = 2.0
 STATIC = Path(__file__).with_name("static")
 CSP = (

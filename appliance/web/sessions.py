@@ -9,6 +9,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+COOKIE = "appliance_session"
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 MAX_SESSIONS = 1000
 

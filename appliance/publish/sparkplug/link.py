@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
-from appliance.publish.broker import LinkHealth, connect_failure
+from appliance.publish.broker import LinkHealth, open_session
 
 if TYPE_CHECKING:
     import ssl
@@ -117,24 +117,9 @@ class SparkplugLink:
         if self._tls is not None:
             client.tls_set_context(self._tls)
         client.will_set(self.node.topics.node("NDEATH"), self.node.ndeath(), qos=1, retain=False)
-        answer: dict[str, str | None] = {}
-        client.on_connect = lambda c, u, f, rc, p: answer.update(rc=str(rc) if rc.is_failure else None)
-        try:
-            client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
-        except (OSError, ValueError) as exc:  # ssl errors are OSErrors; paho and IDNA raise ValueError
-            self.health.error(connect_failure(exc, cfg.host) or str(exc))
-            self.health.failed_attempts += 1
-            return None
-        deadline = time.monotonic() + 10.0
-        while "rc" not in answer and time.monotonic() < deadline and not self._stop.is_set():
-            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
-                break
-        if "rc" in answer and answer["rc"] is None:
-            self.health.connected(client_id)
+        if open_session(client, cfg.host, cfg.port, cfg.keepalive_s, self.health, client_id, self._stop):
             return client
-        self.health.error(f"broker refused the connection: {answer.get('rc') or 'no answer to CONNECT'}")
         self.health.failed_attempts += 1
-        client.disconnect()
         return None
 
     def _session(self, client: mqtt.Client) -> None:

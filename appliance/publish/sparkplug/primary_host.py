@@ -24,7 +24,6 @@ class PrimaryHost:
         self.host_id = host_id
         self.topic = f"{NAMESPACE}/STATE/{host_id}"
         self.online = False
-        self.seen = False  # a valid STATE arrived in this process
         self._online_ts: int | None = None  # timestamp of the last online STATE
         self._last_ts: int | None = None  # timestamp of the last valid STATE of either kind
 
@@ -47,7 +46,6 @@ class PrimaryHost:
         if before is not None and ts < before:
             log.info("Sparkplug: ignoring a STATE of %s older than the one it follows", self.host_id)
             return None
-        self.seen = True
         self._last_ts = ts
         self.online = online
         if online:
