@@ -194,3 +194,41 @@ def test_a_drop_in_can_add_or_reset_credentials(installed, tmp_path):
     creds = read_unit_credentials(unit)
     assert creds.sources == {"broker-pw": tmp_path / "srv" / "pw"}
     assert yaml.safe_load(installed.read_text())["sinks"][0]["type"] == "mqtt"
+
+
+def test_the_consoles_tls_pair_must_load_and_clear_text_on_a_network_or_no_user_is_a_note(tmp_path):
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n")
+    web = {"enabled": True, "tls_cert_file": "cert.pem", "tls_key_file": "key.pem"}
+    out = check_config(str(_config(tmp_path, web=web)))
+    assert out.returncode == 2
+    line = next(x for x in out.stderr.splitlines() if "web.tls_cert_file" in x)
+    assert "do not load as a certificate and its key" in line and f"{tmp_path}/appliance.yaml:" in line
+    missing = check_config(str(_config(tmp_path, web={**web, "tls_key_file": "gone.pem"})))
+    assert missing.returncode == 2 and "web.tls_key_file: " in missing.stderr and "gone.pem" in missing.stderr
+
+    plain = check_config(str(_config(tmp_path, web={"enabled": True, "bind": "0.0.0.0"})))
+    assert plain.returncode == 0, plain.stderr
+    notes = [x for x in plain.stdout.splitlines() if ": note: " in x]
+    assert any("web.bind: note: the console listens on 0.0.0.0 without TLS" in x for x in notes), notes
+    assert any("web.users_file: note: nobody can log in yet" in x for x in notes), notes
+
+
+def test_zones_saved_in_the_console_are_named_and_a_broken_zones_file_is_refused_with_its_line(tmp_path):
+    from appliance.config.console_zones import CameraZoneEdit, ConsoleZones, write_console_zones
+
+    config = _config(tmp_path)
+    edit = CameraZoneEdit(zones=[{"name": "press", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+                          saved_by="ada", saved_at="2026-12-03T08:00:00Z")  # fmt: skip
+    write_console_zones(tmp_path / "state", ConsoleZones(cameras={"gate": edit}))
+    out = check_config(str(config))
+    assert out.returncode == 0, out.stderr
+    assert (
+        f"cameras[0].zones: note: camera gate: its zones (press) come from {tmp_path}/state/zones.yaml, "
+        "saved in the console by ada at 2026-12-03T08:00:00Z, not from this file" in out.stdout
+    )
+    zones_file = tmp_path / "state" / "zones.yaml"
+    zones_file.write_text(zones_file.read_text().replace("- name: press", "- name: press\n      colour: red"))
+    bad = check_config(str(config))
+    assert bad.returncode == 2
+    assert f"{zones_file}:" in bad.stderr and "cameras.gate.zones[0].colour: unknown key" in bad.stderr

@@ -20,6 +20,14 @@ CHANGES = [  # every route that changes something, with a body it would accept
     ("POST", "/api/alarms/workcell/all/unshelve", {}),
 ]
 
+ADMIN_CHANGES = [  # the routes only an admin may use, with a body each would accept
+    ("POST", "/api/cameras/walkway/calibrate", {"minutes": 0.5}),
+    ("POST", "/api/cameras/walkway/learn", {"minutes": 0.5}),
+    ("POST", "/api/models/rollback", {}),
+    ("PUT", "/api/cameras/walkway/zones", {"zones": []}),
+    ("DELETE", "/api/cameras/walkway/zones", None),
+]
+
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
@@ -55,6 +63,24 @@ def test_every_change_is_refused_without_a_session_with_a_viewer_role_and_withou
     refusals = [(a["by"], a["detail"]) for a in audit if a["action"] == "refused"]
     assert ("vera", "needs role operator") in refusals and ("otto", "missing or wrong CSRF token") in refusals
     assert all("password" not in json.dumps(a) for a in audit)
+
+
+def test_admin_changes_are_refused_without_a_session_to_an_operator_and_without_the_csrf_token(running):
+    _app, base, tmp = running
+    anonymous, operator, admin = Client(base), Client(base), Client(base)
+    assert operator.login("otto") == 200 and admin.login("ada") == 200
+    for method, path, body in ADMIN_CHANGES:
+        assert anonymous.request(method, path, body)[0] == 401, path
+        status, answer, _ = operator.request(method, path, body)
+        assert (status, answer["error"]) == (403, "needs the admin role"), path
+        status, answer, _ = admin.request(method, path, body, csrf=False)
+        assert (status, answer["error"]) == (403, "missing or wrong CSRF token"), path
+    assert not (tmp / "state" / "zones.yaml").exists()  # nothing refused was done
+    audit = [json.loads(x) for x in (tmp / "state" / "web" / "audit.jsonl").read_text().splitlines()]
+    refusals = [(a["by"], a["path"], a["detail"]) for a in audit if a["action"] == "refused"]
+    for _method, path, _body in ADMIN_CHANGES:
+        assert ("otto", path, "needs role admin") in refusals, path
+        assert ("ada", path, "missing or wrong CSRF token") in refusals, path
 
 
 def test_the_session_cookie_is_httponly_and_samesite_strict_and_pages_carry_a_strict_csp(running):
@@ -264,3 +290,69 @@ def upload(c: Client, data: bytes, csrf: bool = True) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def test_an_admin_draws_zones_that_are_checked_saved_beside_the_config_and_applied_without_a_restart(running):
+    from appliance.config import load_config
+    from appliance.service.preflight import check_files_and_sources
+
+    app, base, tmp = running
+    config = tmp / "c.yaml"
+    text = config.read_text()
+    worker = next(w for w in app.workers if w.cfg.id == "walkway")
+    viewer, admin = Client(base), Client(base)
+    assert viewer.login("vera") == 200 and admin.login("ada") == 200
+    status, zones, _ = viewer.request("GET", "/api/cameras/walkway/zones")
+    assert status == 200 and (zones["zones"], zones["source"], zones["editable"]) == ([], "file", True)
+
+    square = [[0.05, 0.05], [0.95, 0.05], [0.95, 0.95], [0.05, 0.95]]
+    for bad, said in (
+        ([{"name": "aisle", "polygon": square[:2]}], "zones[0].polygon: List should have at least 3 items"),
+        ([{"name": "aisle", "polygon": [[0, 0], [1.2, 0], [1, 1]]}],
+         "zones[0].polygon[1][0]: out of range: must be from 0 to 1 (got 1.2)"),
+        ([{"name": "aisle", "polygon": square}, {"name": "aisle", "polygon": square}],
+         "zones: Value error, zone names must be unique per camera; repeated: aisle"),
+        ([{"name": "a/b", "polygon": square}], "zones[0].name: "),
+        ([{"name": "aisle", "polygon": square, "colour": "red"}], "zones[0].colour: unknown key"),
+    ):  # fmt: skip
+        status, answer, _ = admin.request("PUT", "/api/cameras/walkway/zones", {"zones": bad})
+        assert status == 400 and answer["error"].startswith(said), (said, answer)
+    assert not (tmp / "state" / "zones.yaml").exists() and worker.pipeline.zones is None
+
+    drawn = [{"name": "aisle", "kind": "include", "polygon": square},
+             {"name": "door", "kind": "exclude", "polygon": [[0, 0], [0.2, 0], [0.2, 0.2]]}]  # fmt: skip
+    status, answer, _ = admin.request("PUT", "/api/cameras/walkway/zones", {"zones": drawn})
+    assert status == 200 and answer["source"] == "console", answer
+    assert [(z["name"], z["kind"], z["polygon"]) for z in answer["zones"]] == [
+        (z["name"], z["kind"], z["polygon"]) for z in drawn
+    ]
+    # applied at once, the SIGHUP way: the running camera's zones, its alarm points
+    assert [z.name for z in worker.pipeline.zones.zones] == ["aisle", "door"]
+    points = {(a.camera_id, a.point) for a in app.alarms.messages()}
+    assert ("walkway", "aisle") in points and ("walkway", "all") not in points
+    # saved beside the configuration, which is not written; a restart loads the same zones
+    assert config.read_text() == text
+    assert [z.name for z in load_config(config).cameras[0].zones] == ["aisle", "door"]
+    notes = [f.message for f in check_files_and_sources(load_config(config, console_zones=False), config)]
+    assert any("its zones (aisle, door) come from" in n and "by ada" in n for n in notes), notes
+    status, zones, _ = viewer.request("GET", "/api/cameras/walkway/zones")
+    assert (zones["source"], zones["saved_by"], len(zones["zones"])) == ("console", "ada", 2)
+    status, overview, _ = viewer.request("GET", "/api/overview")
+    assert [z["name"] for z in overview["cameras"]["walkway"]["zones"]] == ["aisle", "door"]
+
+    status, answer, _ = admin.request("DELETE", "/api/cameras/walkway/zones")
+    assert (status, answer["zones"], answer["source"]) == (200, [], "file")
+    assert worker.pipeline.zones is None
+    assert ("walkway", "all") in {(a.camera_id, a.point) for a in app.alarms.messages()}
+    audit = [json.loads(x) for x in (tmp / "state" / "web" / "audit.jsonl").read_text().splitlines()]
+    saves = [a["detail"] for a in audit if a["action"] == "zones" and a["by"] == "ada"]
+    assert saves == [
+        "walkway: saved: aisle (include, 4 corners), door (exclude, 3 corners)",
+        "walkway: back to the configuration file's: none",
+    ]
+    assert sum(a["action"] == "zones_refused" for a in audit) == 5
+
+
+def test_the_retained_status_says_where_the_console_serves(running):
+    app, base, _ = running
+    assert app.status()["console"] == {"state": "serving", "address": base + "/"}

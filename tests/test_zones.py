@@ -145,7 +145,7 @@ def test_an_anomaly_ends_when_its_person_leaves_the_zone():
     "zone, message",
     [
         ({"name": "z", "polygon": [[0, 0], [1, 0]]}, "at least 3"),
-        ({"name": "z", "polygon": [[0, 0], [1, 0], [1, 1.5]]}, "less than or equal to 1"),
+        ({"name": "z", "polygon": [[0, 0], [1, 0], [1, 1.5]]}, "out of range: must be from 0 to 1 (got 1.5)"),
         ({"name": "z", "polygon": WHOLE, "threshold": 3, "threshold_factor": 2}, "not both"),
         ({"name": "z", "polygon": WHOLE, "schedule": {"timezone": "Mars/Olympus"}}, "unknown time zone"),
         ({"name": "z", "polygon": WHOLE, "schedule": {"hours": ["6-14"]}}, "'HH:MM-HH:MM'"),

@@ -56,7 +56,7 @@ def start_appliance(config: Path):
     from appliance.service.daemon import Appliance
     from calibration.live import register_live_commands
 
-    app = Appliance(load_config(config))
+    app = Appliance(load_config(config), config_path=config)  # as `appliance run --config` does
     register_live_commands(app)  # as `appliance run` does: recalibrate and learn
     app.start()
     assert app.console is not None, "the console did not start"

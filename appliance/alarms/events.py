@@ -278,6 +278,16 @@ class ActiveModel(BaseModel):
     )
 
 
+class ConsoleStatus(BaseModel):
+    """The local web console (``web.enabled``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["starting", "serving", "not_started"]
+    address: str | None = Field(None, description="Where it serves, e.g. https://10.0.0.5:8080/.")
+    error: str | None = Field(None, description="Why it is not serving (the appliance watches on).")
+
+
 class ApplianceStatus(BaseModel):
     """Retained status message: everything a SCADA screen shows about the appliance."""
 
@@ -297,6 +307,7 @@ class ApplianceStatus(BaseModel):
     cameras: dict[str, CameraStatus]
     outbox: OutboxStatus | None = Field(None, description="Store-and-forward state (MQTT link).")
     link: LinkStatus | None = Field(None, description="Connection state of the MQTT link.")
+    console: ConsoleStatus | None = Field(None, description="The web console, when it is enabled.")
 
 
 class ScoreTelemetry(BaseModel):

@@ -32,7 +32,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     # outside the unit, ${CREDENTIALS_DIRECTORY} is the folder systemd will give the service
     unit_dir = {"CREDENTIALS_DIRECTORY": str(UNIT_CREDENTIALS_DIR)}
-    cfg = load_config(args.config, env_defaults={} if os.environ.get("CREDENTIALS_DIRECTORY") else unit_dir)
+    env_defaults = {} if os.environ.get("CREDENTIALS_DIRECTORY") else unit_dir
+    # the console's zones (in the state directory) are checked on their own: a note, or an error
+    cfg = load_config(args.config, env_defaults=env_defaults, console_zones=False)
     findings = check_files_and_sources(cfg, args.config, args.unit)
     where = key_locator(args.config)
     for f in findings:
@@ -60,7 +62,7 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
     import threading
     import time
 
-    from appliance.config import ConfigError, load_config
+    from appliance.config import ConfigError
     from appliance.service.daemon import Appliance
     from appliance.service.systemd import Notifier
     from calibration.live import register_live_commands
@@ -77,7 +79,7 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
 
     signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, on_signal) for sig in signals}
-    app = Appliance(cfg)
+    app = Appliance(cfg, config_path=config_path)
     register_live_commands(app)  # cmd/recalibrate and cmd/learn, when the command channel is on
 
     def reload() -> None:
@@ -85,7 +87,7 @@ def run_appliance(cfg, config_path: Path | None = None) -> int:
             return
         notifier.reloading()
         try:
-            app.reload(load_config(config_path))
+            app.reload_from_file()
         except ConfigError as exc:  # a bad edit keeps the running configuration
             log.error("reload refused, running configuration kept: %s", exc)
         notifier.ready(app.status_line())
@@ -121,8 +123,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline on the two bundled clips and the starter model; events to terminal and file."""
+    from appliance.config import load_config, parse_config
     from appliance.errors import ApplianceError
-    from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP, demo_config
+    from appliance.service.demo import DEMO_CLIP, WORKCELL_CLIP, demo_config_text
 
     start_logging(args.verbose)
     if not (DEMO_CLIP.is_file() and WORKCELL_CLIP.is_file()):
@@ -130,9 +133,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "the demo clips come with the source tree, not with the device install (they would cost "
             "every device 3 MB): run `make demo` in a checkout of the repository"
         )
-    cfg = demo_config(args.out, mqtt=args.mqtt, realtime=args.realtime, web_port=args.web)
-    if args.state_dir is not None:
-        cfg = cfg.model_copy(update={"state_dir": args.state_dir})
+    text = demo_config_text(args.out, args.mqtt, args.realtime, args.web, args.state_dir)
+    config_path = None
+    if args.web is not None:  # a file beside the state, so that zones saved in the console reload
+        config_path = (args.state_dir or args.out.parent).resolve() / "demo-config.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(text)
+        cfg = load_config(config_path)
+    else:
+        cfg = parse_config(text, "<demo>")
     if args.web is not None:
         import secrets
 
@@ -146,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("console: `appliance demo --web 8080` shows this demo in a browser", file=sys.stderr)
     replaced = args.out.exists()
     args.out.unlink(missing_ok=True)  # each demo run writes its own events, not appended to the last
-    code = run_appliance(cfg)
+    code = run_appliance(cfg, config_path)
     note = " (the previous run's file was replaced)" if replaced else ""
     print(f"events written to {args.out}{note}", file=sys.stderr)
     return code

@@ -45,18 +45,23 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _constraints(raw_loc: tuple[Any, ...]) -> list[Any]:
+def _constraints(raw_loc: tuple[Any, ...], root: type[BaseModel]) -> list[Any]:
     """The ge/gt/le/lt metadata of the field a validation error points at (raw pydantic location)."""
-    model: type[BaseModel] | None = ApplianceConfig
+    model: type[BaseModel] | None = root
     annotation: Any = None
     metadata: list[Any] = []
     for part in raw_loc:
-        if isinstance(part, str) and model is not None and part in model.model_fields:
+        if isinstance(part, str) and get_origin(annotation) is dict:  # a key of a mapping (a camera id)
+            annotation = get_args(annotation)[1]
+            model = _model_in(annotation)
+        elif isinstance(part, str) and model is not None and part in model.model_fields:
             info = model.model_fields[part]
             annotation, metadata = info.annotation, list(info.metadata)
             model = _model_in(annotation)
         elif isinstance(part, str) and part in _TAGGED:
             model = _TAGGED[part]
+        elif isinstance(part, int) and get_origin(annotation) is list:  # an item of a list
+            annotation = get_args(annotation)[0]
         elif isinstance(part, int) and get_origin(annotation) is tuple and part < len(get_args(annotation)):
             annotation = get_args(annotation)[part]
             extra = getattr(annotation, "__metadata__", ())
@@ -66,11 +71,11 @@ def _constraints(raw_loc: tuple[Any, ...]) -> list[Any]:
     return metadata
 
 
-def _range_text(raw_loc: tuple[Any, ...]) -> str:
+def _range_text(raw_loc: tuple[Any, ...], root: type[BaseModel]) -> str:
     """``from 1 to 900``, ``more than 0 and at most 3600``, ``at least 1``..., or "" without bounds."""
     lo = hi = None
     lo_open = hi_open = False
-    for m in _constraints(raw_loc):
+    for m in _constraints(raw_loc, root):
         if isinstance(m, annotated_types.Ge | annotated_types.Gt):
             lo, lo_open = (m.ge, False) if isinstance(m, annotated_types.Ge) else (m.gt, True)
         elif isinstance(m, annotated_types.Le | annotated_types.Lt):
@@ -82,10 +87,10 @@ def _range_text(raw_loc: tuple[Any, ...]) -> str:
     return lower or upper or ""
 
 
-def _range_message(err: Any) -> str | None:
+def _range_message(err: Any, root: type[BaseModel]) -> str | None:
     """A numeric error restated with the whole allowed range and the value given."""
     kind = err["type"]
-    allowed = _range_text(tuple(err["loc"]))
+    allowed = _range_text(tuple(err["loc"]), root)
     value = err.get("input")
     got = f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)[:40]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and allowed:
@@ -116,25 +121,34 @@ def parse_config(
     try:
         config = ApplianceConfig.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = clean_loc(tuple(err["loc"]))
-            msg = err["msg"]
-            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-                loc = (*loc, "type")
-                expected = err.get("ctx", {}).get("expected_tags", "")
-                msg = f"unknown or missing type; one of: {expected}"
-            elif err["type"] == "extra_forbidden":
-                msg = "unknown key (misspelt, or not valid in this section)"
-            elif err["type"] == "missing":
-                msg = "required key is missing"
-            elif err["type"] == "literal_error" and loc == ("schema_version",):
-                msg = f"this appliance reads configuration schema version {CONFIG_SCHEMA_VERSION}"
-            else:
-                msg = _range_message(err) or msg
-            lines.append(redact(f"{source}:{located.line_of(loc)}: {loc_text(loc)}: {msg}"))
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigError("\n".join(validation_lines(exc, source, located))) from None
     return _resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def validation_lines(
+    exc: ValidationError, source: str, located: Located | None, root: type[BaseModel] = ApplianceConfig
+) -> list[str]:
+    """Each validation error as ``FILE:LINE: key.path: what is wrong`` (``root``: the file's model;
+    without ``located``, data that came from no file: ``key.path: what is wrong``)."""
+    lines = []
+    for err in exc.errors():
+        loc = clean_loc(tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "type")
+            expected = err.get("ctx", {}).get("expected_tags", "")
+            msg = f"unknown or missing type; one of: {expected}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt, or not valid in this section)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif err["type"] == "literal_error" and loc == ("schema_version",):
+            msg = f"this appliance reads configuration schema version {CONFIG_SCHEMA_VERSION}"
+        else:
+            msg = _range_message(err, root) or msg
+        where = f"{source}:{located.line_of(loc)}: " if located is not None else ""
+        lines.append(redact(f"{where}{loc_text(loc)}: {msg}"))
+    return lines
 
 
 def _resolve_paths(config: ApplianceConfig, base: Path) -> ApplianceConfig:
@@ -191,8 +205,12 @@ def key_locator(path: str | Path) -> Callable[[tuple[Any, ...]], str]:
     return where
 
 
-def load_config(path: str | Path, env_defaults: Mapping[str, str] | None = None) -> ApplianceConfig:
-    """Read and validate a config file (see :func:`parse_config`); at most 1 MiB."""
+def load_config(
+    path: str | Path, env_defaults: Mapping[str, str] | None = None, console_zones: bool = True
+) -> ApplianceConfig:
+    """Read and validate a config file (see :func:`parse_config`); at most 1 MiB. With
+    ``console_zones``, the zones saved in the web console replace those of the cameras they name
+    (:mod:`appliance.config.console_zones`)."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -204,4 +222,9 @@ def load_config(path: str | Path, env_defaults: Mapping[str, str] | None = None)
         raise ConfigError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
-    return parse_config(text, str(path), path.resolve().parent, env_defaults)
+    cfg = parse_config(text, str(path), path.resolve().parent, env_defaults)
+    if not console_zones:
+        return cfg
+    from appliance.config.console_zones import apply_console_zones, read_console_zones
+
+    return apply_console_zones(cfg, read_console_zones(cfg.state_dir))

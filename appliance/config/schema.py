@@ -25,7 +25,7 @@ from appliance.config.sections import (
 )
 from appliance.config.sparkplug import SparkplugSinkConfig
 from appliance.config.web import WebConfig
-from appliance.config.zones import ZoneConfig
+from appliance.config.zones import ZoneConfig, unique_zone_names
 from appliance.errors import ApplianceError
 
 CONFIG_SCHEMA_VERSION = 1
@@ -133,13 +133,7 @@ class CameraConfig(Section):
         "with its own threshold, dwell and schedule (README: zones). None: the whole image counts.",
     )
 
-    @field_validator("zones")
-    @classmethod
-    def _unique_zone_names(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
-        names = [z.name for z in v]
-        if dup := sorted({n for n in names if names.count(n) > 1}):
-            raise ValueError(f"zone names must be unique per camera; repeated: {', '.join(dup)}")
-        return v
+    _unique_zone_names = field_validator("zones")(unique_zone_names)
 
 
 class TrackingConfig(Section):

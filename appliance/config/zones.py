@@ -100,3 +100,11 @@ class ZoneConfig(Section):
         if self.threshold is not None and self.threshold_factor != 1.0:
             raise ValueError("give threshold or threshold_factor, not both")
         return self
+
+
+def unique_zone_names(cls, v: list[ZoneConfig]) -> list[ZoneConfig]:
+    """A field validator for a camera's zone list: names unique per camera (events and points carry them)."""
+    names = [z.name for z in v]
+    if dup := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"zone names must be unique per camera; repeated: {', '.join(dup)}")
+    return v

@@ -19,10 +19,10 @@ models and model updates, reloads).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance.alarms.alarm_points import AlarmBoard
@@ -68,8 +68,11 @@ class Appliance:
         scorer_override: Callable[[LoadedModel], Any] | None = None,
         learn_fps: float | None = None,
         purpose: str = "run",
+        config_path: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.config_path = config_path  # re-read on SIGHUP; None: reloads and zone edits are refused
+        self._reload_lock = threading.Lock()  # SIGHUP and the console's zone saves, one at a time
         self.purpose = purpose  # run, calibrate or learn: what the start-up log says the cameras do
         # learning replaces every camera's scorer with a recorder (calibration.learn)
         self.scorer_override = scorer_override
@@ -89,6 +92,7 @@ class Appliance:
         self.reporter = StatusBuilder(self)
         self.alarms: AlarmBoard | None = None  # the alarm points, from start()
         self.console: Console | None = None  # the web console, from start() when web.enabled
+        self.console_problem: str | None = None  # why it is not serving although enabled
 
     @property
     def store(self) -> ModelStore:
@@ -160,7 +164,7 @@ class Appliance:
             raise
         for w in self.workers:
             w.start()
-        self.console = open_console(self)  # the web console, when web.enabled
+        self.console, self.console_problem = open_console(self)  # the web console, when web.enabled
         self.status_changed()
 
     # -- models -----------------------------------------------------------------------------------
@@ -212,21 +216,8 @@ class Appliance:
         return self.threshold_and_source(cam)[0]
 
     def threshold_and_source(self, cam: CameraConfig) -> tuple[float, str]:
-        if cam.threshold is not None:
-            return cam.threshold, "camera"
-        if self.cfg.detector.threshold is not None:
-            return self.cfg.detector.threshold, "detector"
-        chosen = self.camera_models.get(cam.id)
-        if chosen is not None and chosen.site is not None:
-            return chosen.site.threshold_value, "site_model"
-        if chosen is not None and chosen.problem is not None:
-            return math.inf, "uncalibrated"  # the bundle's scale is not the site model's: learn again
-        if cam.id in self.calibrations:
-            return self.calibrations[cam.id].threshold, "calibration"
-        assert self.bundle is not None
-        if self.cfg.detector.when_uncalibrated == "bundle_default":
-            return self.bundle.default_threshold, "bundle"
-        return math.inf, "uncalibrated"  # scored, never above: no events until calibrated
+        """The camera's threshold and where it comes from (camera, detector, site_model, ...)."""
+        return handover.threshold_and_source(self, cam)
 
     # -- running ----------------------------------------------------------------------------------
     def emit(self, events: list[AnomalyEvent]) -> None:
@@ -276,9 +267,15 @@ class Appliance:
         return self.reporter.stalled_cameras(max_age_s)
 
     def reload(self, new: ApplianceConfig) -> None:
-        """SIGHUP: apply thresholds and hysteresis from a re-read config and the calibration file,
-        between frames, keeping cameras, tracks and the MQTT session; say what needs a restart."""
-        handover.reload_config(self, new)
+        """SIGHUP: apply thresholds, hysteresis and zones from a re-read config and the calibration
+        file, between frames, keeping cameras, tracks and the MQTT session; say what needs a restart."""
+        with self._reload_lock:
+            handover.reload_config(self, new)
+
+    def reload_from_file(self) -> None:
+        """Re-read the configuration file (with the console's zones) and apply it; a
+        :class:`ConfigError` leaves the running configuration as it is."""
+        self.reload(handover.read_config_file(self))
 
     def status_line(self) -> str:
         return self.reporter.line()

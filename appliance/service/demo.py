@@ -29,10 +29,26 @@ STARTER_LSTM_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"  # the paper's mod
 
 
 def demo_config(
-    events_file: Path, mqtt: str | None = None, realtime: bool = False, web_port: int | None = None
+    events_file: Path,
+    mqtt: str | None = None,
+    realtime: bool = False,
+    web_port: int | None = None,
+    state_dir: Path | None = None,
 ) -> ApplianceConfig:
     """The demo's configuration; with ``web_port`` the console is on 127.0.0.1 and the clips loop in
     real time, so there is something to watch until Ctrl-C."""
+    return parse_config(demo_config_text(events_file, mqtt, realtime, web_port, state_dir), "<demo>")
+
+
+def demo_config_text(
+    events_file: Path,
+    mqtt: str | None = None,
+    realtime: bool = False,
+    web_port: int | None = None,
+    state_dir: Path | None = None,
+) -> str:
+    """:func:`demo_config` as YAML (``appliance demo --web`` writes it, so the console's zones
+    editor has a configuration file to reload)."""
     sinks: list[dict] = [{"type": "stdout"}, {"type": "jsonl", "path": str(events_file)}]
     if mqtt:
         host, _, port = mqtt.rpartition(":")
@@ -43,7 +59,7 @@ def demo_config(
     cfg = {
         "schema_version": 1,
         "appliance_id": "demo",
-        "state_dir": str(events_file.parent),
+        "state_dir": str(state_dir or events_file.parent),
         "model": {"bundle": str(STARTER_BUNDLE), "watch_inbox": False},  # no field updates in a demo
         "pose": {"type": "blazepose"},
         "cameras": [
@@ -56,4 +72,4 @@ def demo_config(
     }
     import yaml
 
-    return parse_config(yaml.safe_dump(cfg), "<demo>")
+    return "# written by `appliance demo`; each run writes it again\n" + yaml.safe_dump(cfg, sort_keys=False)

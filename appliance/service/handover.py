@@ -5,6 +5,7 @@ Each camera takes what it is offered at its next frame; its tracks and the MQTT 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from appliance.alarms.alarm_points import points_of
@@ -12,7 +13,7 @@ from appliance.alarms.detector import HysteresisRule
 from appliance.alarms.threshold_store import load_thresholds, thresholds_path
 from appliance.alarms.zones import camera_zones
 from appliance.capture.frame_rate import RateGate
-from appliance.config import ApplianceConfig
+from appliance.config import ApplianceConfig, CameraConfig, ConfigError, load_config
 from appliance.errors import ModelError
 from appliance.updates.update_log import FACTORY
 
@@ -167,3 +168,30 @@ def reload_config(app: Appliance, new: ApplianceConfig) -> None:
         log.warning("reloaded thresholds; changes to %s take effect after a restart", ", ".join(restart))
     else:
         log.info("reloaded thresholds and detector settings")
+
+
+def threshold_and_source(app: Appliance, cam: CameraConfig) -> tuple[float, str]:
+    """The camera's threshold and where it comes from: its own, the detector's, its site model's, its
+    calibration, the bundle's default, or none yet (uncalibrated: scored, never above)."""
+    if cam.threshold is not None:
+        return cam.threshold, "camera"
+    if app.cfg.detector.threshold is not None:
+        return app.cfg.detector.threshold, "detector"
+    chosen = app.camera_models.get(cam.id)
+    if chosen is not None and chosen.site is not None:
+        return chosen.site.threshold_value, "site_model"
+    if chosen is not None and chosen.problem is not None:
+        return math.inf, "uncalibrated"  # the bundle's scale is not the site model's: learn again
+    if cam.id in app.calibrations:
+        return app.calibrations[cam.id].threshold, "calibration"
+    assert app.bundle is not None
+    if app.cfg.detector.when_uncalibrated == "bundle_default":
+        return app.bundle.default_threshold, "bundle"
+    return math.inf, "uncalibrated"  # scored, never above: no events until calibrated
+
+
+def read_config_file(app: Appliance) -> ApplianceConfig:
+    """The configuration file as it is now, with the console's zones (SIGHUP, a zone save)."""
+    if app.config_path is None:
+        raise ConfigError("this appliance was started without a configuration file")
+    return load_config(app.config_path)

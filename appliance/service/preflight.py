@@ -154,6 +154,10 @@ def _secret_files(cfg: ApplianceConfig) -> Iterator[tuple[tuple[Any, ...], Path]
 
     for i, sink in enumerate(cfg.sinks):
         yield from walk(sink, ("sinks", i))
+    if cfg.web.enabled:  # the console's TLS pair (its users file may not exist yet: _check_web)
+        for name in ("tls_cert_file", "tls_key_file"):
+            if (path := getattr(cfg.web, name)) is not None:
+                yield ("web", name), path
 
 
 def _check_credential(loc: tuple[Any, ...], path: Path, cred_dir: Path, unit: Path | None) -> Finding:
@@ -197,6 +201,8 @@ def check_files_and_sources(
     findings = _check_bundle(cfg)
     findings += _check_pose(cfg)
     findings += _check_cameras(cfg)
+    findings += _check_web(cfg)
+    findings += _check_console_zones(cfg)
     env_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     cred_dir = Path(env_dir) if env_dir else UNIT_CREDENTIALS_DIR
     unit_path = find_unit(config_path, unit)
@@ -206,6 +212,69 @@ def check_files_and_sources(
             findings.append(_check_credential(loc, path, cred_dir, unit_path))
         elif why := _readable(path):
             findings.append(Finding(loc, f"{path}: {why}"))
+    return findings
+
+
+def _check_web(cfg: ApplianceConfig) -> list[Finding]:
+    """The console: its packages, a TLS pair that loads, who can log in, and clear text on a network."""
+    web = cfg.web
+    if not web.enabled:
+        return []
+    findings = []
+    try:
+        import aiohttp  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError as exc:
+        missing = f"the console's packages are missing ({exc.name}): pip install 'appliance[web]'"
+        findings.append(Finding(("web", "enabled"), f"{missing} (`appliance run` would go on without it)"))
+    cert, key = web.tls_cert_file, web.tls_key_file
+    if cert is not None and key is not None and _readable(cert) is None and _readable(key) is None:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            why = f"{cert} and {key} do not load as a certificate and its key ({exc})"
+            findings.append(Finding(("web", "tls_cert_file"), why))
+    elif cert is None and web.bind not in ("127.0.0.1", "::1", "localhost"):
+        clear = "passwords and session cookies cross the network in clear"
+        why = f"the console listens on {web.bind} without TLS: {clear} (give tls_cert_file and tls_key_file)"
+        findings.append(Finding(("web", "bind"), why, "note"))
+    users_file = web.users_file or cfg.state_dir / "web" / "users.json"
+    try:
+        from appliance.web.users import UserStore
+
+        count = len(UserStore(users_file).users())
+    except ImportError:
+        return findings
+    except ApplianceError as exc:
+        return [*findings, Finding(("web", "users_file"), f"{exc} (not checked)", "note")]
+    if count == 0:
+        why = f"nobody can log in yet ({users_file} has no user): appliance web-passwd NAME --role admin"
+        findings.append(Finding(("web", "users_file"), why, "note"))
+    return findings
+
+
+def _check_console_zones(cfg: ApplianceConfig) -> list[Finding]:
+    """Zones saved in the web console replace the file's for the cameras they name: say so."""
+    from appliance.config import ConfigError
+    from appliance.config.console_zones import console_zones_path, read_console_zones
+
+    path = console_zones_path(cfg.state_dir)
+    try:
+        saved = read_console_zones(cfg.state_dir)
+    except ConfigError as exc:
+        if isinstance(exc.__context__, PermissionError):
+            why = f"{path}: not readable by this user; the console's zones were not checked"
+            return [Finding(("state_dir",), why, "note")]
+        return [Finding(("state_dir",), str(exc))]
+    findings = []
+    for i, cam in enumerate(cfg.cameras):
+        if (edit := saved.cameras.get(cam.id)) is not None:
+            names = ", ".join(z.name for z in edit.zones) or "none"
+            saved_by = f"saved in the console by {edit.saved_by} at {edit.saved_at}"
+            why = f"camera {cam.id}: its zones ({names}) come from {path}, {saved_by}, not from this file"
+            findings.append(Finding(("cameras", i, "zones"), why, "note"))
     return findings
 
 

@@ -13,6 +13,7 @@ from appliance.alarms.events import (
     ActiveModel,
     ApplianceStatus,
     CameraStatus,
+    ConsoleStatus,
     ScoreTelemetry,
     SiteModelInfo,
     iso_utc,
@@ -104,8 +105,19 @@ class StatusBuilder:
             last_model_update=app.models.last_update_record(),
             runtime=app.runtime_name,
             cameras=cameras,
+            console=self._console(),
         )
         return status.model_dump(exclude_none=True)
+
+    def _console(self) -> ConsoleStatus | None:
+        app = self.app
+        if not app.cfg.web.enabled:
+            return None
+        if app.console is not None:
+            return ConsoleStatus(state="serving", address=app.console.address)
+        if app.console_problem is None:
+            return ConsoleStatus(state="starting")
+        return ConsoleStatus(state="not_started", error=app.console_problem)
 
     def telemetry(self, interval_s: float) -> list[dict[str, Any]]:
         """One :class:`ScoreTelemetry` per camera for the interval that ends now (and start a new one)."""

@@ -17,19 +17,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("appliance.web")
 
 
-def open_console(app: Appliance) -> Console | None:
-    """Start the console when ``web.enabled`` (None otherwise, or when it cannot start: the appliance
-    goes on watching, and the log says why)."""
+def open_console(app: Appliance) -> tuple[Console | None, str | None]:
+    """Start the console when ``web.enabled``: (the console, None), or (None, why it is not serving)
+    when it cannot start; the appliance goes on watching, and the log and the status say why."""
     if not app.cfg.web.enabled:
-        return None
+        return None, None
     try:
         from appliance.web.server import Console
     except ImportError as exc:
-        log.error("web.enabled is set but the console's packages are missing (%s): pip install "
-                  "'appliance[web]'; the appliance goes on without a console", exc.name)  # fmt: skip
-        return None
+        why = f"the console's packages are missing ({exc.name}): pip install 'appliance[web]'"
+        log.error("web.enabled is set but %s; the appliance goes on without a console", why)
+        return None, why
     console = Console(app)
     if not console.start():
-        return None
+        return None, console.error
     app.sinks.append(console)  # a sink: it remembers recent events, and closing it stops the server
-    return console
+    return console, None

@@ -1,10 +1,12 @@
-"""Calibration from the console: an admin starts the ``recalibrate`` command of the running service
-for a camera (the same command MQTT ``cmd/recalibrate`` runs: live footage from the running pipeline,
-the threshold saved and applied between frames), watches its progress, and sees the report's chart.
+"""Calibration and learning from the console: an admin starts the ``recalibrate`` or ``learn``
+command of the running service for a camera (the same commands as MQTT ``cmd/recalibrate`` and
+``cmd/learn``: live footage from the running pipeline, the threshold or site model saved and applied
+between frames), follows its progress, and sees the report's chart. A site model can be rolled back
+from the models page.
 
-The command blocks for the footage's minutes, so it runs on a thread of its own, one per camera at a
-time; the page polls the job. The chart is the report's ``chart`` data (``calibration/report.py``),
-drawn in the browser with uPlot.
+Both commands block for the footage's minutes (learning then fits for a few seconds more), so each
+runs on a thread of its own, one per camera at a time; the page polls the job. The chart is the
+report's ``chart`` data (``calibration/report.py``), drawn in the browser with uPlot.
 """
 
 from __future__ import annotations
@@ -26,8 +28,14 @@ if TYPE_CHECKING:
     from appliance.web.server import Console
 
 
+JOBS = {"calibrate": "recalibrate", "learn": "learn"}  # route -> the service command it runs
+
+
 @dataclass
-class CalibrationJob:
+class LiveJob:
+    """One calibration or learning run on a camera, as the page follows it."""
+
+    kind: str  # calibrate or learn
     camera: str
     minutes: float
     target_alarms_per_hour: float
@@ -47,48 +55,50 @@ class CalibrationJob:
 def add_calibration_routes(webapp: web.Application, console: Console) -> None:
     r = CalibrationRoutes(console)
     webapp.router.add_post("/api/cameras/{camera}/calibrate", r.start)
+    webapp.router.add_post("/api/cameras/{camera}/learn", r.start)
     webapp.router.add_get("/api/cameras/{camera}/calibration", r.status)
+    webapp.router.add_post("/api/cameras/{camera}/site-model/rollback", r.rollback_site_model)
 
 
 class CalibrationRoutes:
     def __init__(self, console: Console) -> None:
         self.c = console
         self.app = console.app
-        self.jobs: dict[str, CalibrationJob] = {}
+        self.jobs: dict[str, LiveJob] = {}
         self._lock = threading.Lock()
 
     async def start(self, request: web.Request) -> web.Response:
         session = self.c.require(request, "admin", change=True)
+        kind = request.path.rsplit("/", 1)[-1]
         camera = request.match_info["camera"]
         if camera not in {w.cfg.id for w in self.app.workers}:
             return web.json_response({"ok": False, "error": f"no camera {camera!r}"}, status=404)
-        run = self.app.commands.handlers.get("recalibrate")
+        run = self.app.commands.handlers.get(JOBS[kind])
         if run is None:
             return web.json_response(
-                {"ok": False, "error": "calibration is not available in this process"}, status=503
+                {"ok": False, "error": f"{JOBS[kind]} is not available in this process"}, status=503
             )
         try:
             body = await request.json() if request.can_read_body else {}
-            args = REQUESTS["recalibrate"].model_validate({**body, "camera": camera}).arguments()
+            args = REQUESTS[JOBS[kind]].model_validate({**body, "camera": camera}).arguments()
         except (ValueError, TypeError):
             return web.json_response({"ok": False, "error": "send a JSON object"}, status=400)
         except ValidationError as exc:
             return web.json_response({"ok": False, "error": describe_errors(exc)}, status=400)
         with self._lock:
             if (job := self.jobs.get(camera)) is not None and job.state == "running":
-                return web.json_response(
-                    {"ok": False, "error": f"camera {camera} is being calibrated"}, status=409
-                )
-            job = self.jobs[camera] = CalibrationJob(
-                camera, args["minutes"], args["target_alarms_per_hour"], session.user
+                busy = f"camera {camera} is {'being calibrated' if job.kind == 'calibrate' else 'learning'}"
+                return web.json_response({"ok": False, "error": busy}, status=409)
+            job = self.jobs[camera] = LiveJob(
+                kind, camera, args["minutes"], args["target_alarms_per_hour"], session.user
             )
-        self.c.audit(request, "calibrate", session.user, f"{camera}: {args['minutes']:g} min, started")
+        self.c.audit(request, kind, session.user, f"{camera}: {args['minutes']:g} min, started")
         threading.Thread(
-            target=self._run, args=(job, run, args, request), name=f"calibrate-{camera}", daemon=True
+            target=self._run, args=(job, run, args, request), name=f"{kind}-{camera}", daemon=True
         ).start()
         return web.json_response({"ok": True, "job": job.view()}, status=202)
 
-    def _run(self, job: CalibrationJob, run, args: dict[str, Any], request: web.Request) -> None:
+    def _run(self, job: LiveJob, run, args: dict[str, Any], request: web.Request) -> None:
         try:
             answer = run(self.app, args)
         except ApplianceError as exc:
@@ -97,8 +107,25 @@ class CalibrationRoutes:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         job.state = "done" if answer.get("ok") else "failed"
         job.result, job.error = (answer, None) if answer.get("ok") else (None, answer.get("error"))
-        outcome = f"threshold {answer.get('threshold')}" if answer.get("ok") else f"failed: {job.error}"
-        self.c.audit(request, "calibrate", job.by, f"{job.camera}: {outcome}")
+        made = f"site model {answer.get('site_model')}, " if answer.get("site_model") else ""
+        outcome = f"{made}threshold {answer.get('threshold')}" if answer.get("ok") else f"failed: {job.error}"
+        self.c.audit(request, job.kind, job.by, f"{job.camera}: {outcome}")
+
+    async def rollback_site_model(self, request: web.Request) -> web.Response:
+        """The camera goes back to its previous site model, or to the bundle alone."""
+        session = self.c.require(request, "admin", change=True)
+        camera = request.match_info["camera"]
+        if camera not in {w.cfg.id for w in self.app.workers}:
+            return web.json_response({"ok": False, "error": f"no camera {camera!r}"}, status=404)
+        try:
+            now = await self.c.call(self.app.sites.rollback, camera)
+        except ApplianceError as exc:
+            self.c.audit(request, "site_model_rollback", session.user, f"{camera}: refused: {exc}")
+            return web.json_response({"ok": False, "error": str(exc)}, status=409)
+        await self.c.call(self.app.poll_site_models)  # applied between frames, as after `appliance learn`
+        detail = f"{camera}: now {now or 'the bundle alone'}"
+        self.c.audit(request, "site_model_rollback", session.user, detail)
+        return web.json_response({"ok": True, "camera": camera, "site_model": now})
 
     async def status(self, request: web.Request) -> web.Response:
         self.c.require(request, "viewer")

@@ -43,9 +43,11 @@ def add_routes(webapp: web.Application, console: Console) -> None:
     webapp.router.add_post("/api/alarms/{camera}/{point}/{action}", r.alarm_action)
     from appliance.web.calibration_routes import add_calibration_routes
     from appliance.web.model_routes import add_model_routes
+    from appliance.web.zone_routes import add_zone_routes
 
     add_model_routes(webapp, console)
     add_calibration_routes(webapp, console)
+    add_zone_routes(webapp, console)
     if console.cfg.metrics:
         from appliance.web.metrics import metrics_handler
 

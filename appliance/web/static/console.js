@@ -1,7 +1,8 @@
 // The appliance console: reads the daemon's JSON API, draws skeletons (never video) on a canvas.
 "use strict";
 
-const state = { epoch: 0, session: null, overview: null, camera: null, source: null, heat: null, history: {} };
+const state = { epoch: 0, session: null, overview: null, camera: null, source: null, heat: null, history: {},
+  edit: null, lastSnap: null, zoneInfo: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -181,6 +182,23 @@ async function loadModels() {
     el("td", {}, v.signer ? `${v.signer.name} (${v.signer.key_id})` : "unsigned"), el("td", {}, v.installed_at))));
   $("model-updates").replaceChildren(...m.updates.map((u) => el("li", {}, `${u.time} ${u.action} ${u.result}: ${u.version || ""} ${u.message || ""}`)));
   $("model-admin").hidden = state.session.role !== "admin";
+  const admin = state.session.role === "admin";
+  $("site-models").querySelector("tbody").replaceChildren(...Object.entries(m.site_models).map(([cam, list]) => {
+    const active = list.find((v) => v.active);
+    const others = list.filter((v) => !v.active).map((v) => v.id).join(", ") || "–";
+    return el("tr", { "data-camera": cam }, el("td", {}, cam), el("td", { class: "site-active" }, active ? active.id : "none (the bundle alone)"),
+      el("td", {}, active ? active.provenance.learned_at : ""), el("td", {}, active ? `${fmt(active.provenance.footage_minutes, 1)} min` : ""),
+      el("td", {}, others),
+      el("td", {}, ...(admin && active ? [el("button", { class: "site-rollback", onclick: () => rollbackSite(cam) }, "Roll back")] : [])));
+  }));
+}
+
+async function rollbackSite(camera) {
+  if (!confirm(`Roll camera ${camera} back to its previous site model (or the bundle alone)?`)) return;
+  const r = await api(`/api/cameras/${encodeURIComponent(camera)}/site-model/rollback`, { method: "POST", body: "{}" });
+  $("site-result").className = r.status === 200 ? "" : "error";
+  $("site-result").textContent = r.status === 200 ? `${camera}: now ${r.body.site_model || "the bundle alone"}` : `refused: ${r.body?.error}`;
+  loadModels();
 }
 
 async function uploadBundle(ev) {
@@ -216,7 +234,139 @@ function openCamera(id) {
   state.source = new EventSource(`/api/cameras/${encodeURIComponent(id)}/live`);
   state.source.onmessage = (m) => draw(JSON.parse(m.data));
   state.chartShown = null;
+  state.edit = null;
+  state.lastSnap = null;
+  $("zones-editor").hidden = true;
+  $("live").classList.remove("editing");
   loadCalibration(id);
+  loadZones(id);
+}
+
+// -- zones: shown over the live view; admins draw and save them (applied at once, like SIGHUP)
+async function loadZones(id) {
+  const r = await api(`/api/cameras/${encodeURIComponent(id)}/zones`);
+  if (r.status !== 200 || state.camera !== id) return;
+  state.zoneInfo = r.body;
+  const z = r.body;
+  const names = z.zones.map((x) => `${x.name} (${x.kind}${x.enabled === false ? ", off" : ""})`).join(", ") || "none: the whole picture counts";
+  $("zones-source").textContent = `Zones: ${names}. ` + (z.source === "console"
+    ? `Saved in the console by ${z.saved_by} at ${z.saved_at}; they replace the configuration file's.`
+    : "From the configuration file.");
+  $("zones-edit").hidden = state.session.role !== "admin" || !z.editable || state.edit !== null;
+  $("zones-revert").hidden = z.source !== "console";
+}
+
+function startEditing() {
+  state.edit = { zones: structuredClone(state.zoneInfo.zones), selected: 0, drag: null };
+  if (!state.edit.zones.length) newZone();
+  $("zones-editor").hidden = false;
+  $("zones-edit").hidden = true;
+  $("zones-error").textContent = "";
+  $("live").classList.add("editing");
+  renderZoneTable();
+}
+
+function stopEditing() {
+  state.edit = null;
+  $("zones-editor").hidden = true;
+  $("live").classList.remove("editing");
+  loadZones(state.camera);
+  redraw();
+}
+
+function newZone() {
+  const taken = new Set(state.edit.zones.map((z) => z.name));
+  let n = state.edit.zones.length + 1;
+  while (taken.has(`zone-${n}`)) n += 1;
+  state.edit.zones.push({ name: `zone-${n}`, kind: "include", polygon: [] });
+  state.edit.selected = state.edit.zones.length - 1;
+  renderZoneTable();
+}
+
+function renderZoneTable() {
+  const e = state.edit;
+  const rows = e.zones.map((z, i) => {
+    const pick = el("input", { type: "radio", name: "zone-pick", checked: i === e.selected, onchange: () => { e.selected = i; renderZoneTable(); redraw(); } });
+    const name = el("input", { type: "text", class: "zone-name", value: z.name, oninput: (ev) => { z.name = ev.target.value; redraw(); } });
+    const kind = el("select", { class: "zone-kind", onchange: (ev) => { z.kind = ev.target.value; redraw(); } },
+      ...["include", "exclude"].map((k) => el("option", { value: k, selected: z.kind === k }, k)));
+    const on = el("input", { type: "checkbox", class: "zone-enabled", checked: z.enabled !== false, onchange: (ev) => { z.enabled = ev.target.checked; } });
+    const del = el("button", { class: "zone-delete", onclick: () => { e.zones.splice(i, 1); e.selected = Math.max(0, Math.min(e.selected, e.zones.length - 1)); renderZoneTable(); redraw(); } }, "Delete");
+    return el("tr", { class: i === e.selected ? "selected" : "", "data-zone": String(i) },
+      el("td", {}, pick), el("td", {}, name), el("td", {}, kind), el("td", {}, on), el("td", { class: "corners" }, String(z.polygon.length)), el("td", {}, del));
+  });
+  $("zones-table").querySelector("tbody").replaceChildren(...rows);
+}
+
+function canvasPoint(ev) {
+  const rect = $("live").getBoundingClientRect();
+  const clamp = (v) => Math.round(Math.min(1, Math.max(0, v)) * 10000) / 10000;
+  return [clamp((ev.clientX - rect.left) / rect.width), clamp((ev.clientY - rect.top) / rect.height)];
+}
+
+function nearCorner(p) {
+  const rect = $("live").getBoundingClientRect();
+  const zone = state.edit.zones[state.edit.selected];
+  if (!zone) return -1;
+  return zone.polygon.findIndex(([x, y]) => Math.hypot((x - p[0]) * rect.width, (y - p[1]) * rect.height) < 12);
+}
+
+function onCanvasDown(ev) {
+  if (!state.edit) return;
+  const p = canvasPoint(ev);
+  const corner = nearCorner(p);
+  if (corner >= 0) { state.edit.drag = corner; return; }
+  const zone = state.edit.zones[state.edit.selected];
+  if (!zone) return;
+  zone.polygon.push(p);
+  renderZoneTable();
+  redraw();
+}
+
+function onCanvasMove(ev) {
+  if (!state.edit || state.edit.drag === null) return;
+  state.edit.zones[state.edit.selected].polygon[state.edit.drag] = canvasPoint(ev);
+  redraw();
+}
+
+function onCanvasUp() { if (state.edit) state.edit.drag = null; }
+
+async function saveZones() {
+  const zones = state.edit.zones;
+  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/zones`, { method: "PUT", body: JSON.stringify({ zones }) });
+  if (r.status !== 200) { $("zones-error").textContent = `not saved: ${r.body?.error || r.status}`; return; }
+  state.overview.cameras[state.camera].zones = r.body.zones;
+  stopEditing();
+}
+
+async function revertZones() {
+  if (!confirm("Drop the zones saved in the console and use the configuration file's?")) return;
+  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/zones`, { method: "DELETE" });
+  if (r.status !== 200) { $("zones-error").textContent = `refused: ${r.body?.error || r.status}`; return; }
+  state.overview.cameras[state.camera].zones = r.body.zones;
+  stopEditing();
+}
+
+function redraw() { if (state.lastSnap) draw(state.lastSnap); }
+
+function drawZones(g, w, h) {
+  const editing = state.edit !== null;
+  const zones = editing ? state.edit.zones : (state.overview.cameras[state.camera]?.zones || []);
+  zones.forEach((z, i) => {
+    if (!z.polygon.length) return;
+    const selected = editing && i === state.edit.selected;
+    g.beginPath();
+    z.polygon.forEach(([x, y], k) => (k ? g.lineTo(x * w, y * h) : g.moveTo(x * w, y * h)));
+    if (z.polygon.length > 2) g.closePath();
+    g.setLineDash(z.kind === "exclude" ? [8, 6] : []);
+    g.strokeStyle = z.kind === "exclude" ? "#7a828e" : "#4ea1ef"; g.lineWidth = selected ? 5 : 3; g.stroke();
+    g.setLineDash([]);
+    g.fillStyle = g.strokeStyle; g.font = "18px sans-serif"; g.fillText(z.name, z.polygon[0][0] * w + 4, z.polygon[0][1] * h + 20);
+    if (selected) {
+      g.fillStyle = "#ffffff";
+      for (const [x, y] of z.polygon) { g.beginPath(); g.arc(x * w, y * h, 7, 0, 2 * Math.PI); g.fill(); }
+    }
+  });
 }
 
 // -- calibration: start it, follow it, draw the report's chart with uPlot
@@ -227,11 +377,13 @@ async function loadCalibration(id) {
   const { job, report } = r.body;
   const cam = state.overview.status.cameras[id];
   $("calib-form").hidden = state.session.role !== "admin" || (job && job.state === "running");
+  $("learn-form").hidden = $("calib-form").hidden;
   $("calib-progress").hidden = !(job && job.state === "running");
   if (job) $("calib-progress").value = job.progress;
-  $("calib-error").textContent = job && job.state === "failed" ? `calibration failed: ${job.error}` : "";
+  const doing = job && job.kind === "learn" ? "learning" : "calibration";
+  $("calib-error").textContent = job && job.state === "failed" ? `${doing} failed: ${job.error}` : "";
   $("calib-state").textContent = job && job.state === "running"
-    ? `calibrating from ${job.minutes} min of live footage (started by ${job.by})...`
+    ? `${job.kind === "learn" ? "learning a site model" : "calibrating"} from ${job.minutes} min of live footage (started by ${job.by})...`
     : `threshold ${fmt(cam.threshold)} (${cam.threshold_source})` + (report ? `; last report: ${report.method}, ${fmt(report.footage_minutes, 1)} min of footage` : "");
   if (report && report.chart && state.chartShown !== report.threshold) drawCalibration(report.chart);
   if (job && job.state === "running") setTimeout(() => loadCalibration(id), 1000);
@@ -239,9 +391,12 @@ async function loadCalibration(id) {
 
 async function startCalibration(ev) {
   ev.preventDefault();
-  const body = { minutes: Number($("calib-minutes").value), target_alarms_per_hour: Number($("calib-target").value),
-    accept_drift: $("calib-drift").checked };
-  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/calibrate`, { method: "POST", body: JSON.stringify(body) });
+  const learn = ev.target.id === "learn-form";
+  const body = learn
+    ? { minutes: Number($("learn-minutes").value), target_alarms_per_hour: Number($("learn-target").value) }
+    : { minutes: Number($("calib-minutes").value), target_alarms_per_hour: Number($("calib-target").value),
+      accept_drift: $("calib-drift").checked };
+  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/${learn ? "learn" : "calibrate"}`, { method: "POST", body: JSON.stringify(body) });
   if (r.status !== 202) $("calib-error").textContent = `refused: ${r.body?.error || r.status}`;
   loadCalibration(state.camera);
 }
@@ -308,6 +463,7 @@ function colour(score, threshold) {
 }
 
 function draw(snap) {
+  state.lastSnap = snap;
   const canvas = $("live");
   const [w, h] = snap.size;
   if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
@@ -322,15 +478,7 @@ function draw(snap) {
       g.fillRect(c * w / cols, r * h / rows, w / cols, h / rows);
     }
   }
-  for (const z of state.overview.cameras[state.camera]?.zones || []) {
-    g.beginPath();
-    z.polygon.forEach(([x, y], i) => (i ? g.lineTo(x * w, y * h) : g.moveTo(x * w, y * h)));
-    g.closePath();
-    g.setLineDash(z.kind === "exclude" ? [8, 6] : []);
-    g.strokeStyle = z.kind === "exclude" ? "#7a828e" : "#4ea1ef"; g.lineWidth = 3; g.stroke();
-    g.setLineDash([]);
-    g.fillStyle = g.strokeStyle; g.font = "18px sans-serif"; g.fillText(z.name, z.polygon[0][0] * w + 4, z.polygon[0][1] * h + 20);
-  }
+  drawZones(g, w, h);
   const limbs = state.overview.skeleton.limbs;
   for (const p of snap.people) {
     const c = colour(p.score, snap.threshold);
@@ -383,6 +531,16 @@ document.addEventListener("DOMContentLoaded", () => {
   $("event-filter").addEventListener("submit", loadEvents);
   $("upload-form").addEventListener("submit", uploadBundle);
   $("calib-form").addEventListener("submit", startCalibration);
+  $("learn-form").addEventListener("submit", startCalibration);
   $("rollback-button").addEventListener("click", rollbackModel);
+  $("zones-edit").addEventListener("click", startEditing);
+  $("zone-new").addEventListener("click", () => { newZone(); redraw(); });
+  $("zone-undo").addEventListener("click", () => { state.edit.zones[state.edit.selected]?.polygon.pop(); renderZoneTable(); redraw(); });
+  $("zones-save").addEventListener("click", saveZones);
+  $("zones-cancel").addEventListener("click", stopEditing);
+  $("zones-revert").addEventListener("click", revertZones);
+  $("live").addEventListener("pointerdown", onCanvasDown);
+  $("live").addEventListener("pointermove", onCanvasMove);
+  $("live").addEventListener("pointerup", onCanvasUp);
   start();
 });
