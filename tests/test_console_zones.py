@@ -64,8 +64,8 @@ def test_a_zones_file_that_breaks_the_rules_is_refused_naming_file_line_and_key(
     lines = str(err.value).splitlines()
     assert f"{path}:8: cameras.a.zones[0].polygon[1][0]: out of range: must be from 0 to 1 (got 1.5)" in lines
     assert any(x.startswith(f"{path}:9: cameras.a.zones[0].kind: ") and "'include'" in x for x in lines)
-    no_author = "schema_version: 1\ncameras:\n  a:\n    zones: [{name: x, polygon: [[0, 0], [1, 0], [1, 1]]}]\n"
-    path.write_text(no_author)
+    no_author = "schema_version: 1\ncameras:\n  a:\n    zones: [{name: x, polygon: [[0, 0], [1, 0], [1, 1]]}]"
+    path.write_text(no_author + "\n")
     with pytest.raises(ConfigError, match=r"zones.yaml:3: cameras.a.saved_by: required key is missing"):
         load_config(config)
 
