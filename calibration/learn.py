@@ -28,6 +28,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,11 @@ class SkeletonRecorder:
         self._record(inputs, map_scores)
         return {}
 
+    def _next_frame(self) -> int:
+        return self.frame + 1
+
     def _record(self, inputs: dict, map_scores: dict) -> None:
-        self.frame += 1
+        self.frame = self._next_frame()
         self.people = max(self.people, len(inputs))
         both = self.input_kind == "both"
         for tid, x in inputs.items():
@@ -126,11 +130,27 @@ class SkeletonRecorder:
 
 
 class TeeRecorder(SkeletonRecorder):
-    """Live learning: records what a camera's running scorer is fed, and lets it score as before."""
+    """Live learning: records what a camera's running scorer is fed, and lets it score as before.
 
-    def __init__(self, inner) -> None:
+    With the model's ``fps``, frames are numbered by camera time on that time base: a camera that
+    cannot keep up (frames dropped under load) still has its footage cut into blocks of real time,
+    and its alarm rates counted per hour of real time, as the camera will run.
+    """
+
+    def __init__(self, inner, fps: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(getattr(inner, "input_kind", "maps"))
         self.inner = inner
+        self.fps = fps
+        self.clock = clock
+        self._t0: float | None = None
+
+    def _next_frame(self) -> int:
+        if self.fps is None:
+            return self.frame + 1
+        now = self.clock()
+        if self._t0 is None:
+            self._t0 = now
+        return max(self.frame + 1, round((now - self._t0) * self.fps))
 
     def push(self, inputs: dict) -> dict[int, float | None]:
         out = self.inner.push(inputs)
@@ -175,7 +195,7 @@ def learn_live(app, camera_id: str, minutes: float, target_alarms_per_hour: floa
     pipeline = worker.pipeline
     if isinstance(pipeline.scorer, SkeletonRecorder):
         raise CalibrationAborted(f"camera {camera_id} is already learning")
-    tee = TeeRecorder(pipeline.scorer)
+    tee = TeeRecorder(pipeline.scorer, worker.gate.fps)
     pipeline.scorer = tee
     log.info("camera %s: learning a site model from %.1f min of live footage", camera_id, minutes)
     try:

@@ -389,3 +389,32 @@ def test_the_running_daemon_learns_a_cameras_site_model_on_command_and_switches_
         (tmp_path / "state" / "models" / "site" / "aisle" / "versions" / "s1" / "site.json").read_text()
     )
     assert site["provenance"]["source"] == "live camera aisle (learn command)"
+
+
+def test_live_learning_cuts_footage_into_blocks_of_camera_time_when_the_camera_drops_frames():
+    """A camera that keeps up with only a third of its frames (a loaded device) must still have its
+    footage cut into 15 s blocks of real time: numbered by frame count, 30 s of it would all fall
+    into the first block and the held-out fold would be empty. The clock is a stand-in so that the
+    test does not have to load a CPU; the recorder is the real one."""
+    from calibration.learn import TeeRecorder, block_of
+
+    class Scorer:
+        input_kind = "body"
+
+        def push(self, inputs):
+            return dict.fromkeys(inputs, 1.0)
+
+    now = [100.0]
+    tee = TeeRecorder(Scorer(), fps=10.0, clock=lambda: now[0])
+    body = np.zeros((15, 3), np.float32)
+    for _ in range(100):  # 100 frames scored over 30 s of camera time: 3.3 a second, not 10
+        assert tee.push({1: body}) == {1: 1.0}  # the running scorer still scores
+        now[0] += 0.3
+    frames = np.asarray(tee.records()[0].frames)
+    assert frames[0] == 0 and frames[-1] == 297 and np.all(np.diff(frames) == 3)
+    assert np.bincount(block_of(frames, 10.0)).tolist() == [50, 50]  # 0-15 s and 15-30 s
+    assert (tee.frame + 1) / 10.0 == pytest.approx(29.8)  # the footage, in seconds of camera time
+    counted = TeeRecorder(Scorer())  # no time base known: frames are counted
+    for _ in range(3):
+        counted.push({1: body})
+    assert counted.records()[0].frames == [0, 1, 2]

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from appliance.alarms.events import Evidence
 from appliance.alarms.evidence import decode_clip
@@ -202,3 +203,120 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
     assert (audit[-1]["action"], audit[-1]["by"], audit[-1]["comment"]) == (
         "acknowledge", "otto", "seen from the browser",
     )  # fmt: skip
+
+
+def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_then_learns_a_site_model(
+    browser, tmp_path
+):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the clips as fast as they are processed, every frame: the footage learned from does not depend
+    # on how busy the machine is (live learning under load is tested in test_site_learning)
+    config, port = console_config(tmp_path, realtime=False)
+    app = start_appliance(config)
+    events_file = tmp_path / "events.jsonl"
+    wait = WebDriverWait(browser, 90, poll_frequency=0.2)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
+        browser.find_element(By.ID, "user").send_keys("ada")
+        browser.find_element(By.ID, "password").send_keys(PASSWORDS["ada"])
+        browser.find_element(By.ID, "login-button").click()
+        wait.until(lambda d: d.find_element(By.ID, "who").text == "ada (admin)")
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
+        wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=workcell]"))
+        ).click()
+        canvas = browser.find_element(By.ID, "live")
+        wait.until(lambda d: int(canvas.get_attribute("data-people") or 0) >= 1)
+        assert "From the configuration file" in browser.find_element(By.ID, "zones-source").text
+        wait.until(ec.element_to_be_clickable((By.ID, "zones-edit"))).click()
+        name = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#zones-table .zone-name")))
+        name.clear()
+        name.send_keys("cell")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+        width, height = canvas.size["width"], canvas.size["height"]
+        corners = [(0.05, 0.05), (0.95, 0.05), (0.95, 0.95), (0.05, 0.95)]
+        for fx, fy in corners:  # offsets from the canvas's centre (W3C actions)
+            dx, dy = round((fx - 0.5) * width), round((fy - 0.5) * height)
+            ActionChains(browser).move_to_element_with_offset(canvas, dx, dy).click().perform()
+        cell = browser.find_element(By.CSS_SELECTOR, "#zones-table tr[data-zone='0'] .corners")
+        assert cell.text == "4"
+        shot(browser, "zones", tmp_path)
+        browser.find_element(By.ID, "zones-save").click()
+        wait.until(lambda d: "cell (include)" in d.find_element(By.ID, "zones-source").text)
+        assert "Saved in the console by ada" in browser.find_element(By.ID, "zones-source").text
+        assert browser.find_element(By.ID, "zones-error").text == ""
+
+        saved = yaml.safe_load((tmp_path / "state" / "zones.yaml").read_text())
+        polygon = saved["cameras"]["workcell"]["zones"][0]["polygon"]
+        flat = [v for corner in polygon for v in corner]
+        assert flat == pytest.approx([v for c in corners for v in c], abs=0.01)  # where it was clicked
+        assert [z.name for z in app.cfg.cameras[1].zones] == ["cell"]  # applied without a restart
+
+        def zoned_start() -> dict | None:
+            lines = events_file.read_text().splitlines() if events_file.exists() else []
+            events = [json.loads(x) for x in lines]
+            return next((e for e in events if e["type"] == "start" and e.get("zone") == "cell"), None)
+
+        start = wait.until(lambda d: zoned_start())
+        assert start["camera_id"] == "workcell" and start["zones"] == ["cell"]
+        # ... and the events page finds it by its zone
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=events]").click()
+        box = wait.until(ec.visibility_of_element_located((By.ID, "filter-zone")))
+        box.send_keys("cell")
+        browser.find_element(By.CSS_SELECTOR, "#event-filter button[type=submit]").click()
+        item = (By.CSS_SELECTOR, f"#event-list li[data-event='{start['event_id']}'][data-type=start]")
+        wait.until(ec.visibility_of_element_located(item))
+        assert "workcell/cell" in browser.find_element(*item).text
+        assert all("/cell" in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#event-list li"))
+
+        # the walkway learns its own normal from the page (a site model), then is rolled back
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
+        wait.until(
+            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=walkway]"))
+        ).click()
+        form = wait.until(ec.visibility_of_element_located((By.ID, "learn-form")))
+        for field, value in (("learn-minutes", "0.5"), ("learn-target", "3600")):  # 30 s of footage
+            box = form.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        form.find_element(By.ID, "learn-start").click()
+        wait.until(lambda d: d.find_element(By.ID, "calib-state").text.startswith("learning a site model"))
+        progress = browser.find_element(By.ID, "calib-progress")
+        wait.until(lambda d: 0.2 < float(progress.get_attribute("value")) < 1)  # it moves
+        wait.until(lambda d: not progress.is_displayed())
+        assert browser.find_element(By.ID, "calib-error").text == ""
+        wait.until(
+            lambda d: d.execute_script(
+                "return window.calibrationCharts && window.calibrationCharts.threshold"
+            )
+        )
+        site = app.status()["cameras"]["walkway"]
+        assert site["site_model"] == "s1"  # the camera runs it, without a restart
+        report = json.loads((tmp_path / "state" / "calibration" / "walkway-report.json").read_text())
+        drawn = browser.execute_script("return window.calibrationCharts.threshold")
+        assert drawn == report["threshold"] == report["chart"]["threshold"]
+
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=models]").click()
+        row = "#site-models tr[data-camera=walkway]"
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} .site-active").text == "s1")
+        shot(browser, "site-model", tmp_path)
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.site-rollback").click()
+        wait.until(ec.alert_is_present()).accept()
+        wait.until(lambda d: "walkway: now the bundle alone" in d.find_element(By.ID, "site-result").text)
+        assert "site_model" not in app.status()["cameras"]["walkway"]
+        updates = (By.ID, "model-updates")
+        said = "site model rolled back from the console by ada"
+        wait.until(lambda d: said in d.find_element(*updates).text)
+        audit = [json.loads(x) for x in (tmp_path / "state" / "web" / "audit.jsonl").read_text().splitlines()]
+        done = [(a["action"], a["detail"]) for a in audit if a["by"] == "ada" and a["action"] != "login"]
+        assert done[0] == ("zones", "workcell: saved: cell (include, 4 corners)"), done
+        assert ("learn", "walkway: 0.5 min, started") in done
+        assert any(a == "learn" and d.startswith("walkway: site model s1, threshold") for a, d in done), done
+        assert done[-1] == ("site_model_rollback", "walkway: now the bundle alone")
+    finally:
+        app.stop()

@@ -37,11 +37,14 @@ def add_users(config: Path) -> None:
         assert out.returncode == 0, out.stderr
 
 
-def console_config(tmp_path: Path, sinks: list[dict] | None = None, **web: Any) -> tuple[Path, int]:
+def console_config(
+    tmp_path: Path, sinks: list[dict] | None = None, realtime: bool = True, **web: Any
+) -> tuple[Path, int]:
+    """Both demo clips, looped (``realtime``: paced like live cameras; else as fast as processed)."""
     port = free_port()
     cams = [
-        {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True, "realtime": True},
-        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": True},
+        {"id": "walkway", "source": str(DEMO_CLIP), "fps": None, "loop": True, "realtime": realtime},
+        {"id": "workcell", "source": str(WORKCELL_CLIP), "fps": None, "loop": True, "realtime": realtime},
     ]
     path = write_appliance_config(
         tmp_path / "c.yaml", cams[0], cameras=cams, detector={"threshold": 2.77, "start_windows": 3},

@@ -57,13 +57,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if camera is not None:
         if camera not in {c.id for c in cfg.cameras}:
             raise ApplianceError(f"no camera {camera!r} in {args.config}")
-        previous = sites.rollback(camera)
-        ModelStore(cfg.state_dir).log.record(
-            "rollback",
-            "ok",
-            version=f"site:{camera}/{previous or 'bundle'}",
-            message="site model rolled back",
-        )
+        previous = sites.rollback_logged(camera, ModelStore(cfg.state_dir).log, "with `appliance rollback`")
         what = f"site model {previous}" if previous else "the bundle (no site model)"
         print(f"rolled back: camera {camera} scores with {what}; a running appliance switches within seconds")
         return 0

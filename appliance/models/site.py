@@ -30,7 +30,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from appliance.errors import ModelError
 from appliance.models.bundle import Bundle, sha256_file
 from appliance.models.posture_motion_fit import NumpyPostureMotionRuntime, PostureMotionParams
 from appliance.storage import write_atomic
+
+if TYPE_CHECKING:
+    from appliance.updates.update_log import UpdateLog
 
 log = logging.getLogger("appliance.site_model")  # the name journals and log filters know
 
@@ -271,6 +274,13 @@ class SiteModelStore:
             history.append(state["active"])
         data = {"active": site_id, "history": history[-20:], "switched_at": _now()}
         write_atomic(self.pointer(camera), json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+    def rollback_logged(self, camera: str, log: UpdateLog, by: str) -> str | None:
+        """:meth:`rollback`, written in the appliance's update log as ``site:<camera>/<now active>``."""
+        previous = self.rollback(camera)
+        log.record("rollback", "ok", version=f"site:{camera}/{previous or 'bundle'}",
+                   message=f"site model rolled back {by}")  # fmt: skip
+        return previous
 
     def rollback(self, camera: str) -> str | None:
         """Deactivate the camera's site model: the one before it, or the base bundle (None)."""

@@ -118,7 +118,8 @@ class CalibrationRoutes:
         if camera not in {w.cfg.id for w in self.app.workers}:
             return web.json_response({"ok": False, "error": f"no camera {camera!r}"}, status=404)
         try:
-            now = await self.c.call(self.app.sites.rollback, camera)
+            by = f"from the console by {session.user}"
+            now = await self.c.call(self.app.sites.rollback_logged, camera, self.app.store.log, by)
         except ApplianceError as exc:
             self.c.audit(request, "site_model_rollback", session.user, f"{camera}: refused: {exc}")
             return web.json_response({"ok": False, "error": str(exc)}, status=409)
