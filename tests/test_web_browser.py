@@ -2,7 +2,9 @@
 Selenium, against a running daemon on the two demo clips and a real mosquitto. Log in, see both
 cameras and the dancer's live skeleton, acknowledge her alarm and see its retained MQTT state change;
 replay the alarm's skeleton clip on the events page; log in as an admin, calibrate a camera from the
-page and read the chart back, upload an unsigned bundle and see it refused.
+page and read the chart back, upload an unsigned bundle and see it refused. Then, on a second
+daemon: draw a zone around the dancer and find her next event by it, learn the walkway's site model
+and roll it back, and fit every page on a phone's screen.
 
 Screenshots go to ``$TEST_ARTIFACTS`` (default: the test's temporary folder); with
 ``CONSOLE_SCREENSHOTS=docs/images`` the overview and camera screenshots of the README are written
@@ -280,7 +282,8 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
             ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=walkway]"))
         ).click()
         form = wait.until(ec.visibility_of_element_located((By.ID, "learn-form")))
-        for field, value in (("learn-minutes", "0.5"), ("learn-target", "3600")):  # 30 s of footage
+        # a minute of footage: enough windows for both halves even when the machine is busy
+        for field, value in (("learn-minutes", "1"), ("learn-target", "3600")):
             box = form.find_element(By.ID, field)
             box.clear()
             box.send_keys(value)
@@ -315,8 +318,22 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
         audit = [json.loads(x) for x in (tmp_path / "state" / "web" / "audit.jsonl").read_text().splitlines()]
         done = [(a["action"], a["detail"]) for a in audit if a["by"] == "ada" and a["action"] != "login"]
         assert done[0] == ("zones", "workcell: saved: cell (include, 4 corners)"), done
-        assert ("learn", "walkway: 0.5 min, started") in done
+        assert ("learn", "walkway: 1 min, started") in done
         assert any(a == "learn" and d.startswith("walkway: site model s1, threshold") for a, d in done), done
         assert done[-1] == ("site_model_rollback", "walkway: now the bundle alone")
+
+        # a phone's screen: every page fits its width (no sideways scrolling), the live view included
+        browser.set_window_size(390, 844)
+        for view in ("overview", "camera", "events", "models"):
+            browser.find_element(By.CSS_SELECTOR, f"button[data-view={view}]").click()
+            wait.until(ec.visibility_of_element_located((By.ID, view)))
+            if view == "camera":
+                wait.until(lambda d: int(canvas.get_attribute("data-people") or 0) >= 1)
+                assert canvas.size["width"] <= 390
+                shot(browser, "phone-camera", tmp_path)
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (view, overflow)
     finally:
         app.stop()

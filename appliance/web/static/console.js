@@ -84,7 +84,7 @@ function renderOverview() {
   $("no-alarms").hidden = open.length > 0;
   const operator = state.session.role !== "viewer";
   $("alarms").querySelector("tbody").replaceChildren(...open.map((a) => el("tr", { "data-point": `${a.camera_id}/${a.point}` },
-    el("td", {}, a.camera_id), el("td", {}, a.point), el("td", { class: "alarm-state" }, a.state),
+    el("td", {}, a.camera_id), el("td", {}, a.point), el("td", { class: "alarm-state", "data-state": a.state }, a.state.replaceAll("_", " ")),
     el("td", {}, a.since), el("td", {}, String(a.anomalies)), el("td", {}, fmt(a.peak_score)),
     el("td", {}, ...(operator ? alarmButtons(a) : [])))));
   const b = o.broker;
