@@ -100,6 +100,10 @@ def test_the_session_cookie_is_httponly_and_samesite_strict_and_pages_carry_a_st
         and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     )
     assert headers["X-Content-Type-Options"] == "nosniff"
+    status, answer, headers = Client(base).request("GET", "/api/overview")  # a refusal: the same headers
+    assert (status, answer) == (401, {"ok": False, "error": "log in first"})
+    assert headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
 def test_wrong_passwords_are_limited_per_user_name_and_said_once_in_the_audit(running):

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from appliance.alarms.threshold_store import thresholds_path
 from appliance.errors import ApplianceError
 from appliance.publish.commands import REQUESTS, describe_errors
+from appliance.web.replies import refusal, worker_of
 
 if TYPE_CHECKING:
     from appliance.web.server import Console
@@ -70,25 +71,21 @@ class CalibrationRoutes:
     async def start(self, request: web.Request) -> web.Response:
         session = self.c.require(request, "admin", change=True)
         kind = request.path.rsplit("/", 1)[-1]
-        camera = request.match_info["camera"]
-        if camera not in {w.cfg.id for w in self.app.workers}:
-            return web.json_response({"ok": False, "error": f"no camera {camera!r}"}, status=404)
+        camera = worker_of(self.app, request).cfg.id
         run = self.app.commands.handlers.get(JOBS[kind])
         if run is None:
-            return web.json_response(
-                {"ok": False, "error": f"{JOBS[kind]} is not available in this process"}, status=503
-            )
+            raise refusal(503, f"{JOBS[kind]} is not available in this process")
         try:
             body = await request.json() if request.can_read_body else {}
             args = REQUESTS[JOBS[kind]].model_validate({**body, "camera": camera}).arguments()
         except (ValueError, TypeError):
-            return web.json_response({"ok": False, "error": "send a JSON object"}, status=400)
+            raise refusal(400, "send a JSON object") from None
         except ValidationError as exc:
-            return web.json_response({"ok": False, "error": describe_errors(exc)}, status=400)
+            raise refusal(400, describe_errors(exc)) from None
         with self._lock:
             if (job := self.jobs.get(camera)) is not None and job.state == "running":
                 busy = f"camera {camera} is {'being calibrated' if job.kind == 'calibrate' else 'learning'}"
-                return web.json_response({"ok": False, "error": busy}, status=409)
+                raise refusal(409, busy)
             job = self.jobs[camera] = LiveJob(
                 kind, camera, args["minutes"], args["target_alarms_per_hour"], session.user
             )
@@ -114,15 +111,13 @@ class CalibrationRoutes:
     async def rollback_site_model(self, request: web.Request) -> web.Response:
         """The camera goes back to its previous site model, or to the bundle alone."""
         session = self.c.require(request, "admin", change=True)
-        camera = request.match_info["camera"]
-        if camera not in {w.cfg.id for w in self.app.workers}:
-            return web.json_response({"ok": False, "error": f"no camera {camera!r}"}, status=404)
+        camera = worker_of(self.app, request).cfg.id
         try:
             by = f"from the console by {session.user}"
             now = await self.c.call(self.app.sites.rollback_logged, camera, self.app.store.log, by)
         except ApplianceError as exc:
             self.c.audit(request, "site_model_rollback", session.user, f"{camera}: refused: {exc}")
-            return web.json_response({"ok": False, "error": str(exc)}, status=409)
+            raise refusal(409, str(exc)) from None
         await self.c.call(self.app.poll_site_models)  # applied between frames, as after `appliance learn`
         detail = f"{camera}: now {now or 'the bundle alone'}"
         self.c.audit(request, "site_model_rollback", session.user, detail)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from appliance.errors import ApplianceError
+from appliance.web.replies import refusal
 
 if TYPE_CHECKING:
     from appliance.web.server import Console
@@ -54,7 +55,7 @@ class ModelRoutes:
     async def upload(self, request: web.Request) -> web.Response:
         session = self.c.require(request, "admin", change=True)
         if request.content_length is not None and request.content_length > MAX_UPLOAD:
-            return web.json_response({"ok": False, "error": "larger than a model bundle can be"}, status=413)
+            raise refusal(413, "larger than a model bundle can be")
         folder = self.app.cfg.state_dir / "web" / "uploads"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"upload-{secrets.token_hex(6)}.tar"
@@ -65,15 +66,13 @@ class ModelRoutes:
                 if size > MAX_UPLOAD:
                     fh.close()
                     path.unlink(missing_ok=True)
-                    return web.json_response(
-                        {"ok": False, "error": "larger than a model bundle can be"}, status=413
-                    )
+                    raise refusal(413, "larger than a model bundle can be")
                 fh.write(chunk)
         try:
             summary = await self.c.call(self.app.models.install_from_inbox, path)
         except ApplianceError as exc:
             self.c.audit(request, "model_upload", session.user, f"refused: {exc}")
-            return web.json_response({"ok": False, "error": str(exc)}, status=422)
+            raise refusal(422, str(exc)) from None
         finally:
             path.unlink(missing_ok=True)
         self.c.audit(request, "model_upload", session.user, summary)
@@ -89,6 +88,6 @@ class ModelRoutes:
             )
         except ApplianceError as exc:
             self.c.audit(request, "model_rollback", session.user, f"refused: {exc}")
-            return web.json_response({"ok": False, "error": str(exc)}, status=409)
+            raise refusal(409, str(exc)) from None
         self.c.audit(request, "model_rollback", session.user, f"now {version}")
         return web.json_response({"ok": True, "active": version})

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from appliance.publish.commands import REQUESTS, describe_errors
 from appliance.publish.sinks import mqtt_link
 from appliance.service.live_feed import skeleton_layout
+from appliance.web.replies import refusal, worker_of
 from appliance.web.sessions import COOKIE
 
 if TYPE_CHECKING:
@@ -74,16 +75,16 @@ class Routes:
             body = await request.json()
             user, password = str(body["user"])[:64], str(body["password"])[:256]
         except (ValueError, KeyError, TypeError):
-            return _json({"error": "send {user, password}"}, 400)
+            raise refusal(400, "send {user, password}") from None
         keys = (f"addr:{request.remote}", f"user:{user}")
         if self.c.limiter.blocked(*keys):
             self.c.audit(request, "login_refused", user, "too many failed logins; wait a minute")
-            return _json({"error": "too many failed logins; wait a minute"}, 429)
+            raise refusal(429, "too many failed logins; wait a minute")
         role = await self.c.call(self.c.users.check, user, password)
         if role is None:
             self.c.limiter.failed(*keys)
             self.c.audit(request, "login_failed", user)
-            return _json({"error": "wrong user name or password"}, 401)
+            raise refusal(401, "wrong user name or password")
         sid, session = self.c.sessions.create(user, role)
         self.c.audit(request, "login", user, role)
         response = _json({"user": user, "role": role, "csrf": session.csrf})
@@ -157,10 +158,10 @@ class Routes:
         never stored, never cached."""
         session = self.c.require(request, "admin")
         if not self.c.cfg.setup_image:
-            return _json({"error": "the setup image is off (web.setup_image)"}, 404)
+            raise refusal(404, "the setup image is off (web.setup_image)")
         jpeg = await self.c.call(self._worker(request).live.still_jpeg)
         if jpeg is None:
-            return _json({"error": "no frame yet"}, 404)
+            raise refusal(404, "no frame yet")
         self.c.audit(request, "setup_image", session.user, request.match_info["camera"])
         return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
@@ -171,26 +172,28 @@ class Routes:
             since = int(q["since_ms"]) if "since_ms" in q else None
             limit = max(1, min(int(q.get("limit", 100)), 500))
         except ValueError:
-            return _json({"error": "since_ms and limit are integers"}, 400)
+            raise refusal(400, "since_ms and limit are integers") from None
         return _json(self.c.recent.select(q.get("camera"), q.get("zone"), since, limit))
 
     async def event(self, request: web.Request) -> web.Response:
         self.c.require(request, "viewer")
         found = self.c.recent.get(request.match_info["event_id"], request.query.get("type"))
-        return _json(found) if found else _json({"error": "no such recent event with a skeleton clip"}, 404)
+        if not found:
+            raise refusal(404, "no such recent event with a skeleton clip")
+        return _json(found)
 
     # -- changing
     async def alarm_action(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
         if action not in ACTIONS:
-            return _json({"error": f"unknown action {action!r}; use {', '.join(ACTIONS)}"}, 404)
+            raise refusal(404, f"unknown action {action!r}; use {', '.join(ACTIONS)}")
         session = self.c.require(request, ACTIONS[action], change=True)
         try:
             body = await request.json() if request.can_read_body else {}
             if not isinstance(body, dict):
                 raise TypeError
         except (ValueError, TypeError):
-            return _json({"error": "send a JSON object"}, 400)
+            raise refusal(400, "send a JSON object") from None
         fields = {k: body[k] for k in ("comment", "minutes") if k in body}
         req = {
             "camera": request.match_info["camera"],
@@ -200,15 +203,9 @@ class Routes:
         try:
             args = REQUESTS[action].model_validate({**req, **fields}).arguments()
         except ValidationError as exc:
-            return _json({"ok": False, "error": describe_errors(exc)}, 400)
+            raise refusal(400, describe_errors(exc)) from None
         answer = await self.c.call(self.app.command, action, args)
         return _json(answer, 200 if answer.get("ok") else 409)
 
     def _worker(self, request: web.Request):
-        cam = request.match_info["camera"]
-        worker = next((w for w in self.app.workers if w.cfg.id == cam), None)
-        if worker is None:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": f"no camera {cam!r}"}), content_type="application/json"
-            )
-        return worker
+        return worker_of(self.app, request)

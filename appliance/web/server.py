@@ -24,6 +24,7 @@ from aiohttp import web
 
 from appliance.alarms.events import iso_utc
 from appliance.web.recent import RecentEvents
+from appliance.web.replies import refusal
 from appliance.web.routes import add_routes
 from appliance.web.sessions import COOKIE, LoginLimiter, Session, SessionStore
 from appliance.web.users import UserStore
@@ -122,19 +123,13 @@ class Console:
         otherwise the refusal is raised (401 without a session, 403 for the role or the token)."""
         session = self.session_of(request)
         if session is None:
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "log in first"}), content_type="application/json"
-            )
+            raise refusal(401, "log in first")
         if not session.may(role):
             self.audit(request, "refused", session.user, f"needs role {role}")
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": f"needs the {role} role"}), content_type="application/json"
-            )
+            raise refusal(403, f"needs the {role} role")
         if change and request.headers.get("X-CSRF-Token") != session.csrf:
             self.audit(request, "refused", session.user, "missing or wrong CSRF token")
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": "missing or wrong CSRF token"}), content_type="application/json"
-            )
+            raise refusal(403, "missing or wrong CSRF token")
         return session
 
     def audit(self, request: web.Request, action: str, user: str | None, detail: str | None = None) -> None:
@@ -160,12 +155,12 @@ class Console:
     # -- internals
     @web.middleware
     async def _headers(self, request: web.Request, handler) -> web.StreamResponse:
-        response = await handler(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.path.startswith("/api/"):
-            response.headers.setdefault("Cache-Control", "no-store")
+        try:
+            response = await handler(request)
+        except web.HTTPException as refused:  # a refusal carries the same headers as an answer
+            _secure_headers(request, refused.headers)
+            raise
+        _secure_headers(request, response.headers)
         return response
 
     def _tls(self) -> ssl.SSLContext | None:
@@ -183,3 +178,11 @@ class Console:
 
     def _host(self) -> str:
         return "127.0.0.1" if self.cfg.bind in ("0.0.0.0", "") else self.cfg.bind
+
+
+def _secure_headers(request: web.Request, headers) -> None:
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")

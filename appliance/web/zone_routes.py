@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from appliance.alarms.events import iso_utc
-from appliance.config import ConfigError, load_config
+from appliance.config import CameraConfig, ConfigError, load_config
 from appliance.config.console_zones import (
     CameraZoneEdit,
     apply_console_zones,
@@ -25,6 +25,7 @@ from appliance.config.console_zones import (
     write_console_zones,
 )
 from appliance.config.load import validation_lines
+from appliance.web.replies import refusal, worker_of
 
 if TYPE_CHECKING:
     from appliance.web.server import Console
@@ -47,12 +48,9 @@ class ZoneRoutes:
         self.app = console.app
         self._lock = threading.Lock()  # one save at a time: read, change, write, apply
 
-    def _camera(self, request: web.Request):
-        cam = request.match_info["camera"]
-        found = next((c for c in self.app.cfg.cameras if c.id == cam), None)
-        if found is None:
-            raise web.HTTPNotFound(text=f'{{"error": "no camera {cam!r}"}}', content_type="application/json")
-        return found
+    def _camera(self, request: web.Request) -> CameraConfig:
+        cam = worker_of(self.app, request).cfg.id
+        return next(c for c in self.app.cfg.cameras if c.id == cam)
 
     async def read(self, request: web.Request) -> web.Response:
         self.c.require(request, "viewer")
@@ -60,7 +58,7 @@ class ZoneRoutes:
         try:
             saved = await self.c.call(read_console_zones, self.app.cfg.state_dir)
         except ConfigError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
+            raise refusal(409, str(exc)) from None
         edit = saved.cameras.get(cam.id)
         return web.json_response({
             "camera": cam.id,
@@ -78,7 +76,7 @@ class ZoneRoutes:
             body = await request.json()
             zones = body["zones"]
         except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": 'send {"zones": [...]}'}, status=400)
+            raise refusal(400, 'send {"zones": [...]}') from None
         try:
             edit = CameraZoneEdit.model_validate(
                 {"zones": zones, "saved_by": session.user, "saved_at": iso_utc(time.time())}
@@ -86,7 +84,7 @@ class ZoneRoutes:
         except ValidationError as exc:
             errors = validation_lines(exc, "", None, CameraZoneEdit)
             self.c.audit(request, "zones_refused", session.user, f"{cam.id}: {'; '.join(errors)[:300]}")
-            return web.json_response({"error": "; ".join(errors[:5]), "errors": errors}, status=400)
+            raise refusal(400, "; ".join(errors[:5]), errors=errors) from None
         return await self._apply(request, session.user, cam.id, edit)
 
     async def revert(self, request: web.Request) -> web.Response:
@@ -96,14 +94,11 @@ class ZoneRoutes:
 
     async def _apply(self, request: web.Request, user: str, camera: str, edit: CameraZoneEdit | None):
         if self.app.config_path is None:
-            return web.json_response(
-                {"error": "this appliance runs without a configuration file; edit its zones there"},
-                status=503,
-            )
+            raise refusal(503, "this appliance runs without a configuration file; edit its zones there")
         try:
             applied = await self.c.call(self._write_and_reload, camera, edit)
         except ConfigError as exc:
-            return web.json_response({"error": f"not saved: {exc}"}, status=409)
+            raise refusal(409, f"not saved: {exc}") from None
         what = ", ".join(f"{z['name']} ({z['kind']}, {len(z['polygon'])} corners)" for z in applied) or "none"
         how = "saved" if edit is not None else "back to the configuration file's"
         self.c.audit(request, "zones", user, f"{camera}: {how}: {what}")
