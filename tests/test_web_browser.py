@@ -67,6 +67,37 @@ def shot(driver, name: str, tmp_path: Path) -> None:
         driver.save_screenshot(str(Path(readme) / f"console-{name}.png"))
 
 
+def log_in(browser, wait, user: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
+    browser.find_element(By.ID, "user").clear()
+    browser.find_element(By.ID, "user").send_keys(user)
+    browser.find_element(By.ID, "password").send_keys(PASSWORDS[user])
+    browser.find_element(By.ID, "login-button").click()
+    wait.until(lambda d: d.find_element(By.ID, "who").text.startswith(f"{user} ("))  # page laid out
+
+
+def open_camera(browser, wait, camera: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
+    wait.until(ec.visibility_of_element_located((By.ID, "camera")))
+    tab = (By.CSS_SELECTOR, f"#camera-tabs button[data-camera={camera}]")
+    wait.until(ec.element_to_be_clickable(tab)).click()
+
+
+def fill(form, values: dict[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    for field, value in values.items():
+        box = form.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(value)
+
+
 def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_the_browser(
     browser, broker: Broker, tmp_path
 ):
@@ -82,10 +113,7 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
     wait = WebDriverWait(browser, 90, poll_frequency=0.2)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
-        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
-        browser.find_element(By.ID, "user").send_keys("otto")
-        browser.find_element(By.ID, "password").send_keys(PASSWORDS["otto"])
-        browser.find_element(By.ID, "login-button").click()
+        log_in(browser, wait, "otto")
         cards = (By.CSS_SELECTOR, "#cameras .card")
         wait.until(
             lambda d: (
@@ -94,10 +122,7 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
         )
         assert "otto (operator)" in browser.find_element(By.ID, "who").text
 
-        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
-        wait.until(
-            lambda d: d.find_element(By.CSS_SELECTOR, "#camera-tabs button[data-camera=workcell]")
-        ).click()
+        open_camera(browser, wait, "workcell")
         canvas = browser.find_element(By.ID, "live")
         wait.until(lambda d: int(canvas.get_attribute("data-people") or 0) >= 1)
         first = int(canvas.get_attribute("data-frame"))
@@ -148,22 +173,11 @@ def test_an_operator_logs_in_watches_the_dancer_and_acknowledges_her_alarm_in_th
 
         # an admin calibrates the walkway from the page and sees the chart
         browser.find_element(By.ID, "logout").click()
-        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
-        browser.find_element(By.ID, "user").clear()
-        browser.find_element(By.ID, "user").send_keys("ada")
-        browser.find_element(By.ID, "password").send_keys(PASSWORDS["ada"])
-        browser.find_element(By.ID, "login-button").click()
-        wait.until(lambda d: d.find_element(By.ID, "who").text == "ada (admin)")  # logged in, page laid out
-        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
-        wait.until(ec.visibility_of_element_located((By.ID, "camera")))
-        wait.until(
-            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=walkway]"))
-        ).click()
+        log_in(browser, wait, "ada")
+        assert browser.find_element(By.ID, "who").text == "ada (admin)"
+        open_camera(browser, wait, "walkway")
         form = wait.until(ec.visibility_of_element_located((By.ID, "calib-form")))
-        for field, value in (("calib-minutes", "0.5"), ("calib-target", "1200")):
-            box = form.find_element(By.ID, field)
-            box.clear()
-            box.send_keys(value)
+        fill(form, {"calib-minutes": "0.5", "calib-target": "1200"})
         form.find_element(By.ID, "calib-drift").click()
         form.find_element(By.ID, "calib-start").click()
         wait.until(lambda d: d.find_element(By.ID, "calib-state").text.startswith("calibrating"))
@@ -223,15 +237,8 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
     wait = WebDriverWait(browser, 90, poll_frequency=0.2)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
-        wait.until(ec.visibility_of_element_located((By.ID, "login-form")))
-        browser.find_element(By.ID, "user").send_keys("ada")
-        browser.find_element(By.ID, "password").send_keys(PASSWORDS["ada"])
-        browser.find_element(By.ID, "login-button").click()
-        wait.until(lambda d: d.find_element(By.ID, "who").text == "ada (admin)")
-        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
-        wait.until(
-            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=workcell]"))
-        ).click()
+        log_in(browser, wait, "ada")
+        open_camera(browser, wait, "workcell")
         canvas = browser.find_element(By.ID, "live")
         wait.until(lambda d: int(canvas.get_attribute("data-people") or 0) >= 1)
         assert "From the configuration file" in browser.find_element(By.ID, "zones-source").text
@@ -277,16 +284,10 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
         assert all("/cell" in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#event-list li"))
 
         # the walkway learns its own normal from the page (a site model), then is rolled back
-        browser.find_element(By.CSS_SELECTOR, "button[data-view=camera]").click()
-        wait.until(
-            ec.element_to_be_clickable((By.CSS_SELECTOR, "#camera-tabs button[data-camera=walkway]"))
-        ).click()
+        open_camera(browser, wait, "walkway")
         form = wait.until(ec.visibility_of_element_located((By.ID, "learn-form")))
         # a minute of footage: enough windows for both halves even when the machine is busy
-        for field, value in (("learn-minutes", "1"), ("learn-target", "3600")):
-            box = form.find_element(By.ID, field)
-            box.clear()
-            box.send_keys(value)
+        fill(form, {"learn-minutes": "1", "learn-target": "3600"})
         form.find_element(By.ID, "learn-start").click()
         wait.until(lambda d: d.find_element(By.ID, "calib-state").text.startswith("learning a site model"))
         progress = browser.find_element(By.ID, "calib-progress")

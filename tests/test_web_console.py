@@ -360,3 +360,68 @@ def test_an_admin_draws_zones_that_are_checked_saved_beside_the_config_and_appli
 def test_the_retained_status_says_where_the_console_serves(running):
     app, base, _ = running
     assert app.status()["console"] == {"state": "serving", "address": base + "/"}
+
+
+def test_the_demo_prints_the_consoles_address_and_a_user_made_for_that_run(tmp_path):
+    """``appliance demo --web PORT``: the address and this run's password on stderr, both cameras in
+    the console, and a configuration file written so that zones drawn there reload; Ctrl-C stops it."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from .conftest import ROOT, free_port
+
+    port = free_port()
+    demo = [
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "demo",
+        "--web",
+        str(port),
+        "--out",
+        str(tmp_path / "e.jsonl"),
+    ]
+    proc = subprocess.Popen(demo, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+
+        def address() -> re.Match | None:
+            return next(
+                (
+                    m
+                    for line in said
+                    if (m := re.search(r"console: (\S+) \(user demo, password (\S+);", line))
+                ),
+                None,
+            )
+
+        found = client.wait_for(address, "the console's address on stderr", timeout=120)
+        assert found.group(1) == f"http://127.0.0.1:{port}/"
+
+        def logged_in() -> bool:  # the address is printed before the daemon starts serving
+            try:
+                return client.login("demo", found.group(2)) == 200
+            except urllib.error.URLError:
+                return False
+
+        client.wait_for(logged_in, "a login with the printed password", timeout=120)
+        status, overview = client.wait_for(
+            lambda: (r := client.request("GET", "/api/overview"))[0] == 200 and r[:2], "the overview"
+        )
+        assert set(overview["status"]["cameras"]) == {"walkway", "workcell"}
+        assert overview["status"]["console"] == {"state": "serving", "address": f"http://127.0.0.1:{port}/"}
+        status, zones, _ = client.request("GET", "/api/cameras/workcell/zones")
+        assert status == 200 and zones["editable"] is True
+        assert "appliance demo" in (tmp_path / "demo-config.yaml").read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        reader.join(10)
+    assert code == 0, "".join(said)[-2000:]
+    assert "Traceback" not in "".join(said)
