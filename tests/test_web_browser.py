@@ -229,9 +229,16 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from appliance.updates.signing import generate_key_pair
+    from export.bundle import sign_bundle
+
     # the clips as fast as they are processed, every frame: the footage learned from does not depend
     # on how busy the machine is (live learning under load is tested in test_site_learning)
     config, port = console_config(tmp_path, realtime=False)
+    private, public, key_id = generate_key_pair(tmp_path / "keys" / "acme")
+    (tmp_path / "trusted-keys").mkdir()  # the default trusted_keys: beside the configuration
+    shutil.copy(public, tmp_path / "trusted-keys" / "acme.pub")
+    release, _ = sign_bundle(STARTER_BUNDLE, private, tmp_path / "starter-2.2.1.tar", model_version="2.2.1")
     app = start_appliance(config)
     events_file = tmp_path / "events.jsonl"
     wait = WebDriverWait(browser, 90, poll_frequency=0.2)
@@ -282,6 +289,11 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
         wait.until(ec.visibility_of_element_located(item))
         assert "workcell/cell" in browser.find_element(*item).text
         assert all("/cell" in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#event-list li"))
+        since = browser.find_element(By.ID, "filter-since")  # ... and by time: none since 2099
+        browser.execute_script("arguments[0].value = arguments[1]", since, "2099-01-01T00:00")
+        browser.find_element(By.CSS_SELECTOR, "#event-filter button[type=submit]").click()
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#event-list li"))
+        browser.execute_script("arguments[0].value = ''", since)
 
         # the walkway learns its own normal from the page (a site model), then is rolled back
         open_camera(browser, wait, "walkway")
@@ -322,6 +334,29 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
         assert ("learn", "walkway: 1 min, started") in done
         assert any(a == "learn" and d.startswith("walkway: site model s1, threshold") for a, d in done), done
         assert done[-1] == ("site_model_rollback", "walkway: now the bundle alone")
+
+        # a signed bundle uploaded from the page is installed and run; a rollback brings back the first
+        running = (By.ID, "model-running")
+        assert "fused model made 20" in browser.find_element(By.ID, "model-provenance").text
+        assert "measured on vtest-walking" in browser.find_element(By.ID, "model-provenance").text
+        browser.find_element(By.ID, "bundle-file").send_keys(str(release))
+        browser.find_element(By.ID, "upload-button").click()
+        result = browser.find_element(By.ID, "upload-result")
+        wait.until(lambda d: result.text and not result.text.startswith("installing"))
+        assert "2.2.1" in result.text and "refused" not in result.text, result.text
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=models]").click()  # read the list again
+        row = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#model-versions tbody tr")))
+        assert f"acme ({key_id})" in row.text and "starter-walking-fused 2.2.1" in row.text
+        assert row.get_attribute("data-version") in row.text  # its id
+        assert "console upload starter-2.2.1.tar by ada" in row.text  # where it came from
+        wait.until(lambda d: app.model.version == "2.2.1")  # the cameras switched between frames
+        browser.find_element(By.CSS_SELECTOR, "button[data-view=models]").click()
+        wait.until(lambda d: "running: starter-walking-fused 2.2.1" in d.find_element(*running).text)
+        shot(browser, "models-signed", tmp_path)
+        browser.find_element(By.ID, "rollback-button").click()
+        wait.until(ec.alert_is_present()).accept()
+        wait.until(lambda d: "rolled back: now factory" in d.find_element(By.ID, "upload-result").text)
+        wait.until(lambda d: app.model.version == "2.2.0")
 
         # a phone's screen: every page fits its width (no sideways scrolling), the live view included
         browser.set_window_size(390, 844)

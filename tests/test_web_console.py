@@ -274,6 +274,7 @@ def test_only_an_admin_uploads_a_bundle_and_an_unsigned_one_is_refused_with_the_
     assert upload(admin, data, csrf=False)[0] == 403
     status, answer = upload(admin, data)
     assert status == 422 and not answer["ok"] and "not signed" in answer["error"], answer
+    assert answer["error"].startswith("console upload bundle.tar by ada: ")  # named as the log names it
     status, models, _ = admin.request("GET", "/api/models")
     assert status == 200 and models["active"] == "factory" and models["versions"] == []
     assert models["running"]["name"] == "starter-walking-fused"

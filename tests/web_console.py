@@ -7,6 +7,7 @@ import http.cookiejar
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,6 +64,9 @@ def start_appliance(config: Path):
     register_live_commands(app)  # as `appliance run` does: recalibrate and learn
     app.start()
     assert app.console is not None, "the console did not start"
+    # the daemon's main loop (model switches, calibrations, shelves that expire), as `appliance run`
+    # runs it; it ends when the cameras stop
+    threading.Thread(target=app.wait, args=(threading.Event(),), name="main-loop", daemon=True).start()
     return app
 
 

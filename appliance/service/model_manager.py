@@ -234,8 +234,9 @@ class ModelManager:
         except ValueError:
             return None
 
-    def install_from_inbox(self, path) -> str:
-        result = self.store.install(path, self.cfg)
+    def install_from_inbox(self, path, shown: str | None = None) -> str:
+        """A bundle from the update inbox or a console upload (``shown`` names it in the log)."""
+        result = self.store.install(path, self.cfg, shown=shown)
         signer = f", signed by {result.signer}" if result.signer else ", unsigned"
         return f"installed as {result.version_id}: {result.bundle_name}{signer}"
 

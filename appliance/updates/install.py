@@ -77,12 +77,14 @@ def install_bundle(
     policy: SignaturePolicy,
     allow_downgrade: bool = False,
     force: bool = False,
+    shown: str | None = None,
 ) -> UpdateResult:
     """Install ``source`` (.tar or folder) as a new version and make it active; raises on refusal.
 
+    ``shown``: how the log and messages name the source (default: its path).
     ``store.reached(step)`` is called after each step (logged; tests kill the process there).
     """
-    shown = display_path(source)
+    shown = shown or display_path(source)
     if not source.exists():
         raise BundleError(f"{shown}: no such bundle")
     store.staging.mkdir(parents=True, exist_ok=True)

@@ -165,20 +165,27 @@ class ModelStore:
         log.debug("model update: %s", name)
 
     def install(
-        self, source: Path, cfg: ApplianceConfig, *, allow_downgrade: bool = False, force: bool = False
+        self,
+        source: Path,
+        cfg: ApplianceConfig,
+        *,
+        allow_downgrade: bool = False,
+        force: bool = False,
+        shown: str | None = None,
     ) -> UpdateResult:
         """Install and activate a bundle (.tar or directory); refusals leave the active model as it was.
 
         ``allow_downgrade``: accept a lower version of the active model. ``force``: accept a bundle
-        marked bad. The inbox passes neither; the technician does, on the command line.
+        marked bad. The inbox passes neither; the technician does, on the command line. ``shown``:
+        how the log names the source (a console upload: its file name and who sent it).
         """
         source = Path(source)
-        shown = display_path(source)
+        shown = shown or display_path(source)
         policy = policy_for(cfg)
         with self.locked():
             self.recover()
             try:
-                result = install_bundle(self, source, cfg, policy, allow_downgrade, force)
+                result = install_bundle(self, source, cfg, policy, allow_downgrade, force, shown)
             except ModelError as exc:
                 message = name_source(self.staging, str(exc), shown)
                 self.log.record("install", "refused", source=shown, message=message)

@@ -2,13 +2,15 @@
 marked bad, each camera's site models, recent updates), uploading a bundle, and rolling back.
 
 An upload takes the field-update path: written to ``<state_dir>/web/uploads`` and installed by the
-model store exactly as a bundle dropped in the inbox (signature and hashes checked, a refusal leaves
+model store exactly as a bundle dropped in the inbox (the log names it by the file's name and the
+user) (signature and hashes checked, a refusal leaves
 the running model as it is); the daemon's main loop then switches the cameras between frames. Admins
 only; every upload and rollback is in the console's audit log with its outcome.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ class ModelRoutes:
             "site_models": {c.id: sites.versions(c.id) for c in self.app.cfg.cameras if sites.versions(c.id)},
             "updates": store.log.entries(10),
             "running": self.app.model.model_dump(),
+            "provenance": _provenance(self.app.bundle.manifest) if self.app.bundle else None,
         }
 
     async def upload(self, request: web.Request) -> web.Response:
@@ -68,8 +71,10 @@ class ModelRoutes:
                     path.unlink(missing_ok=True)
                     raise refusal(413, "larger than a model bundle can be")
                 fh.write(chunk)
+        name = re.sub(r"[^A-Za-z0-9._+-]", "_", request.headers.get("X-Bundle-Name", "bundle.tar"))[-100:]
+        shown = f"console upload {name} by {session.user}"
         try:
-            summary = await self.c.call(self.app.models.install_from_inbox, path)
+            summary = await self.c.call(self.app.models.install_from_inbox, path, shown)
         except ApplianceError as exc:
             self.c.audit(request, "model_upload", session.user, f"refused: {exc}")
             raise refusal(422, str(exc)) from None
@@ -91,3 +96,17 @@ class ModelRoutes:
             raise refusal(409, str(exc)) from None
         self.c.audit(request, "model_rollback", session.user, f"now {version}")
         return web.json_response({"ok": True, "active": version})
+
+
+def _provenance(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Where the running bundle comes from, as its manifest says: its kind and parts, when it was
+    made, and the footage its figures were measured on."""
+    model, evaluation = manifest.get("model", {}), manifest.get("evaluation", {})
+    parts = model.get("parts") or {}
+    return {
+        "type": model.get("type"),
+        "created_at": model.get("created_at"),
+        "parts": [f"{p.get('name')} {p.get('version')} ({p.get('type')})" for p in parts.values()],
+        "dataset": evaluation.get("dataset"),
+        "split": evaluation.get("split"),
+    }

@@ -167,6 +167,7 @@ async function loadEvents(ev) {
   const q = new URLSearchParams();
   if ($("filter-camera").value) q.set("camera", $("filter-camera").value);
   if ($("filter-zone").value) q.set("zone", $("filter-zone").value);
+  if ($("filter-since").value) q.set("since_ms", String(new Date($("filter-since").value).getTime()));  // local time
   const r = await api(`/api/events?${q}`);
   if (r.status === 200) $("event-list").replaceChildren(...r.body.map((e) => eventItem(e, true)));
 }
@@ -177,9 +178,12 @@ async function loadModels() {
   if (r.status !== 200) return;
   const m = r.body;
   $("model-running").textContent = `running: ${m.running.name} ${m.running.version} (active version: ${m.active})`;
-  $("model-versions").querySelector("tbody").replaceChildren(...m.versions.map((v) => el("tr", { "data-version": v.version_id },
-    el("td", {}, v.active ? "active" : (v.bad ? "bad" : "")), el("td", {}, v.version_id), el("td", {}, `${v.name} ${v.version}`),
-    el("td", {}, v.signer ? `${v.signer.name} (${v.signer.key_id})` : "unsigned"), el("td", {}, v.installed_at))));
+  const p = m.provenance;
+  $("model-provenance").textContent = p ? `${p.type} model made ${p.created_at || "(date not recorded)"}` +
+    (p.parts.length ? ` from ${p.parts.join(" and ")}` : "") + (p.dataset ? `; measured on ${p.dataset}, ${p.split}` : "") : "";
+  $("model-versions").querySelector("tbody").replaceChildren(...m.versions.map((v) => el("tr", { "data-version": v.id },
+    el("td", {}, v.active ? "active" : (v.bad ? "bad" : "")), el("td", {}, v.id), el("td", {}, `${v.name} ${v.version}`),
+    el("td", {}, v.signer ? `${v.signer.name} (${v.signer.key_id})` : "unsigned"), el("td", {}, v.installed_at), el("td", {}, v.source))));
   $("model-updates").replaceChildren(...m.updates.map((u) => el("li", {}, `${u.time} ${u.action} ${u.result}: ${u.version || ""} ${u.message || ""}`)));
   $("model-admin").hidden = state.session.role !== "admin";
   const admin = state.session.role === "admin";
@@ -207,7 +211,7 @@ async function uploadBundle(ev) {
   if (!file) return;
   $("upload-result").textContent = `installing ${file.name}...`;
   const r = await fetch("/api/models", { method: "POST", credentials: "same-origin", body: file,
-    headers: { "Content-Type": "application/x-tar", "X-CSRF-Token": state.session.csrf } });
+    headers: { "Content-Type": "application/x-tar", "X-CSRF-Token": state.session.csrf, "X-Bundle-Name": file.name } });
   const body = await r.json().catch(() => ({}));
   $("upload-result").className = r.ok ? "" : "error";
   $("upload-result").textContent = r.ok ? body.result : `refused: ${body.error || r.status}`;
