@@ -184,7 +184,7 @@ async function loadModels() {
   $("model-versions").querySelector("tbody").replaceChildren(...m.versions.map((v) => el("tr", { "data-version": v.id },
     el("td", {}, v.active ? "active" : (v.bad ? "bad" : "")), el("td", {}, v.id), el("td", {}, `${v.name} ${v.version}`),
     el("td", {}, v.signer ? `${v.signer.name} (${v.signer.key_id})` : "unsigned"), el("td", {}, v.installed_at), el("td", {}, v.source))));
-  $("model-updates").replaceChildren(...m.updates.map((u) => el("li", {}, `${u.time} ${u.action} ${u.result}: ${u.version || ""} ${u.message || ""}`)));
+  $("model-updates").replaceChildren(...m.updates.slice().reverse().map((u) => el("li", {}, `${u.time} ${u.action} ${u.result}: ${u.version || ""} ${u.message || ""}`)));
   $("model-admin").hidden = state.session.role !== "admin";
   const admin = state.session.role === "admin";
   $("site-models").querySelector("tbody").replaceChildren(...Object.entries(m.site_models).map(([cam, list]) => {
