@@ -20,6 +20,7 @@ _STATUS: dict[int, type[web.HTTPException]] = {
     409: web.HTTPConflict,
     422: web.HTTPUnprocessableEntity,
     429: web.HTTPTooManyRequests,
+    500: web.HTTPInternalServerError,
     503: web.HTTPServiceUnavailable,
 }
 

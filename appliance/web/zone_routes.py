@@ -99,6 +99,8 @@ class ZoneRoutes:
             applied = await self.c.call(self._write_and_reload, camera, edit)
         except ConfigError as exc:
             raise refusal(409, f"not saved: {exc}") from None
+        except OSError as exc:  # a full or read-only state directory: nothing was applied
+            raise refusal(500, f"not saved: cannot write the zones ({exc.strerror or exc})") from None
         what = ", ".join(f"{z['name']} ({z['kind']}, {len(z['polygon'])} corners)" for z in applied) or "none"
         how = "saved" if edit is not None else "back to the configuration file's"
         self.c.audit(request, "zones", user, f"{camera}: {how}: {what}")
