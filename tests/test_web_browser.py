@@ -7,8 +7,8 @@ daemon: draw a zone around the dancer and find her next event by it, learn the w
 and roll it back, and fit every page on a phone's screen.
 
 Screenshots go to ``$TEST_ARTIFACTS`` (default: the test's temporary folder); with
-``CONSOLE_SCREENSHOTS=docs/images`` the overview and camera screenshots of the README are written
-there too.
+``CONSOLE_SCREENSHOTS=DIR`` every screenshot is also written to DIR (the README shows four of
+them).
 """
 
 from __future__ import annotations
@@ -261,6 +261,7 @@ def test_an_admin_draws_a_zone_around_the_dancer_and_her_next_event_carries_it_t
             ActionChains(browser).move_to_element_with_offset(canvas, dx, dy).click().perform()
         cell = browser.find_element(By.CSS_SELECTOR, "#zones-table tr[data-zone='0'] .corners")
         assert cell.text == "4"
+        browser.execute_script("document.getElementById('zones-editor').scrollIntoView({block: 'end'})")
         shot(browser, "zones", tmp_path)
         browser.find_element(By.ID, "zones-save").click()
         wait.until(lambda d: "cell (include)" in d.find_element(By.ID, "zones-source").text)
