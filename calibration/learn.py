@@ -146,7 +146,7 @@ class TeeRecorder(SkeletonRecorder):
 
     def _next_frame(self) -> int:
         if self.fps is None:
-            return self.frame + 1
+            return super()._next_frame()
         now = self.clock()
         if self._t0 is None:
             self._t0 = now

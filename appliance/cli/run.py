@@ -135,24 +135,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     text = demo_config_text(args.out, args.mqtt, args.realtime, args.web, args.state_dir)
     config_path = None
-    if args.web is not None:  # a file beside the state, so that zones saved in the console reload
-        config_path = (args.state_dir or args.out.parent).resolve() / "demo-config.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(text)
-        cfg = load_config(config_path)
-    else:
+    if args.web is None:
         cfg = parse_config(text, "<demo>")
-    if args.web is not None:
+        print("console: `appliance demo --web 8080` shows this demo in a browser", file=sys.stderr)
+    else:
         import secrets
 
         from appliance.web.users import UserStore
 
+        # a file beside the state, so that zones saved in the console reload
+        config_path = (args.state_dir or args.out.parent).resolve() / "demo-config.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(text)
+        cfg = load_config(config_path)
         password = secrets.token_urlsafe(12)  # this run's only: the demo has no default password either
         UserStore(cfg.state_dir / "web" / "users.json").set("demo", "admin", password)
         print(f"console: http://127.0.0.1:{args.web}/ (user demo, password {password}; Ctrl-C stops the "
               "demo)", file=sys.stderr)  # fmt: skip
-    else:
-        print("console: `appliance demo --web 8080` shows this demo in a browser", file=sys.stderr)
     replaced = args.out.exists()
     args.out.unlink(missing_ok=True)  # each demo run writes its own events, not appended to the last
     code = run_appliance(cfg, config_path)

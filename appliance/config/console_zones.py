@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from appliance.config.schema import ApplianceConfig, ConfigError
 from appliance.config.sections import Section, TopicLevel
-from appliance.config.yaml_source import MAX_CONFIG_BYTES, Located, compose
+from appliance.config.yaml_source import Located, compose, read_config_text
 from appliance.config.zones import ZoneConfig, unique_zone_names
 from appliance.storage import write_atomic
 
@@ -62,13 +62,9 @@ def read_console_zones(state_dir: Path) -> ConsoleZones:
 
     path = console_zones_path(state_dir)
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        text = raw.decode("utf-8")
+        text = read_config_text(path, "the console's zones")
     except FileNotFoundError:
         return ConsoleZones()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the console's zones ({exc})") from None
     node, data = compose(text, str(path))
     if data is None:
         return ConsoleZones()

@@ -23,7 +23,14 @@ from appliance.config.schema import (
     StdoutSinkConfig,
 )
 from appliance.config.sparkplug import SparkplugSinkConfig
-from appliance.config.yaml_source import MAX_CONFIG_BYTES, Located, clean_loc, compose, expand_env, loc_text
+from appliance.config.yaml_source import (
+    Located,
+    clean_loc,
+    compose,
+    expand_env,
+    loc_text,
+    read_config_text,
+)
 from appliance.redact import redact
 
 _TAGGED: dict[str, type[BaseModel]] = {
@@ -213,15 +220,9 @@ def load_config(
     (:mod:`appliance.config.console_zones`)."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a configuration file")
-        text = raw.decode("utf-8")
+        text = read_config_text(path, "a configuration file")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
     cfg = parse_config(text, str(path), path.resolve().parent, env_defaults)
     if not console_zones:
         return cfg

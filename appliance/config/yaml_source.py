@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -100,6 +101,22 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+def read_config_text(path: Path, what: str) -> str:
+    """The text of a settings file (``what`` it should be), refused past :data:`MAX_CONFIG_BYTES`
+    before it is all read. A missing file raises ``FileNotFoundError`` (each caller says what that
+    means); anything else unreadable is a :class:`ConfigError`."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not {what}")
+        return raw.decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
 
 
 def compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:

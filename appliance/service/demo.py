@@ -28,16 +28,9 @@ STARTER_BUNDLE = ASSETS / "starter-walking-fused.tar"  # the default: map model 
 STARTER_LSTM_BUNDLE = ASSETS / "starter-walking-lstm-vae.tar"  # the paper's model alone
 
 
-def demo_config(
-    events_file: Path,
-    mqtt: str | None = None,
-    realtime: bool = False,
-    web_port: int | None = None,
-    state_dir: Path | None = None,
-) -> ApplianceConfig:
-    """The demo's configuration; with ``web_port`` the console is on 127.0.0.1 and the clips loop in
-    real time, so there is something to watch until Ctrl-C."""
-    return parse_config(demo_config_text(events_file, mqtt, realtime, web_port, state_dir), "<demo>")
+def demo_config(events_file: Path) -> ApplianceConfig:
+    """The demo's configuration with its defaults (see :func:`demo_config_text`)."""
+    return parse_config(demo_config_text(events_file), "<demo>")
 
 
 def demo_config_text(
@@ -47,8 +40,9 @@ def demo_config_text(
     web_port: int | None = None,
     state_dir: Path | None = None,
 ) -> str:
-    """:func:`demo_config` as YAML (``appliance demo --web`` writes it, so the console's zones
-    editor has a configuration file to reload)."""
+    """The demo's configuration as YAML; with ``web_port`` the console is on 127.0.0.1 and the clips
+    loop in real time, so there is something to watch until Ctrl-C (``appliance demo --web`` writes
+    it to a file, so the console's zones editor has a configuration to reload)."""
     sinks: list[dict] = [{"type": "stdout"}, {"type": "jsonl", "path": str(events_file)}]
     if mqtt:
         host, _, port = mqtt.rpartition(":")

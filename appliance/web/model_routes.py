@@ -2,10 +2,10 @@
 marked bad, each camera's site models, recent updates), uploading a bundle, and rolling back.
 
 An upload takes the field-update path: written to ``<state_dir>/web/uploads`` and installed by the
-model store exactly as a bundle dropped in the inbox (the log names it by the file's name and the
-user) (signature and hashes checked, a refusal leaves
-the running model as it is); the daemon's main loop then switches the cameras between frames. Admins
-only; every upload and rollback is in the console's audit log with its outcome.
+model store exactly as a bundle dropped in the inbox (signature and hashes checked, a refusal leaves
+the running model as it is; the log names it by its file name and the user); the daemon's main loop
+then switches the cameras between frames. Admins only; every upload and rollback is in the console's
+audit log with its outcome.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ModelRoutes:
             "active": state.active or "factory",
             "history": state.history,
             "versions": [asdict(v) for v in store.installed()],
-            "site_models": {c.id: sites.versions(c.id) for c in self.app.cfg.cameras if sites.versions(c.id)},
+            "site_models": {cam: v for c in self.app.cfg.cameras if (v := sites.versions(cam := c.id))},
             "updates": store.log.entries(10),
             "running": self.app.model.model_dump(),
             "provenance": _provenance(self.app.bundle.manifest) if self.app.bundle else None,

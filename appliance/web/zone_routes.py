@@ -49,8 +49,7 @@ class ZoneRoutes:
         self._lock = threading.Lock()  # one save at a time: read, change, write, apply
 
     def _camera(self, request: web.Request) -> CameraConfig:
-        cam = worker_of(self.app, request).cfg.id
-        return next(c for c in self.app.cfg.cameras if c.id == cam)
+        return worker_of(self.app, request).cfg  # the running camera's settings (a reload updates them)
 
     async def read(self, request: web.Request) -> web.Response:
         self.c.require(request, "viewer")
@@ -121,4 +120,4 @@ class ZoneRoutes:
             new = apply_console_zones(base, saved)
             write_console_zones(state_dir, saved)
             self.app.reload(new)
-        return _dump(next(c for c in self.app.cfg.cameras if c.id == camera).zones)
+        return _dump(next(w for w in self.app.workers if w.cfg.id == camera).cfg.zones)

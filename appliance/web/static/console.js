@@ -335,20 +335,18 @@ function onCanvasMove(ev) {
 
 function onCanvasUp() { if (state.edit) state.edit.drag = null; }
 
-async function saveZones() {
-  const zones = state.edit.zones;
-  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/zones`, { method: "PUT", body: JSON.stringify({ zones }) });
-  if (r.status !== 200) { $("zones-error").textContent = `not saved: ${r.body?.error || r.status}`; return; }
+// save (PUT) or go back to the configuration file's zones (DELETE); the answer holds the zones now in force
+async function changeZones(options) {
+  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/zones`, options);
+  if (r.status !== 200) { $("zones-error").textContent = `refused: ${r.body?.error || r.status}`; return; }
   state.overview.cameras[state.camera].zones = r.body.zones;
   stopEditing();
 }
 
-async function revertZones() {
-  if (!confirm("Drop the zones saved in the console and use the configuration file's?")) return;
-  const r = await api(`/api/cameras/${encodeURIComponent(state.camera)}/zones`, { method: "DELETE" });
-  if (r.status !== 200) { $("zones-error").textContent = `refused: ${r.body?.error || r.status}`; return; }
-  state.overview.cameras[state.camera].zones = r.body.zones;
-  stopEditing();
+function saveZones() { return changeZones({ method: "PUT", body: JSON.stringify({ zones: state.edit.zones }) }); }
+
+function revertZones() {
+  if (confirm("Drop the zones saved in the console and use the configuration file's?")) changeZones({ method: "DELETE" });
 }
 
 function redraw() { if (state.lastSnap) draw(state.lastSnap); }
